@@ -1,0 +1,31 @@
+// Op schemas of fabnet, defined once. Kernels register per device in cpu/ and cuda/.
+//
+// padding_mode is "zeros" or "border". Backward ops take an output mask and return an empty
+// (0-element) tensor for every gradient that was not asked for, so sources that need no gradient
+// take the gather-only path.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// `import fabnet._C` loads this library, whose static initialisers register the ops below.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(fabnet, m) {
+  m.def(
+      "warp_blend(Tensor sources, Tensor flows, Tensor? logits, bool residual, str padding_mode, "
+      "bool align_corners) -> Tensor");
+  m.def(
+      "warp_blend_backward(Tensor grad, Tensor sources, Tensor flows, Tensor? logits, bool residual, "
+      "str padding_mode, bool align_corners, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "warp_blend_l1(Tensor sources, Tensor flows, Tensor? logits, Tensor target, bool residual, "
+      "str padding_mode, bool align_corners) -> Tensor");
+  m.def(
+      "warp_blend_l1_backward(Tensor grad, Tensor sources, Tensor flows, Tensor? logits, Tensor target, "
+      "bool residual, str padding_mode, bool align_corners, bool[4] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,49 @@
+"""The fused multi-source warp + confidence-softmax blend (+ per-sample L1) op.
+
+    warp_blend(sources, flows, logits=None, *, residual=False, padding_mode="zeros",
+               align_corners=False, backend="auto") -> (B, C, H, W)
+    warp_blend_l1(sources, flows, logits, target, *, ...same...) -> (B,)
+
+sources: (B, K, C, Hs, Ws), K >= 1 frames per sample. flows: (B, K, 2, H, W), channel 0 = x,
+channel 1 = y in ``F.grid_sample``'s normalised coordinates, or offsets from the identity grid
+``F.affine_grid(identity, (B, C, H, W), align_corners)`` when ``residual``. logits: (B, K, H, W)
+or (B, K, 1, H, W), softmax over K per pixel; None for equal weights. target: (B, C, H, W).
+
+    warped_k = F.grid_sample(sources[:, k], grid_k, "bilinear", padding_mode, align_corners)
+    blend    = sum_k softmax_k(logits) * warped_k
+    l1[b]    = mean over (C, H, W) of |target[b] - blend[b]|
+
+Gradients flow to every floating input that requires them; sources that do not take a
+gather-only backward. ``warp_blend_l1`` never materialises the blend. dtypes: float32, float64,
+bfloat16, float16 (accumulation in float32, or float64 for float64 inputs).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fabnet.ops import extension
+from fabnet.ops.backends import BACKENDS, backends, select
+from fabnet.ops.checks import validate
+from fabnet.ops.reference import warp_blend_l1_reference, warp_blend_reference
+
+__all__ = ["warp_blend", "warp_blend_l1", "backends", "BACKENDS", "warp_blend_reference",
+           "warp_blend_l1_reference", "extension"]
+
+
+def warp_blend(sources: torch.Tensor, flows: torch.Tensor, logits: torch.Tensor | None = None, *,
+               residual: bool = False, padding_mode: str = "zeros", align_corners: bool = False,
+               backend: str = "auto") -> torch.Tensor:
+    """Blend of K bilinearly warped sources, (B, C, H, W). See the module docstring."""
+    args = validate(sources, flows, logits, None, residual=residual, padding_mode=padding_mode,
+                    align_corners=align_corners, needs_target=False)
+    return select(backend, args).warp_blend(args)
+
+
+def warp_blend_l1(sources: torch.Tensor, flows: torch.Tensor, logits: torch.Tensor | None,
+                  target: torch.Tensor, *, residual: bool = False, padding_mode: str = "zeros",
+                  align_corners: bool = False, backend: str = "auto") -> torch.Tensor:
+    """Per-sample mean |target - blend| over (C, H, W), (B,). See the module docstring."""
+    args = validate(sources, flows, logits, target, residual=residual, padding_mode=padding_mode,
+                    align_corners=align_corners, needs_target=True)
+    return select(backend, args).warp_blend_l1(args)

@@ -1,0 +1,92 @@
+"""Argument validation for the public ops: every bad input is refused before a kernel runs.
+
+``ValueError`` for shapes, devices and options, ``TypeError`` for dtypes; each message names the
+argument, what was expected and what came.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+PADDING_MODES = ("zeros", "border")
+FLOATING_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class WarpBlendArgs:
+    """Validated, normalised inputs of one ``warp_blend`` / ``warp_blend_l1`` call.
+
+    sources: (B, K, C, Hs, Ws); flows: (B, K, 2, H, W); logits: (B, K, H, W) or None;
+    target: (B, C, H, W) or None (``warp_blend``).
+    """
+
+    sources: torch.Tensor
+    flows: torch.Tensor
+    logits: torch.Tensor | None
+    target: torch.Tensor | None
+    residual: bool
+    padding_mode: str
+    align_corners: bool
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return tuple(t for t in (self.sources, self.flows, self.logits, self.target) if t is not None)
+
+
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def validate(sources, flows, logits, target, *, residual, padding_mode, align_corners,
+             needs_target: bool) -> WarpBlendArgs:
+    """Check every argument and return them normalised (logits as (B, K, H, W))."""
+    named = {"sources": sources, "flows": flows, "logits": logits}
+    if needs_target:
+        named["target"] = target
+    for name, t in named.items():
+        if t is None and name != "logits":
+            raise TypeError(f"{name} must be a tensor, got None")
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    given = {name: t for name, t in named.items() if t is not None}
+    for name, t in given.items():
+        if t.dtype not in FLOATING_DTYPES:
+            raise TypeError(f"{name} must be float32, float64, bfloat16 or float16, got {t.dtype}")
+    dtypes = {name: t.dtype for name, t in given.items()}
+    if len(set(dtypes.values())) > 1:
+        listed = ", ".join(f"{n}={d}" for n, d in dtypes.items())
+        raise TypeError(f"all tensors must share one dtype, got {listed}; cast them with .to(dtype)")
+    devices = {name: t.device for name, t in given.items()}
+    if len(set(devices.values())) > 1:
+        listed = ", ".join(f"{n} on {d}" for n, d in devices.items())
+        raise ValueError(f"all tensors must be on one device, got {listed}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    if not isinstance(residual, bool) or not isinstance(align_corners, bool):
+        raise ValueError(f"residual and align_corners must be bool, got residual={residual!r}, "
+                         f"align_corners={align_corners!r}")
+
+    if sources.dim() != 5:
+        raise ValueError(f"sources must have shape (B, K, C, Hs, Ws), got {_shape(sources)}")
+    B, K, C, Hs, Ws = sources.shape
+    if K < 1 or C < 1 or Hs < 1 or Ws < 1:
+        raise ValueError(f"sources must have K, C, Hs, Ws >= 1, got {_shape(sources)}")
+    if flows.dim() != 5 or flows.shape[0] != B or flows.shape[1] != K or flows.shape[2] != 2:
+        raise ValueError(f"flows must have shape (B, K, 2, H, W) with B={B}, K={K} (from sources); "
+                         f"got {_shape(flows)}")
+    H, W = flows.shape[3], flows.shape[4]
+    if H < 1 or W < 1:
+        raise ValueError(f"flows must have H, W >= 1, got {_shape(flows)}")
+    if logits is not None:
+        if logits.dim() == 5 and logits.shape[2] == 1:
+            logits = logits.squeeze(2)
+        if _shape(logits) != (B, K, H, W):
+            raise ValueError(f"logits must have shape (B, K, H, W) or (B, K, 1, H, W) with "
+                             f"B={B}, K={K}, H={H}, W={W}; got {_shape(named['logits'])}")
+    if needs_target and _shape(target) != (B, C, H, W):
+        raise ValueError(f"target must have shape (B, C, H, W) = {(B, C, H, W)} "
+                         f"(B, C from sources, H, W from flows); got {_shape(target)}")
+    return WarpBlendArgs(sources, flows, logits, target if needs_target else None,
+                         residual, padding_mode, align_corners)
