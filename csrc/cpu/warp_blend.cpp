@@ -302,6 +302,13 @@ struct Grads {
 
 // Backward. Upstream is either grad_blend (B, C, H, W) or, for the loss, grad_loss (B,) with the
 // target; the upstream of pixel channel c is then grad_loss[b] / (C H W) * sign(blend - target).
+//
+// The weight gradients need, per source k, sum_c u_c * (value, d value / dx, d value / dy) of the
+// sampled point. All three are linear in the four tap values with weights that do not depend on
+// c, so the kernel accumulates only S_kj = sum_c u_c * tap_j(k, c) (four multiply-adds per tap
+// set and channel) and forms the three sums once per source from S. The tap values of a channel
+// are kept in a small buffer between the blend (which needs every source before u_c is known)
+// and the accumulation, so each source pixel is gathered once, as in the forward.
 template <typename scalar_t>
 void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
                      const scalar_t* grad_loss, const scalar_t* target, const Grads<scalar_t>& g) {
@@ -312,10 +319,11 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
   const bool need_weight_grads = g.flows != nullptr || g.logits != nullptr;
   for_row_chunks(p.B, H, W, /*whole_samples=*/g.sources != nullptr, [&](int64_t r0, int64_t r1) {
     std::vector<TapBlock<acc_t>> taps(K);
-    // Per block: softmax weights and dL/dw (K), the K x C sampled values and their x / y
-    // derivatives, and the C blend / upstream rows.
-    std::vector<acc_t> w(K * kBlock), dw(K * kBlock), val(K * C * kBlock), d_ix(K * C * kBlock),
-        d_iy(K * C * kBlock), blend(C * kBlock), up(C * kBlock);
+    // Per block: softmax weights and dL/dw (K), one channel's tap values (K x 4), the per-tap
+    // upstream sums S (K x 4) and the C upstream rows.
+    std::vector<acc_t> w(K * kBlock), dw(K * kBlock), tap(K * 4 * kBlock), S(K * 4 * kBlock),
+        up(C * kBlock);
+    acc_t blend[kBlock];
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / H, h = r % H;
       const acc_t loss_scale =
@@ -337,37 +345,35 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
         const int64_t n = std::min(kBlock, W - x0), pix = h * W + x0;
         p.softmax(b, h, x0, n, w.data());
         for (int64_t k = 0; k < K; ++k) p.taps(b, k, h, x0, n, taps[k]);
-        // Recompute the blend, keeping each source's value and derivatives.
+        std::fill(S.begin(), S.end(), acc_t(0));
         for (int64_t c = 0; c < C; ++c) {
-          acc_t* bl = blend.data() + c * kBlock;
-          for (int64_t i = 0; i < n; ++i) bl[i] = acc_t(0);
+          // Recompute the blend of channel c, keeping the raw tap values.
+          for (int64_t i = 0; i < n; ++i) blend[i] = acc_t(0);
           for (int64_t k = 0; k < K; ++k) {
             const scalar_t* src = p.plane(b, k, c);
             const TapBlock<acc_t>& t = taps[k];
             const acc_t* wk = w.data() + k * kBlock;
-            acc_t* v = val.data() + (k * C + c) * kBlock;
-            acc_t* gx = d_ix.data() + (k * C + c) * kBlock;
-            acc_t* gy = d_iy.data() + (k * C + c) * kBlock;
+            acc_t* __restrict v0 = tap.data() + (k * 4 + 0) * kBlock;
+            acc_t* __restrict v1 = tap.data() + (k * 4 + 1) * kBlock;
+            acc_t* __restrict v2 = tap.data() + (k * 4 + 2) * kBlock;
+            acc_t* __restrict v3 = tap.data() + (k * 4 + 3) * kBlock;
 #pragma omp simd
             for (int64_t i = 0; i < n; ++i) {
-              const acc_t v0 = t.valid[0][i] * static_cast<acc_t>(src[t.offset[0][i]]);
-              const acc_t v1 = t.valid[1][i] * static_cast<acc_t>(src[t.offset[1][i]]);
-              const acc_t v2 = t.valid[2][i] * static_cast<acc_t>(src[t.offset[2][i]]);
-              const acc_t v3 = t.valid[3][i] * static_cast<acc_t>(src[t.offset[3][i]]);
-              const acc_t ux = acc_t(1) - t.tx[i], uy = acc_t(1) - t.ty[i];
-              v[i] = uy * (ux * v0 + t.tx[i] * v1) + t.ty[i] * (ux * v2 + t.tx[i] * v3);
-              gx[i] = uy * (v1 - v0) + t.ty[i] * (v3 - v2);
-              gy[i] = ux * (v2 - v0) + t.tx[i] * (v3 - v1);
-              bl[i] += wk[i] * v[i];
+              v0[i] = static_cast<acc_t>(src[t.offset[0][i]]);
+              v1[i] = static_cast<acc_t>(src[t.offset[1][i]]);
+              v2[i] = static_cast<acc_t>(src[t.offset[2][i]]);
+              v3[i] = static_cast<acc_t>(src[t.offset[3][i]]);
+              blend[i] += wk[i] * (t.weight[0][i] * v0[i] + t.weight[1][i] * v1[i] +
+                                   t.weight[2][i] * v2[i] + t.weight[3][i] * v3[i]);
             }
           }
-          acc_t* u = up.data() + c * kBlock;
+          acc_t* __restrict u = up.data() + c * kBlock;
           const int64_t at = (b * C + c) * hw + pix;
           if (grad_loss != nullptr) {
             const scalar_t* tg = target + at;
 #pragma omp simd
             for (int64_t i = 0; i < n; ++i) {
-              const acc_t diff = bl[i] - static_cast<acc_t>(tg[i]);
+              const acc_t diff = blend[i] - static_cast<acc_t>(tg[i]);
               u[i] = diff > acc_t(0) ? loss_scale : (diff < acc_t(0) ? -loss_scale : acc_t(0));
             }
             if (g.target)
@@ -377,33 +383,40 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
 #pragma omp simd
             for (int64_t i = 0; i < n; ++i) u[i] = static_cast<acc_t>(grad_blend[at + i]);
           }
+          if (need_weight_grads)
+            for (int64_t j = 0; j < 4 * K; ++j) {
+              acc_t* __restrict s = S.data() + j * kBlock;
+              const acc_t* __restrict v = tap.data() + j * kBlock;
+#pragma omp simd
+              for (int64_t i = 0; i < n; ++i) s[i] += u[i] * v[i];
+            }
         }
         if (need_weight_grads) {
           for (int64_t k = 0; k < K; ++k) {
-            acc_t gxs[kBlock], gys[kBlock];
-            acc_t* dwk = dw.data() + k * kBlock;
-            for (int64_t i = 0; i < n; ++i) dwk[i] = gxs[i] = gys[i] = acc_t(0);
-            for (int64_t c = 0; c < C; ++c) {
-              const acc_t* u = up.data() + c * kBlock;
-              const acc_t* v = val.data() + (k * C + c) * kBlock;
-              const acc_t* gx = d_ix.data() + (k * C + c) * kBlock;
-              const acc_t* gy = d_iy.data() + (k * C + c) * kBlock;
+            const TapBlock<acc_t>& t = taps[k];
+            const acc_t* wk = w.data() + k * kBlock;
+            const acc_t* s0 = S.data() + (k * 4 + 0) * kBlock;
+            const acc_t* s1 = S.data() + (k * 4 + 1) * kBlock;
+            const acc_t* s2 = S.data() + (k * 4 + 2) * kBlock;
+            const acc_t* s3 = S.data() + (k * 4 + 3) * kBlock;
+            acc_t* __restrict dwk = dw.data() + k * kBlock;
+            // dL/dw_k: the bilinear value of the upstream-weighted taps (weights include validity).
 #pragma omp simd
-              for (int64_t i = 0; i < n; ++i) {
-                dwk[i] += u[i] * v[i];
-                gxs[i] += u[i] * gx[i];
-                gys[i] += u[i] * gy[i];
-              }
-            }
+            for (int64_t i = 0; i < n; ++i)
+              dwk[i] = t.weight[0][i] * s0[i] + t.weight[1][i] * s1[i] + t.weight[2][i] * s2[i] +
+                       t.weight[3][i] * s3[i];
             if (g.flows) {
-              const TapBlock<acc_t>& t = taps[k];
-              const acc_t* wk = w.data() + k * kBlock;
               scalar_t* gfx = g.flows + (b * K + k) * 2 * hw + pix;
               scalar_t* gfy = gfx + hw;
 #pragma omp simd
               for (int64_t i = 0; i < n; ++i) {
-                gfx[i] = static_cast<scalar_t>(wk[i] * gxs[i] * t.dx[i]);
-                gfy[i] = static_cast<scalar_t>(wk[i] * gys[i] * t.dy[i]);
+                const acc_t a0 = t.valid[0][i] * s0[i], a1 = t.valid[1][i] * s1[i];
+                const acc_t a2 = t.valid[2][i] * s2[i], a3 = t.valid[3][i] * s3[i];
+                const acc_t ux = acc_t(1) - t.tx[i], uy = acc_t(1) - t.ty[i];
+                const acc_t gxs = uy * (a1 - a0) + t.ty[i] * (a3 - a2);
+                const acc_t gys = ux * (a2 - a0) + t.tx[i] * (a3 - a1);
+                gfx[i] = static_cast<scalar_t>(wk[i] * gxs * t.dx[i]);
+                gfy[i] = static_cast<scalar_t>(wk[i] * gys * t.dy[i]);
               }
             }
           }

@@ -102,6 +102,13 @@ def test_parity_dtypes(dtype, fn_name, residual, padding_mode, align_corners):
             if r is not None:
                 assert_close(g.double(), r, atol=tol["atol"] * 10, rtol=tol["rtol"] * 10, what="grad")
         return
+    # Truth for the half types is the float64 reference on the *rounded* inputs: against the
+    # unrounded ones, the L1's sign(blend - target) flips at near-zero pixels differently for the
+    # kernel and the low-precision reference, which made the comparison a coin toss (~1 in 6 runs).
+    rounded = require_grads(tuple(None if t is None else t.detach().double() for t in cast),
+                            [False, True, True, True])
+    gold, gold_grads = run(fn_name, rounded, backend="reference", upstream=upstream.to(dtype).double(),
+                           **options)
     low, low_grads = run(fn_name, cast, backend="reference", upstream=upstream.to(dtype), **options)
     slack = HALF_SLACK[dtype]
     pairs = [("output", out, low, gold)] + [
