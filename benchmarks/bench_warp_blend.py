@@ -3,8 +3,9 @@
     pytest benchmarks/bench_warp_blend.py --benchmark-only      # timings + summary table
     pytest benchmarks/bench_warp_blend.py --benchmark-disable   # each case once (smoke)
 
-Providers: "fused" (the C++ kernel for the device: CPU, or CUDA on a GPU), "triton" (GPU only),
-"reference" (eager F.grid_sample composition) and "compiled_reference" (torch.compile of it).
+Providers: "fused" (the C++ CPU kernel; CPU runs only), "cuda" (the CUDA kernel) and "triton" (the
+Triton kernels), both on a GPU only, "reference" (eager F.grid_sample composition) and
+"compiled_reference" (torch.compile of it). dtypes: fp32, and bf16 on a GPU.
 Options are FAb-Net's: residual=True, padding_mode="border", align_corners=True. Forward+backward
 asks for the gradients training needs: flows and logits, not sources (frames are data).
 
@@ -29,17 +30,21 @@ SHAPES = {"8x3x3x128x128": (8, 3, 3, 128, 128), "32x3x3x256x256": (32, 3, 3, 256
 def _providers(device: torch.device) -> dict:
     compiled = torch.compile(warp_blend_l1_reference, fullgraph=True, dynamic=False)
     providers = {
-        "fused": lambda *a: ops.warp_blend_l1(*a, **OPTIONS, backend="cpu" if device.type == "cpu" else "cuda"),
         "reference": lambda *a: ops.warp_blend_l1(*a, **OPTIONS, backend="reference"),
         "compiled_reference": lambda *a: compiled(*a, **OPTIONS),
     }
     if device.type == "cuda":
+        providers["cuda"] = lambda *a: ops.warp_blend_l1(*a, **OPTIONS, backend="cuda")
         providers["triton"] = lambda *a: ops.warp_blend_l1(*a, **OPTIONS, backend="triton")
+    else:
+        providers["fused"] = lambda *a: ops.warp_blend_l1(*a, **OPTIONS, backend="cpu")
     return providers
 
 
-PROVIDER_NAMES = ["fused", "reference", "compiled_reference"] + (
-    ["triton"] if torch.cuda.is_available() else [])
+ON_GPU = torch.cuda.is_available()
+PROVIDER_NAMES = (["cuda", "triton"] if ON_GPU else ["fused"]) + ["reference", "compiled_reference"]
+# bf16 is the GPU training dtype; the CPU runs keep fp32 only.
+DTYPES = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if ON_GPU else {})}
 
 
 def _inputs(shape, device, dtype=torch.float32):
@@ -61,12 +66,13 @@ def providers(device):
     return _providers(device)
 
 
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("shape_name", list(SHAPES))
 @pytest.mark.parametrize("provider", PROVIDER_NAMES)
-def test_forward(benchmark, provider, shape_name, providers, device, copy_gbps):
-    inputs = _inputs(SHAPES[shape_name], device)
+def test_forward(benchmark, provider, shape_name, dtype_name, providers, device, copy_gbps):
+    inputs = _inputs(SHAPES[shape_name], device, DTYPES[dtype_name])
     fn = providers[provider]
-    group = f"warp_blend_l1 forward {shape_name} fp32 {device.type}"
+    group = f"warp_blend_l1 forward {shape_name} {dtype_name} {device.type}"
     benchmark.group = group
 
     def run():
@@ -81,14 +87,15 @@ def test_forward(benchmark, provider, shape_name, providers, device, copy_gbps):
     record(benchmark, group, provider, _nbytes(*inputs), copy_gbps)
 
 
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("shape_name", list(SHAPES))
 @pytest.mark.parametrize("provider", PROVIDER_NAMES)
-def test_forward_backward(benchmark, provider, shape_name, providers, device, copy_gbps):
-    sources, flows, logits, target = _inputs(SHAPES[shape_name], device)
+def test_forward_backward(benchmark, provider, shape_name, dtype_name, providers, device, copy_gbps):
+    sources, flows, logits, target = _inputs(SHAPES[shape_name], device, DTYPES[dtype_name])
     flows.requires_grad_()
     logits.requires_grad_()
     fn = providers[provider]
-    group = f"warp_blend_l1 forward+backward {shape_name} fp32 {device.type}"
+    group = f"warp_blend_l1 forward+backward {shape_name} {dtype_name} {device.type}"
     benchmark.group = group
 
     def run():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 
 import torch
 
@@ -86,7 +87,9 @@ class TritonBackend(Backend):
     module_name = "fabnet.ops.triton_ops"
 
     def _module(self):
-        return importlib.import_module(self.module_name)
+        # sys.modules first: dynamo cannot trace importlib.import_module, and a compiled graph
+        # calls this on every run (torch.compile(fullgraph=True) with backend="triton").
+        return sys.modules.get(self.module_name) or importlib.import_module(self.module_name)
 
     def not_supported_reasons(self, args=None):
         try:

@@ -1,0 +1,103 @@
+"""``fabnet synth`` (a synthetic data root) and ``fabnet extract-frames`` (a root from videos).
+
+Heavy imports (numpy, Pillow, PyAV) happen inside the command functions so ``fabnet --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def cmd_synth(args) -> int:
+    import time
+
+    from fabnet.data.synth import synthesize
+
+    t0 = time.perf_counter()
+    records = synthesize(args.out, args.identities, args.tracks_per_identity, args.frames_per_track,
+                         size=args.size, seed=args.seed, workers=args.workers, progress=not args.quiet,
+                         previews=True)  # fmt: skip
+    out = os.path.abspath(args.out)
+    seconds = time.perf_counter() - t0
+    print(f"wrote {len(records)} frames of {args.size} px ({args.identities} identities, {args.tracks_per_identity} "
+          f"track(s) each, {args.frames_per_track} frames per track) to {out} in {seconds:.1f} s")  # fmt: skip
+    print(f"labels:           {os.path.join(out, 'labels.csv')}")
+    print(f"contact sheet:    {os.path.join(out, 'contact_sheet.png')}")
+    print(f"landmark preview: {os.path.join(out, 'landmarks.png')}")
+    return 0
+
+
+def cmd_extract_frames(args) -> int:
+    from fabnet.data.extract import extract_frames
+
+    try:
+        written = extract_frames(args.videos, args.out, fps=args.fps, size=args.size, progress=not args.quiet)
+    except (ImportError, FileNotFoundError, ValueError) as err:
+        print(f"fabnet extract-frames: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {written} frames to {os.path.abspath(args.out)} (ROOT/<identity>/<video>/<track>/<frame>.jpg)")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "synth",
+        help="render a synthetic face-track data root with pose / landmark / expression labels",
+        description="Render procedural talking heads into OUT/<identity>/<video>/<track>/<frame>.jpg with "
+                    "OUT/labels.csv, plus OUT/contact_sheet.png and OUT/landmarks.png to look at.",
+    )  # fmt: skip
+    p.add_argument("out", metavar="OUT", help="output directory (created; existing frames are overwritten)")
+    p.add_argument("--identities", type=_int_at_least(1), default=40, help="number of people (default 40)")
+    p.add_argument("--tracks-per-identity", type=_int_at_least(1), default=4,
+                   help="face tracks per person, one video each (default 4)")
+    p.add_argument("--frames-per-track", type=_int_at_least(1), default=12,
+                   help="frames per track; training needs at least K + 1 (default 12)")
+    p.add_argument("--size", type=_int_at_least(16), default=128, help="image side in pixels (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="the data set is a function of this seed (default 0)")
+    p.add_argument("--workers", type=_int_at_least(1), default=1,
+                   help="rendering processes; the output does not depend on it (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_synth)
+
+    p = subparsers.add_parser(
+        "extract-frames",
+        help="build a data root from videos (needs PyAV: pip install av)",
+        description="Decode videos at FPS frames per second into OUT/<identity>/<video>/<track>/<frame>.jpg. "
+                    "VIDEOS is a video file, or a directory of videos laid out as <identity>/<video>.<ext> "
+                    "(or <identity>/<video>/<track>.<ext>, as VoxCeleb's face tracks); a flat directory "
+                    "makes one identity per video.",
+    )  # fmt: skip
+    p.add_argument("videos", metavar="VIDEOS", help="a video file or a directory of videos")
+    p.add_argument("out", metavar="OUT", help="output data root")
+    p.add_argument("--fps", type=_positive_float, default=1.0,
+                   help="frames per second to keep (default 1, as the paper did for VoxCeleb)")
+    p.add_argument("--size", type=_int_at_least(0), default=0,
+                   help="resize frames so the shorter side is SIZE px; 0 keeps the video's size (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_extract_frames)

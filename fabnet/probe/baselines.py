@@ -1,0 +1,186 @@
+"""Baseline encoders, trained (or not) on the same frames and probed the same way as FAb-Net.
+
+- ``random_init``: FAb-Net's encoder as initialised, never trained. Its BatchNorm running
+  statistics are re-estimated on train frames (forward passes only, no labels, no gradient):
+  with the initial statistics (mean 0, variance 1) the activations shrink layer after layer and
+  the comparison would be with a badly scaled network rather than with untrained weights.
+- ``autoencoder`` (the paper's baseline, supplement Section 2): the same encoder and a
+  ``Decoder(size, 256, 3)`` reconstructing the input frame through the 256-d bottleneck,
+  L1 loss.
+- ``rotation`` (Gidaris et al. 2018): the encoder + ``Linear(256, 4)`` predicting which of
+  0 / 90 / 180 / 270 degrees the input was rotated by, cross-entropy.
+
+Every baseline sees the training split with the training augmentation (a random square crop of
+170/256 - 190/256 of the side, resized to S) and uses the optimiser recipe passed in (the demo
+passes FAb-Net's). Checkpoints use FAb-Net's format (``fabnet.model.checkpoint``): encoder
+weights under ``model["encoder.*"]`` and the baseline's head under another prefix, so
+``fabnet.model.load_encoder`` (and ``fabnet embed / probe / retrieve``) read them unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fabnet.data.sampling import crop_box
+
+BASELINES = ("random_init", "autoencoder", "rotation")
+
+
+@dataclass
+class BaselineConfig:
+    """How a baseline is trained.
+
+    method: one of ``BASELINES``. size: frame side S. steps: optimiser steps (ignored by
+    random_init). batch_size: frames per step. optimizer: "sgd" (momentum, the paper's recipe)
+    or "adam". lr, momentum: its settings. seed: initialisation, crops and batch order.
+    bn_batches: batches used to re-estimate BatchNorm statistics (random_init only).
+    """
+
+    method: str = "autoencoder"
+    size: int = 64
+    steps: int = 500
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    seed: int = 0
+    bn_batches: int = 20
+    embedding_dim: int = 256
+
+
+@dataclass
+class BaselineResult:
+    checkpoint: str
+    losses: list = field(default_factory=list)
+    wall_s: float = 0.0
+    config: dict = field(default_factory=dict)
+
+
+def preload(records, max_frames: int | None = None, seed: int = 0) -> torch.Tensor:
+    """(N, 3, H, W) uint8 frames of ``records`` (all one size), a random subset of ``max_frames`` if given."""
+    from PIL import Image
+
+    idx = np.arange(len(records))
+    if max_frames is not None and len(idx) > max_frames:
+        idx = np.sort(np.random.default_rng(seed).choice(len(idx), max_frames, replace=False))
+    imgs = []
+    for i in idx:
+        with Image.open(records[i].path) as im:
+            imgs.append(np.asarray(im.convert("RGB"), np.uint8))
+    shapes = {a.shape for a in imgs}
+    if len(shapes) > 1:
+        raise ValueError(f"baseline training needs frames of one size; got {sorted(shapes)}")
+    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+
+
+def random_crops(images: torch.Tensor, idx: np.ndarray, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """(B, 3, size, size) float32 in [0, 1] (the training loader's range): training-style random square crops of ``images[idx]``."""
+    h, w = images.shape[-2:]
+    out = []
+    for i in idx:
+        x0, y0, x1, y1 = crop_box(w, h, "random", rng)
+        patch = images[i : i + 1, :, y0:y1, x0:x1].float()
+        out.append(F.interpolate(patch, size=(size, size), mode="bilinear", align_corners=False, antialias=True))
+    return torch.cat(out).div_(255.0).clamp_(0.0, 1.0)
+
+
+def _optimizer(cfg: BaselineConfig, params):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999))
+    raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {cfg.optimizer!r}")
+
+
+def _checkpoint(cfg: BaselineConfig, modules: dict[str, nn.Module], losses: list) -> dict:
+    from fabnet.model.checkpoint import FORMAT
+
+    weights = {}
+    for prefix, module in modules.items():
+        weights.update({f"{prefix}.{k}": v.detach().cpu() for k, v in module.state_dict().items()})
+    return {
+        "format": FORMAT,
+        "model_config": {"size": cfg.size, "num_sources": 1, "embedding_dim": cfg.embedding_dim},
+        "model": weights,
+        "baseline": cfg.method,
+        "baseline_config": asdict(cfg),
+        "losses": losses,
+        "step": cfg.steps if cfg.method != "random_init" else 0,
+    }
+
+
+def train_baseline(cfg: BaselineConfig, records, out_path: str, *, images: torch.Tensor | None = None,
+                   progress: bool = False) -> BaselineResult:  # fmt: skip
+    """Train (or, for random_init, only initialise) a baseline on ``records`` and save its checkpoint.
+
+    records: the training frames (FrameRecord-like, with ``path``). images: their preloaded
+    uint8 tensor (``preload``), to share one load between baselines. Returns the checkpoint
+    path, the loss per step and the wall time.
+    """
+    from fabnet.model import Decoder, Encoder
+    from fabnet.model.checkpoint import save_checkpoint
+
+    if cfg.method not in BASELINES:
+        raise ValueError(f"method must be one of {BASELINES}; got {cfg.method!r}")
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if images is None:
+        images = preload(records)
+    n = images.shape[0]
+    encoder = Encoder(cfg.size, cfg.embedding_dim)
+    losses: list[float] = []
+
+    def batch():
+        return random_crops(images, rng.integers(0, n, cfg.batch_size), cfg.size, rng)
+
+    if cfg.method == "random_init":
+        # Re-estimate BatchNorm statistics only: cumulative averages over bn_batches batches.
+        for m in encoder.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None
+        encoder.train()
+        with torch.no_grad():
+            for _ in range(cfg.bn_batches):
+                encoder(batch())
+        modules = {"encoder": encoder}
+    else:
+        if cfg.method == "autoencoder":
+            head = Decoder(cfg.size, cfg.embedding_dim, 3)
+        else:
+            head = nn.Linear(cfg.embedding_dim, 4)
+        opt = _optimizer(cfg, list(encoder.parameters()) + list(head.parameters()))
+        encoder.train()
+        head.train()
+        steps = range(cfg.steps)
+        if progress:
+            from tqdm import tqdm
+
+            steps = tqdm(steps, desc=cfg.method, unit="step")
+        for _ in steps:
+            x = batch()
+            if cfg.method == "autoencoder":
+                # The decoder ends in tanh: reconstruct the frame mapped to [-1, 1].
+                loss = (head(encoder(x)) - (2 * x - 1)).abs().mean()
+            else:
+                k = torch.as_tensor(rng.integers(0, 4, len(x)))
+                xr = torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, k)])
+                loss = F.cross_entropy(head(encoder(xr)), k)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        modules = {"encoder": encoder, "decoder" if cfg.method == "autoencoder" else "rotation_head": head}
+    encoder.eval()
+    save_checkpoint(_checkpoint(cfg, modules, losses), out_path)
+    return BaselineResult(out_path, losses, time.perf_counter() - t0, asdict(cfg))
+
+
+__all__ = ["BASELINES", "BaselineConfig", "BaselineResult", "preload", "random_crops", "train_baseline"]

@@ -1,0 +1,157 @@
+"""``fabnet embed``, ``fabnet probe``, ``fabnet retrieve`` and ``fabnet demo``.
+
+Heavy imports (torch, the model) happen inside the command functions so ``fabnet --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from fabnet.probe.tasks import MAIN_METRIC, TASKS
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True,
+                   help="a .pt written by `fabnet train` (RUN/checkpoints/last.pt) or by the demo's baselines")
+    p.add_argument("--data", required=True, help="data root (ROOT/<identity>/<video>/<track>/<frame>.jpg + labels.csv)")
+    p.add_argument("--crop", default="center",
+                   help="evaluation crop: center (180/256 of the side, the training mean; default), full, or a fraction")
+    p.add_argument("--batch-size", type=int, default=128, help="frames per encoder forward (default 128)")
+
+
+def _crop(value: str):
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def cmd_embed(args) -> int:
+    from fabnet.probe.pipeline import embed_splits, save_embeddings
+
+    splits = [args.split] if args.split else ["all"]
+    emb = embed_splits(args.checkpoint, args.data, splits, crop=_crop(args.crop), batch_size=args.batch_size,
+                       progress=True)  # fmt: skip
+    if args.out.endswith(".npz"):
+        import numpy as np
+
+        e = next(iter(emb.values()))
+        np.savez(args.out, embeddings=e.embeddings, paths=np.array(e.paths), identities=e.identities,
+                 boxes=e.boxes)  # fmt: skip
+    else:
+        save_embeddings(emb, args.out, args.checkpoint)
+    n = sum(len(e.records) for e in emb.values())
+    print(f"wrote {n} embeddings of {args.checkpoint} to {args.out}")
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from fabnet.data.labels import label_info
+    from fabnet.probe.linear import ProbeConfig
+    from fabnet.probe.pipeline import dump_json, embed_splits, format_table, probe_task
+
+    tasks = list(TASKS) if args.task == "all" else [args.task]
+    emb = embed_splits(args.checkpoint, args.data, crop=_crop(args.crop), batch_size=args.batch_size)
+    cfg = ProbeConfig(lr=args.lr, batch_size=args.probe_batch_size, max_epochs=args.max_epochs,
+                      patience=args.patience, seed=args.seed)  # fmt: skip
+    results = {}
+    info = label_info(args.data)
+    name = args.name or os.path.splitext(os.path.basename(args.checkpoint))[0]
+    for task in tasks:
+        metrics, _ = probe_task(task, emb, config=cfg, info=info)
+        results[task] = {name: metrics}
+        print(f"\n{task} (test split, {metrics['num_test']} frames; probe stopped at epoch {metrics['best_epoch']}):")
+        for k, v in metrics.items():
+            if isinstance(v, float):
+                print(f"  {k:24s} {v:10.4f}")
+    print()
+    print(format_table(results, tasks))
+    if args.json:
+        dump_json({"checkpoint": args.checkpoint, "data": args.data, "probes": results}, args.json)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def cmd_retrieve(args) -> int:
+    from fabnet.probe.pipeline import embed_splits, retrieval_figure
+
+    emb = embed_splits(args.checkpoint, args.data, [args.split], crop=_crop(args.crop), batch_size=args.batch_size)
+    e = next(iter(emb.values()))
+    summary = retrieval_figure(e, args.out, queries=args.queries, k=args.k, seed=args.seed,
+                               title=f"{os.path.basename(args.checkpoint)}: cosine neighbours, {args.split} split")
+    print(f"wrote {args.out}")
+    if "neighbour_pose_diff_deg" in summary:
+        print("mean |yaw, pitch, roll| difference query-neighbour: "
+              f"{summary['neighbour_pose_diff_deg']} deg (random other-identity frames: "
+              f"{summary['random_pose_diff_deg']} deg)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from fabnet.probe.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig.quick() if args.quick else DemoConfig.full()
+    if args.seed is not None:
+        cfg.seed = args.seed
+    if args.lr is not None:
+        cfg.lr = args.lr
+    run_demo(cfg, args.out, workers=args.workers, keep_data=args.data, progress=args.progress)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add embed, probe, retrieve and demo to the ``fabnet`` command line."""
+    p = subparsers.add_parser("embed", help="frozen-encoder embeddings of a data root",
+                              description="Write the 256-d embeddings of every frame (with its path and "
+                                          "identity) computed by a checkpoint's frozen encoder.")
+    _add_common(p)
+    p.add_argument("--out", required=True, help="output file: .pt (torch.save dict per split) or .npz")
+    p.add_argument("--split", choices=("train", "val", "test"), default=None, help="one split only (default: all frames)")
+    p.set_defaults(func=cmd_embed)
+
+    p = subparsers.add_parser("probe", help="linear probe of a frozen embedding (landmarks, pose, expression, attributes)",
+                              description="Train BatchNorm1d + Linear(bias=False) on frozen embeddings of the train "
+                                          "split (Adam, early stopping on val) and report test metrics: "
+                                          + ", ".join(f"{t}: {m}" for t, m in MAIN_METRIC.items()) + ".")
+    _add_common(p)
+    p.add_argument("--task", required=True, choices=TASKS + ("all",))
+    p.add_argument("--json", default=None, help="also write the metrics as JSON here")
+    p.add_argument("--name", default=None, help="method name in the table / JSON (default: checkpoint file name)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, the paper's)")
+    p.add_argument("--probe-batch-size", type=int, default=64)
+    p.add_argument("--max-epochs", type=int, default=300)
+    p.add_argument("--patience", type=int, default=20, help="epochs without validation improvement before stopping")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_probe)
+
+    p = subparsers.add_parser("retrieve", help="cross-identity nearest neighbours, drawn as a grid (paper Fig. 5)",
+                              description="Rank frames of other identities by cosine similarity to each query's "
+                                          "embedding and save a PNG: query column + top-k neighbours.")
+    _add_common(p)
+    p.add_argument("--queries", type=int, default=6, help="number of query frames (rows)")
+    p.add_argument("--k", type=int, default=6, help="neighbours per query (columns)")
+    p.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
+                   help="frames to query and search (default: test)")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--seed", type=int, default=0, help="choice of the queries")
+    p.set_defaults(func=cmd_retrieve)
+
+    p = subparsers.add_parser("demo", help="synthesise data, train FAb-Net and baselines, probe, retrieve, report",
+                              description="End to end on synthetic faces: FAb-Net 1 source, then 3 sources with the "
+                                          "curriculum from the 1-source model; autoencoder and random-init baselines; "
+                                          "linear probes for every task; retrieval. Writes DIR/report.md, "
+                                          "DIR/report.json and figures. About 20 min on 2 CPU cores (--quick: ~4).")
+    p.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
+    p.add_argument("--quick", action="store_true", help="smaller data and fewer steps (a smoke run, ~4 min on 2 cores)")
+    p.add_argument("--seed", type=int, default=None, help="seed of data, training and probes")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of FAb-Net and the trained baselines")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="processes rendering the synthetic data (default: 2, or 1 on a 1-core machine)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--data", default=None, help="reuse / keep the synthetic data here (default DIR/data)")
+    p.set_defaults(func=cmd_demo)
+
+
+__all__ = ["register"]

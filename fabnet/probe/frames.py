@@ -1,0 +1,76 @@
+"""Frames as the encoder sees them at evaluation time, and encoders loaded from any checkpoint.
+
+``eval_boxes`` gives the square crop of each record (``crop="center"``: the centre square of
+side 180/256, the mean of the training crops, so the probe sees faces at the training scale);
+``load_crops`` reads, crops and resizes them to (N, 3, S, S) float32 with the pixel range of
+the training loader; ``embed_records`` runs a frozen encoder over them in batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fabnet.data.sampling import crop_box
+
+
+def eval_boxes(records, crop="center") -> np.ndarray:
+    """(N, 4) int crop boxes x0, y0, x1, y1 in stored-image pixels (``crop``: "center", "full" or a fraction)."""
+    return np.array([crop_box(r.width, r.height, crop) for r in records], np.int64).reshape(-1, 4)
+
+
+def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    return x.div_(255.0)  # [0, 1], the training loader's range
+
+
+def load_crops(paths, boxes, size: int) -> torch.Tensor:
+    """(N, 3, size, size) float32 in [0, 1]: each image cropped by its box and resized (bilinear)."""
+    from PIL import Image
+
+    out = []
+    for path, box in zip(paths, np.asarray(boxes).reshape(-1, 4)):
+        with Image.open(path) as im:
+            im = im.convert("RGB").crop(tuple(int(v) for v in box))
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)
+            out.append(np.asarray(im, np.uint8))
+    return _to_tensor(out)
+
+
+def load_encoder(path: str):
+    """The frozen encoder (eval mode, no grad) of a FAb-Net or baseline checkpoint.
+
+    Baselines (``fabnet.probe.baselines``) write the same checkpoint format as training, with
+    the encoder's weights under ``model["encoder.*"]``, so one loader serves every method.
+    """
+    from fabnet.model import load_encoder as _load
+
+    return _load(path, map_location="cpu")
+
+
+@torch.no_grad()
+def embed_records(encoder, records, *, crop="center", batch_size: int = 128, progress: bool = False):
+    """Embeddings of ``records`` through a frozen ``encoder``.
+
+    Returns (embeddings (N, D) float32 numpy, boxes (N, 4): the crop of each frame, needed to
+    move its landmarks into the encoder's view).
+    """
+    encoder.eval()
+    size = encoder.size
+    boxes = eval_boxes(records, crop)
+    chunks = []
+    rng = range(0, len(records), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        rng = tqdm(rng, desc="embed", unit="batch")
+    for i in rng:
+        x = load_crops([r.path for r in records[i : i + batch_size]], boxes[i : i + batch_size], size)
+        chunks.append(encoder(x).float().numpy())
+    dim = getattr(encoder, "embedding_dim", 256)
+    emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    return emb, boxes
+
+
+__all__ = ["embed_records", "eval_boxes", "load_crops", "load_encoder"]

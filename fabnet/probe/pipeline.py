@@ -1,0 +1,203 @@
+"""Checkpoint -> embeddings of the splits -> probes -> test metrics, and retrieval figures.
+
+The functions here are what ``fabnet embed / probe / retrieve`` and the demo run; each split
+is embedded once and reused by every task.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from fabnet.probe.linear import ProbeConfig, fit_probe
+from fabnet.probe.tasks import KIND, MAIN_METRIC, TASKS, evaluate, task_targets
+
+
+@dataclass
+class Embedded:
+    """One split through one encoder: records, embeddings (N, D) and crop boxes (N, 4)."""
+
+    split: str
+    records: list
+    embeddings: np.ndarray
+    boxes: np.ndarray
+
+    @property
+    def identities(self) -> np.ndarray:
+        return np.array([r.identity for r in self.records])
+
+    @property
+    def paths(self) -> list[str]:
+        return [r.path for r in self.records]
+
+
+def embed_splits(checkpoint: str, root: str, splits=("train", "val", "test"), *, crop="center",
+                 batch_size: int = 128, progress: bool = False) -> dict[str, Embedded]:  # fmt: skip
+    """Embed the frames of each split of ``root`` with the frozen encoder of ``checkpoint``."""
+    from fabnet.data.index import load_index
+    from fabnet.probe.frames import embed_records, load_encoder
+
+    encoder = load_encoder(checkpoint)
+    records = load_index(root)
+    out = {}
+    for split in splits:
+        recs = records if split in (None, "all") else [r for r in records if r.split == split]
+        if not recs:
+            raise ValueError(f"split {split!r} of {root!r} has no frames; the probes need train, val and test "
+                             "identities (make a data set with at least 3 identities, e.g. `fabnet synth`)")
+        emb, boxes = embed_records(encoder, recs, crop=crop, batch_size=batch_size, progress=progress)
+        out[split or "all"] = Embedded(split or "all", recs, emb, boxes)
+    return out
+
+
+def save_embeddings(emb: dict[str, Embedded], path: str, checkpoint: str | None = None) -> str:
+    """``torch.save`` {split: {"embeddings": (N, D) tensor, "paths", "identities", "boxes"}, "checkpoint"}."""
+    import torch
+
+    blob = {"checkpoint": checkpoint, "splits": {}}
+    for split, e in emb.items():
+        blob["splits"][split] = {
+            "embeddings": torch.from_numpy(np.ascontiguousarray(e.embeddings)),
+            "paths": e.paths,
+            "relpaths": [r.relpath for r in e.records],
+            "identities": [r.identity for r in e.records],
+            "boxes": torch.from_numpy(e.boxes),
+        }
+    torch.save(blob, path)
+    return path
+
+
+def probe_task(task: str, emb: dict[str, Embedded], *, config: ProbeConfig | None = None,
+               info: dict | None = None) -> tuple[dict, object]:  # fmt: skip
+    """Fit the probe of ``task`` on train (early stopping on val) and score it on test.
+
+    emb: the output of ``embed_splits`` with train, val and test. info: label names
+    (``fabnet.data.labels.label_info``). Returns (metrics, fitted probe); metrics also hold
+    the train / val sizes, the stopping epoch and the fit time.
+    """
+    from fabnet.data.labels import OUTER_EYE_CORNERS
+
+    info = info or {}
+    t0 = time.perf_counter()
+    data = {}
+    for split in ("train", "val", "test"):
+        e = emb[split]
+        t = task_targets(task, e.records, e.boxes)
+        data[split] = (e.embeddings[t.keep], t.y)
+    if min(len(data[s][1]) for s in data) == 0:
+        counts = {s: len(data[s][1]) for s in data}
+        raise ValueError(f"task {task!r}: no labelled frames in some split {counts}; the data root needs the "
+                         f"{task} columns of labels.csv filled for train, val and test")
+    num_outputs = None
+    if task == "expression":  # every named class gets an output, seen in train or not
+        num_outputs = max(len(info.get("expression_names", [])), int(max(d[1].max() for d in data.values())) + 1)
+    fit = fit_probe(KIND[task], *data["train"], *data["val"], config=config, num_outputs=num_outputs)
+    pred = fit.predict(data["test"][0])
+    names = None
+    if task == "expression":
+        names = list(info.get("expression_names", []))[: pred.shape[1]] or None
+    elif task == "attributes":
+        names = list(info.get("attribute_names", []))[: pred.shape[1]] or None
+    metrics = evaluate(task, pred, data["test"][1], pose_names=info.get("pose_names", ("yaw", "pitch", "roll")),
+                       class_names=names, outer_eye_corners=OUTER_EYE_CORNERS)  # fmt: skip
+    metrics.update(num_train=len(data["train"][1]), num_val=len(data["val"][1]), best_epoch=fit.best_epoch,
+                   epochs=fit.epochs, fit_s=round(time.perf_counter() - t0, 2))  # fmt: skip
+    return metrics, fit
+
+
+def format_table(results: dict[str, dict[str, dict]], tasks=TASKS) -> str:
+    """A Markdown table of the main metric per task (rows: methods)."""
+    methods = []
+    for task in tasks:
+        for m in results.get(task, {}):
+            if m not in methods:
+                methods.append(m)
+    head = "| method | " + " | ".join(f"{t} {MAIN_METRIC[t]}" for t in tasks if t in results) + " |"
+    lines = [head, "|" + "---|" * (1 + sum(t in results for t in tasks))]
+    for m in methods:
+        cells = []
+        for t in tasks:
+            if t in results:
+                v = results[t].get(m, {}).get(MAIN_METRIC[t])
+                cells.append("-" if v is None else f"{v:.3f}" if "auc" in MAIN_METRIC[t] else f"{v:.2f}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _pose(emb: Embedded) -> np.ndarray:
+    return np.stack([np.asarray(r.pose, np.float64) for r in emb.records])
+
+
+def pose_agreement(emb: Embedded, *, queries: int | None = None, k: int = 6, seed: int = 0) -> dict:
+    """How close in pose the cross-identity neighbours are, against random other-identity frames.
+
+    For ``queries`` frames of ``emb`` (all by default): mean |yaw, pitch, roll| difference (deg)
+    to their top-k cosine neighbours of other identities, and to k random frames of other
+    identities. Empty when the records carry no pose.
+    """
+    from fabnet.probe.retrieval import cosine_neighbours, pick_queries
+
+    pose = _pose(emb)
+    if np.isnan(pose).all():
+        return {}
+    ids = emb.identities
+    q = pick_queries(ids, queries or len(ids), seed)
+    nn_idx, _ = cosine_neighbours(emb.embeddings[q], emb.embeddings, ids[q], ids, k)
+    valid = nn_idx >= 0
+    if not valid.any():
+        return {}
+    diff = np.abs(pose[q][:, None, :] - pose[np.where(valid, nn_idx, 0)])[valid]
+    rng = np.random.default_rng(seed + 1)
+    rand = []
+    for qi in q:
+        others = np.flatnonzero(ids != ids[qi])
+        rand.append(np.abs(pose[rng.choice(others, min(k, len(others)), replace=False)] - pose[qi]))
+    rand = np.concatenate(rand)
+    return {"neighbour_pose_diff_deg": [round(float(v), 2) for v in np.nanmean(diff, axis=0)],
+            "random_pose_diff_deg": [round(float(v), 2) for v in np.nanmean(rand, axis=0)],
+            "pose_stats_queries": int(len(q))}  # fmt: skip
+
+
+def retrieval_figure(emb: Embedded, out_png: str, *, queries: int = 6, k: int = 6, seed: int = 0,
+                     title: str | None = None, stats_queries: int | None = None) -> dict:  # fmt: skip
+    """Draw the cross-identity nearest neighbours of ``queries`` random frames of ``emb``.
+
+    Every tile is captioned with its yaw / pitch / roll. Returns a summary: the query and
+    neighbour paths and ``pose_agreement`` over ``stats_queries`` frames (default: all).
+    """
+    from fabnet.probe.retrieval import cosine_neighbours, draw_grid, pick_queries
+
+    ids = emb.identities
+    q = pick_queries(ids, queries, seed)
+    nn_idx, _ = cosine_neighbours(emb.embeddings[q], emb.embeddings, ids[q], ids, k)
+    pose = _pose(emb)
+
+    def caption(row: int) -> str:
+        y, p, r = pose[row]
+        return "" if np.isnan(y) else f"y{y:+.0f} p{p:+.0f} r{r:+.0f}"
+
+    draw_grid(emb.paths, q, nn_idx, out_png, captions=caption, title=title)
+    summary = {"png": out_png, "queries": [emb.records[i].relpath for i in q],
+               "neighbours": [[emb.records[j].relpath for j in row if j >= 0] for row in nn_idx]}  # fmt: skip
+    summary.update(pose_agreement(emb, queries=stats_queries, k=k, seed=seed))
+    return summary
+
+
+def dump_json(obj, path: str) -> str:
+    def default(o):
+        if isinstance(o, (np.floating, np.integer)):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        return str(o)
+
+    with open(path, "w") as fh:
+        json.dump(obj, fh, indent=1, default=default, allow_nan=True)
+    return path
+
+
+__all__ = ["Embedded", "dump_json", "embed_splits", "format_table", "pose_agreement", "probe_task", "retrieval_figure",
+           "save_embeddings"]  # fmt: skip

@@ -1,0 +1,79 @@
+// C entry points over the CUDA launchers for test_cuda_emulation.py (ctypes), built together with
+// csrc/cuda/warp_blend_kernels.cu by the host compiler with -DFABNET_CUDA_EMULATION.
+//
+// sizes: B, K, C, Hs, Ws, H, W; strides in elements; logits / target may be null.
+#include <cstdint>
+
+#include "cuda/warp_blend_kernels.h"
+
+namespace {
+
+fabnet::cuda::WarpBlendProblem problem(int dtype, const int64_t* sizes, const void* sources,
+                                       const int64_t* ss, const void* flows, const int64_t* fs,
+                                       const void* logits, const int64_t* ls, const void* target,
+                                       const int64_t* ts, int flags) {
+  fabnet::cuda::WarpBlendProblem p;
+  p.dtype = static_cast<fabnet::cuda::DType>(dtype);
+  p.B = sizes[0];
+  p.K = sizes[1];
+  p.C = sizes[2];
+  p.Hs = sizes[3];
+  p.Ws = sizes[4];
+  p.H = sizes[5];
+  p.W = sizes[6];
+  p.sources = sources;
+  p.flows = flows;
+  p.logits = logits;
+  p.target = target;
+  for (int i = 0; i < 5; ++i) p.sources_stride[i] = ss[i];
+  for (int i = 0; i < 5; ++i) p.flows_stride[i] = fs[i];
+  for (int i = 0; i < 4; ++i) p.logits_stride[i] = logits ? ls[i] : 0;
+  for (int i = 0; i < 4; ++i) p.target_stride[i] = target ? ts[i] : 0;
+  p.residual = flags & 1;
+  p.border = flags & 2;
+  p.align_corners = flags & 4;
+  return p;
+}
+
+}  // namespace
+
+extern "C" {
+
+void emu_forward(int dtype, const int64_t* sizes, const void* sources, const int64_t* ss,
+                 const void* flows, const int64_t* fs, const void* logits, const int64_t* ls,
+                 int flags, void* out) {
+  const auto p = problem(dtype, sizes, sources, ss, flows, fs, logits, ls, nullptr, nullptr, flags);
+  fabnet::cuda::warp_blend_forward_cuda(p, out, nullptr);
+}
+
+int64_t emu_num_partials(int dtype, const int64_t* sizes, const void* sources, const int64_t* ss,
+                         const void* flows, const int64_t* fs, const void* logits, const int64_t* ls,
+                         const void* target, const int64_t* ts, int flags) {
+  return fabnet::cuda::warp_blend_l1_num_partials(
+      problem(dtype, sizes, sources, ss, flows, fs, logits, ls, target, ts, flags));
+}
+
+void emu_l1(int dtype, const int64_t* sizes, const void* sources, const int64_t* ss,
+            const void* flows, const int64_t* fs, const void* logits, const int64_t* ls,
+            const void* target, const int64_t* ts, int flags, void* partials, void* loss) {
+  const auto p = problem(dtype, sizes, sources, ss, flows, fs, logits, ls, target, ts, flags);
+  fabnet::cuda::warp_blend_l1_partials_cuda(p, partials, nullptr);
+  fabnet::cuda::warp_blend_l1_finalize_cuda(p, partials, loss, nullptr);
+}
+
+void emu_backward(int dtype, const int64_t* sizes, const void* sources, const int64_t* ss,
+                  const void* flows, const int64_t* fs, const void* logits, const int64_t* ls,
+                  const void* target, const int64_t* ts, int flags, const void* grad,
+                  const int64_t* gs, void* g_sources, void* g_flows, void* g_logits, void* g_target) {
+  const auto p = problem(dtype, sizes, sources, ss, flows, fs, logits, ls, target, ts, flags);
+  fabnet::cuda::WarpBlendGrads g;
+  g.grad = grad;
+  for (int i = 0; i < 4; ++i) g.grad_stride[i] = gs[i];
+  g.sources = g_sources;
+  g.flows = g_flows;
+  g.logits = g_logits;
+  g.target = g_target;
+  fabnet::cuda::warp_blend_backward_cuda(p, g, nullptr);
+}
+
+}  // extern "C"

@@ -1,0 +1,215 @@
+"""The CUDA kernels' logic on the CPU: warp_blend_kernels.cu built by the host compiler, each launch
+run on CPU threads (tests/ops/cuda_emulation.h), against the float64 reference.
+
+This checks what the GPU tests check about values (indexing, masks, the 16-byte packed path and
+the scalar one, channel tiles, the online softmax, the block reduction of the loss, the
+zero-upstream skip, the gather-only backward, every dtype's conversions) on machines without a
+GPU. It does not check the binding (warp_blend_binding.cpp; its allocation logic is mirrored in
+``Emulated`` below) nor anything about speed; test_cuda_compile.py covers compilation by nvcc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import itertools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from fabnet.ops import reference
+from tests.ops.inputs import Case, make_inputs
+
+REPO = Path(__file__).resolve().parents[2]
+CXX = shutil.which("g++") or shutil.which("c++")
+DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+
+
+def _cuda_include() -> Path | None:
+    """A CUDA toolkit include directory (for cuda_runtime.h / cuda_fp16.h / cuda_bf16.h)."""
+    nvcc = shutil.which("nvcc")
+    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+             str(Path(nvcc).resolve().parents[1]) if nvcc else None, "/usr/local/cuda"]
+    candidates = [Path(h, "include") for h in homes if h]
+    return next((c for c in candidates if (c / "cuda_fp16.h").exists()), None)
+
+
+CUDA_INCLUDE = _cuda_include()
+pytestmark = pytest.mark.skipif(CXX is None or CUDA_INCLUDE is None,
+                                reason="needs a host C++ compiler and the CUDA toolkit headers")
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    out = tmp_path_factory.mktemp("emulation") / "warp_blend_emulated.so"
+    cmd = [CXX, "-std=c++20", "-O1", "-shared", "-fPIC", "-DFABNET_CUDA_EMULATION",
+           f"-I{REPO / 'tests' / 'ops'}", f"-I{REPO / 'csrc'}", f"-I{CUDA_INCLUDE}",
+           "-x", "c++", str(REPO / "csrc" / "cuda" / "warp_blend_kernels.cu"),
+           "-x", "c++", str(REPO / "tests" / "ops" / "cuda_emulation_capi.cpp"),
+           "-o", str(out), "-lpthread"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr[-6000:]}"
+    handle = ctypes.CDLL(str(out))
+    handle.emu_num_partials.restype = ctypes.c_int64
+    return handle
+
+
+def _i64(values) -> ctypes.Array:
+    return (ctypes.c_int64 * len(values))(*values)
+
+
+def _ptr(t: torch.Tensor | None):
+    return ctypes.c_void_p(t.data_ptr()) if t is not None else None
+
+
+def _strides(t: torch.Tensor | None, n: int):
+    return _i64(t.stride() if t is not None else (0,) * n)
+
+
+class Emulated:
+    """The ops of warp_blend_binding.cpp over the emulated launchers (same allocations)."""
+
+    def __init__(self, lib, sources, flows, logits, target, *, residual, padding_mode, align_corners):
+        self.lib = lib
+        self.t = (sources, flows, logits, target)
+        B, K, C, Hs, Ws = sources.shape
+        self.shape = (B, K, C, Hs, Ws, flows.shape[3], flows.shape[4])
+        self.common = [DTYPE_CODE[sources.dtype], _i64(self.shape), _ptr(sources), _strides(sources, 5),
+                       _ptr(flows), _strides(flows, 5), _ptr(logits), _strides(logits, 4)]
+        self.flags = int(residual) | (2 if padding_mode == "border" else 0) | (4 if align_corners else 0)
+        self.acc = torch.float64 if sources.dtype == torch.float64 else torch.float32
+
+    def forward(self) -> torch.Tensor:
+        B, K, C, Hs, Ws, H, W = self.shape
+        out = torch.full((B, C, H, W), float("nan"), dtype=self.t[0].dtype)  # poisoned
+        self.lib.emu_forward(*self.common, self.flags, _ptr(out))
+        return out
+
+    def l1(self) -> torch.Tensor:
+        target = self.t[3]
+        tail = [_ptr(target), _strides(target, 4), self.flags]
+        n = self.lib.emu_num_partials(*self.common, *tail)
+        partials = torch.full((self.shape[0], n), float("nan"), dtype=self.acc)
+        loss = torch.full((self.shape[0],), float("nan"), dtype=self.t[0].dtype)
+        self.lib.emu_l1(*self.common, *tail, _ptr(partials), _ptr(loss))
+        return loss
+
+    def backward(self, grad, mask, loss: bool):
+        sources, flows, logits, target = self.t
+        target = target if loss else None
+        nan = dict(fill_value=float("nan"), dtype=sources.dtype)
+        g_src = torch.zeros(sources.shape, dtype=self.acc) if mask[0] else None
+        g_flow = torch.full(flows.shape, **nan) if mask[1] else None
+        g_logit = torch.full(logits.shape, **nan) if (mask[2] and logits is not None) else None
+        g_tgt = torch.full(target.shape, **nan) if (loss and mask[3]) else None
+        g_strides = _i64(list(grad.stride()) + [0] * (4 - grad.dim()))
+        self.lib.emu_backward(*self.common, _ptr(target), _strides(target, 4), self.flags, _ptr(grad),
+                              g_strides, _ptr(g_src), _ptr(g_flow), _ptr(g_logit), _ptr(g_tgt))
+        return [g_src.to(sources.dtype) if g_src is not None else None, g_flow, g_logit, g_tgt]
+
+
+# (case, residual, padding_mode, align_corners, logits, dtype, contiguous, sources_grad)
+_OPTIONS = list(itertools.product([False, True], ["zeros", "border"], [False, True]))
+_SHAPES = [Case(2, 1, 3, 7, 6, 5, 9), Case(2, 2, 3, 16, 16, 12, 16), Case(2, 3, 4, 9, 9, 6, 5)]
+CONFIGS = [(dataclasses.replace(_SHAPES[i % 3], K=k), r, p, a,
+            ("given", "none", "5d")[i % 3], torch.float64, True, True)
+           for i, ((r, p, a), k) in enumerate(itertools.product(_OPTIONS, [1, 2, 3]))]
+CONFIGS += [
+    # Five channels: two channel tiles (the backward adds the second tile's gradients).
+    (Case(2, 2, 5, 8, 7, 9, 12), True, "border", True, "given", torch.float64, True, True),
+    (Case(2, 3, 6, 8, 7, 9, 11), False, "zeros", False, "none", torch.float64, True, True),
+    # Several blocks per sample, packed (W % 4 == 0) and not.
+    (Case(2, 2, 3, 20, 24, 24, 40), True, "border", True, "given", torch.float64, True, True),
+    (Case(2, 2, 3, 20, 24, 23, 37), True, "zeros", False, "given", torch.float64, True, True),
+    # Permuted inputs (scalar path; read through their strides) and the gather-only backward.
+    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.float64, False, True),
+    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.float64, True, False),
+    # Single-pixel axes: the identity grid is 0 there.
+    (Case(2, 2, 3, 1, 6, 1, 8), True, "zeros", True, "given", torch.float64, True, True),
+    # Storage types below float64: float accumulation, half conversions, packs of 4 halves.
+    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.float32, True, True),
+    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.float16, True, True),
+    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.bfloat16, True, True),
+    (Case(2, 2, 3, 7, 6, 5, 9), False, "zeros", False, "none", torch.bfloat16, True, True),
+]
+# Half types: flash-attention's rule (twice the half-type reference's error) plus one unit of
+# the type's precision at the output's scale, the cost of rounding the exact result (see
+# test_triton_interpret.py).
+TOLERANCE = {torch.float64: (1e-12, 1e-10), torch.float32: (1e-6, 1e-5)}
+
+
+def _config_id(c):
+    case, r, p, a, lg, dt, contiguous, sg = c
+    return (f"{case}-res{int(r)}-{p}-ac{int(a)}-{lg}-{str(dt)[6:]}" + ("" if contiguous else "-permuted")
+            + ("" if sg else "-gather_only"))
+
+
+def _reference(fn_name, inputs, upstream, options, dtype, mask):
+    args = [t.detach().to(dtype).requires_grad_(m) if t is not None else None
+            for t, m in zip(inputs if fn_name == "warp_blend_l1" else inputs[:3], mask)]
+    fn = reference.warp_blend_l1_reference if fn_name == "warp_blend_l1" else reference.warp_blend_reference
+    out = fn(*args, **options)
+    wanted = [a for a in args if a is not None and a.requires_grad]
+    grads = iter(torch.autograd.grad((out * upstream.to(dtype)).sum(), wanted))
+    return out, [next(grads) if (a is not None and a.requires_grad) else None for a in args]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
+def test_emulated_cuda_kernels(lib, config):
+    case, residual, padding_mode, align_corners, logits, dtype, contiguous, sources_grad = config
+    options = dict(residual=residual, padding_mode=padding_mode, align_corners=align_corners)
+    base = make_inputs(case, residual=residual, logits=logits, contiguous=contiguous)
+    if logits == "5d":  # the public op squeezes (B, K, 1, H, W) before the kernels
+        base = (base[0], base[1], base[2].squeeze(2), base[3])
+    cast = tuple(t.to(dtype) if t is not None else None for t in base)  # .to keeps the strides
+    assert contiguous or not cast[1].is_contiguous()
+    # The oracle sees the inputs the kernels see: rounded to dtype, then computed in float64.
+    base = tuple(t.double() if t is not None else None for t in cast)
+    emulated = Emulated(lib, *cast, **options)
+    mask = [sources_grad, True, logits != "none", True]
+    failures = []
+
+    def check(what, got, want, half):
+        err = (got.double() - want.double()).abs().max().item() if got.shape == want.shape else float("inf")
+        if half is not None:
+            bound = (2 * (half.double() - want.double()).abs().max().item()
+                     + torch.finfo(dtype).eps * want.abs().max().item())
+        else:
+            atol, rtol = TOLERANCE[dtype]
+            bound = atol + rtol * want.abs().max().item()
+        if got.dtype != dtype or not err <= bound:  # NaN (an unwritten element) fails too
+            failures.append(f"{what}: {got.dtype}, error {err:.3g} > {bound:.3g}")
+
+    for fn_name in ("warp_blend", "warp_blend_l1"):
+        loss = fn_name == "warp_blend_l1"
+        shape = (case.B,) if loss else (case.B, case.C, case.H, case.W)
+        upstream = torch.randn(shape, dtype=torch.float64)
+        upstream[0] = 0  # sample 0: the zero-upstream skip
+        ref, ref_grads = _reference(fn_name, base, upstream, options, torch.float64, mask)
+        half = None
+        if dtype in (torch.float16, torch.bfloat16):
+            half = _reference(fn_name, base, upstream, options, dtype, mask)
+        out = emulated.l1() if loss else emulated.forward()
+        check(f"{fn_name} output", out, ref, half[0] if half else None)
+        grads = emulated.backward(upstream.to(dtype), mask, loss)
+        for i, name in enumerate(["sources", "flows", "logits", "target"][:len(ref_grads)]):
+            if ref_grads[i] is None:
+                assert grads[i] is None or not mask[i]
+                continue
+            check(f"{fn_name} grad {name}", grads[i], ref_grads[i], half[1][i] if half else None)
+            if not (grads[i][0] == 0).all():
+                failures.append(f"{fn_name} grad {name}: nonzero for sample 0, whose upstream is zero")
+    assert not failures, "\n".join(failures)
+
+
+def test_loss_reduction_is_deterministic(lib):
+    """The per-block partial sums and their fixed-order finalisation give identical losses."""
+    s, f, l, t = make_inputs(Case(3, 2, 3, 20, 20, 30, 40), dtype=torch.float32, residual=True)
+    emulated = Emulated(lib, s, f, l, t, residual=True, padding_mode="border", align_corners=True)
+    first = emulated.l1()
+    assert torch.isfinite(first).all()
+    assert torch.equal(emulated.l1(), first)

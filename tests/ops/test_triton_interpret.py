@@ -1,0 +1,217 @@
+"""The Triton kernels on a CPU machine: in Triton's interpreter against the float64 reference,
+and compiled for sm_80 and sm_90 (cubins, no GPU needed) without register spills.
+
+Interpreter: forward and every gradient (sources, flows, logits, target) of both ops, both
+padding modes, both align_corners, residual on and off, K = 1..3, logits given / 5d / none,
+permuted inputs, the gather-only backward, single-pixel axes, several programs per sample, and
+every dtype. The interpreter runs the kernels as numpy code, so it cannot catch what only the
+compiler rejects or spills: the compile test covers that, for the launches the launchers make.
+
+Triton chooses between compiling and interpreting when a kernel is defined, from TRITON_INTERPRET
+at its first import; so the kernels run in a child process (tests/ops/triton_interpret_worker.py)
+started once for this module with TRITON_INTERPRET=1, and the tests here assert on the errors it
+measured. The rest of the session never sees the variable. About 1 minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.ops.inputs import Case
+from tests.ops.triton_interpret_worker import CONFIGS, Config
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                                reason="triton is not installed (pip install triton)")
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Max |kernel - float64 reference| <= atol + rtol * max |reference|, per storage dtype. Half
+# types follow flash-attention's rule instead: at most twice the error of the reference op run
+# in that half type, plus one unit of the type's precision at the output's scale: rounding the
+# exact result to the storage type costs up to half of that, and the half-type reference can be
+# luckier on an output that is a single rounded value (the L1 target gradient, +-grad / (C H W)).
+TOLERANCE = {"float64": (1e-12, 1e-10), "float32": (1e-6, 1e-5)}
+EPS = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
+
+
+@pytest.fixture(scope="module")
+def measured() -> dict:
+    env = dict(os.environ, TRITON_INTERPRET="1",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "tests.ops.triton_interpret_worker"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"interpreter run failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.id)
+def test_parity(measured, config: Config):
+    result = measured.get(config.id)
+    assert result is not None, f"{config.id}: no result from the interpreter run"
+    assert "error" not in result, f"{config.id}: {result.get('error')}"
+    checks = result["checks"]
+    expected = {"warp_blend.output", "warp_blend_l1.output", "warp_blend_l1.grad_target",
+                "warp_blend.grad_flows", "warp_blend_l1.grad_flows"}
+    if config.sources_grad:
+        expected |= {"warp_blend.grad_sources", "warp_blend_l1.grad_sources"}
+    if config.logits != "none":
+        expected |= {"warp_blend.grad_logits", "warp_blend_l1.grad_logits"}
+    assert set(checks) == expected, f"checked {sorted(checks)}, expected {sorted(expected)}"
+    failures = []
+    for what, c in checks.items():
+        if not (c["dtype_ok"] and c["shape_ok"]):
+            failures.append(f"{what}: wrong dtype or shape")
+        if not c["skipped_sample_zero"]:
+            failures.append(f"{what}: sample 0 has zero upstream gradient but a nonzero gradient")
+        if "half_reference_error" in c:
+            bound = 2 * c["half_reference_error"] + EPS[config.dtype] * c["scale"]
+        else:
+            atol, rtol = TOLERANCE[config.dtype]
+            bound = atol + rtol * c["scale"]
+        if not c["error"] <= bound:  # also catches NaN (an element the kernels never wrote)
+            failures.append(f"{what}: error {c['error']:.3g} > {bound:.3g} (scale {c['scale']:.3g})")
+    assert not failures, f"{config.id}:\n" + "\n".join(failures)
+
+
+def test_opcheck_schema_and_autograd_registration(measured):
+    assert measured.get("opcheck") == {"ok": True}, measured.get("opcheck")
+
+
+def test_cpu_tensors_need_the_interpreter():
+    """Without TRITON_INTERPRET=1 the backend refuses CPU tensors and says why."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("this session runs with TRITON_INTERPRET=1")
+    import torch
+
+    from fabnet import ops
+
+    sources = torch.rand(1, 1, 1, 3, 3)
+    flows = torch.rand(1, 1, 2, 3, 3)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        ops.warp_blend(sources, flows, backend="triton")
+    assert ops.backends()["triton"] == []  # triton is installed: nothing else stands in the way
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled for GPUs. The launchers run with a ``wrap`` that records each launch instead of
+# making it; each recorded launch is compiled by Triton for the target (its own ptxas, no GPU),
+# and the cubin's resource usage (Triton's bundled cuobjdump) must show no local memory (spills).
+
+_TRITON_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
+
+
+class _Recorder:
+    """Stands in for torch.library.wrap_triton: kernel[grid](*args, **kwargs) records the call."""
+
+    def __init__(self):
+        self.launches = []
+
+    def __call__(self, kernel):
+        recorder = self
+
+        class _Launch:
+            def __getitem__(self, grid):
+                return lambda *args, **kwargs: recorder.launches.append((kernel, args, kwargs))
+
+        return _Launch()
+
+
+def _signature(kernel, args, kwargs):
+    import torch
+
+    signature, constexprs = {}, {}
+    for i, name in enumerate(kernel.arg_names):
+        if name in kwargs:
+            signature[name] = "constexpr"
+            constexprs[(i,)] = kwargs[name]
+            continue
+        value = args[i]
+        if isinstance(value, torch.Tensor):
+            signature[name] = "*" + _TRITON_TYPES[str(value.dtype).removeprefix("torch.")]
+        elif isinstance(value, bool):
+            signature[name] = "i1"
+        elif isinstance(value, int):
+            signature[name] = "i32" if -2**31 <= value < 2**31 else "i64"
+        else:
+            signature[name] = "fp32"
+    return signature, constexprs
+
+
+def _training_launches():
+    """The launches of the training step (residual, border, align_corners; bf16 and fp32) and of
+    the other main paths: blend forward/backward, every gradient, no logits, fp16, fp64."""
+    import torch
+
+    from fabnet.kernels import warp_blend as kw
+    from tests.ops.inputs import make_inputs
+
+    recorder = _Recorder()
+    training = dict(residual=True, border=True, align_corners=True)
+    plain = dict(residual=False, border=False, align_corners=False)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        s, f, l, t = make_inputs(Case(2, 3, 3, 32, 32, 32, 32), dtype=dtype, residual=True)
+        grad_loss = torch.ones(2, dtype=dtype)
+        kw.forward(s, f, l, t, **training, wrap=recorder)                       # the loss
+        kw.backward(grad_loss, s, f, l, t, **training, need_sources=False, need_flows=True,
+                    need_logits=True, need_target=False, wrap=recorder)         # training backward
+        if dtype in (torch.float32, torch.bfloat16):
+            kw.forward(s, f, None, None, **plain, wrap=recorder)                # the blend
+            kw.backward(torch.ones(2, 3, 32, 32, dtype=dtype), s, f, l, None, **plain,
+                        need_sources=True, need_flows=True, need_logits=True, need_target=False,
+                        wrap=recorder)
+            kw.backward(grad_loss, s, f, l, t, **training, need_sources=True, need_flows=True,
+                        need_logits=True, need_target=True, wrap=recorder)      # every gradient
+    return recorder.launches
+
+
+def _triton_tool(name: str) -> Path:
+    import triton
+
+    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_kernels_compile_for_gpu_without_spills(arch, tmp_path):
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("kernels are interpreted in this session (TRITON_INTERPRET=1)")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    cuobjdump = _triton_tool("cuobjdump")
+    if not cuobjdump.exists():
+        pytest.skip(f"{cuobjdump} not found (this triton ships no CUDA tools)")
+    launches = _training_launches()
+    assert len(launches) == 4 * 2 + 2 * 3
+    report, failures = [], []
+    for kernel, args, kwargs in launches:
+        signature, constexprs = _signature(kernel, args, kwargs)
+        options = {"num_warps": kwargs["num_warps"]}
+        constexprs = {k: v for k, v in constexprs.items() if kernel.arg_names[k[0]] != "num_warps"}
+        signature.pop("num_warps", None)
+        compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                                  target=GPUTarget("cuda", arch, 32), options=options)
+        cubin = tmp_path / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        usage = subprocess.run([str(cuobjdump), "-res-usage", str(cubin)], capture_output=True,
+                               text=True, timeout=120)
+        assert usage.returncode == 0, usage.stderr
+        m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", usage.stdout)
+        assert m, usage.stdout
+        regs, stack, _, local = map(int, m.groups())
+        what = (f"sm_{arch} {kernel.fn.__name__} {signature['src_ptr']} "
+                + " ".join(k for k in ("LOSS", "HAS_LOGITS", "NEED_SRC", "NEED_FLOW", "NEED_LOGIT",
+                                       "NEED_TGT") if kwargs.get(k)))
+        report.append(f"{what}: {regs} registers, stack {stack}, local {local}")
+        if local or stack:
+            failures.append(report[-1])
+    print("\n" + "\n".join(report))
+    assert not failures, "spills:\n" + "\n".join(failures)

@@ -1,0 +1,74 @@
+"""``fabnet demo --quick`` end to end: every stage runs and the report has the issue's schema."""
+
+import json
+import math
+import os
+
+import pytest
+
+from fabnet.cli import main
+
+pytestmark = pytest.mark.slow  # about 1.5 min: a whole (tiny) demo run
+
+TASK_METRIC = {"landmarks": "nme_iod_pct", "pose": "mae_deg", "expression": "auc_mean", "attributes": "auc_mean"}
+METHODS = ("fabnet_1src", "fabnet_3src_curriculum", "autoencoder", "random_init")
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    return out
+
+
+def test_report_json_schema(demo_dir):
+    report = json.loads((demo_dir / "report.json").read_text())
+    assert set(report["probes"]) == set(TASK_METRIC)
+    for task, metric in TASK_METRIC.items():
+        assert set(report["probes"][task]) == set(METHODS), task
+        for method in METHODS:
+            value = report["probes"][task][method][metric]
+            assert isinstance(value, float) and math.isfinite(value), (task, method, value)
+            if metric == "auc_mean":
+                assert 0.0 <= value <= 1.0
+            else:
+                assert value > 0.0
+    assert set(report["probes"]["pose"]["random_init"]) >= {"mae_yaw", "mae_pitch", "mae_roll"}
+    # the seeds, sizes, steps and times the numbers came from
+    assert set(report["seeds"]) >= {"data", "training", "probes"}
+    sizes = report["sizes"]
+    assert sizes["frames"] == sizes["train_frames"] + sizes["val_frames"] + sizes["test_frames"] > 0
+    assert report["steps"]["fabnet_1src"] == report["config"]["steps_1src"]
+    assert report["steps"]["fabnet_3src_curriculum"] == report["config"]["steps_3src"]
+    assert report["steps"]["random_init"] == 0 and report["steps"]["autoencoder"] == report["config"]["ae_steps"]
+    times = report["times"]
+    assert times["total"] > 0 and all(v >= 0 for v in times.values())
+    assert times["total"] >= sum(v for k, v in times.items() if k.startswith("train_"))
+    conf = report["confidence"]
+    assert conf["num_sources"] == 3 and 1 / 3 - 1e-6 <= conf["max_confidence_mean"] <= 1.0
+    assert 0.0 <= conf["nearest_pose_share"] <= 1.0
+
+
+def test_figures_exist_and_are_small(demo_dir):
+    from PIL import Image
+
+    report = json.loads((demo_dir / "report.json").read_text())
+    figures = report["figures"]
+    for name in ["loss_curves", "probe_metrics", "confidence_heatmaps"] + [f"retrieval_{m}" for m in METHODS]:
+        assert name in figures, name
+    for name, rel in figures.items():
+        path = demo_dir / rel  # relative to the report's directory
+        assert path.is_file(), name
+        assert os.path.getsize(path) < 400_000, (name, os.path.getsize(path))
+        with Image.open(path) as im:
+            assert min(im.size) >= 100, (name, im.size)
+
+
+def test_report_md_lists_every_method_and_figure(demo_dir):
+    text = (demo_dir / "report.md").read_text()
+    for method in METHODS:
+        assert f"| {method} |" in text, method
+    assert "1 source vs 3 sources" in text
+    report = json.loads((demo_dir / "report.json").read_text())
+    for rel in report["figures"].values():
+        assert f"]({rel})" in text, rel

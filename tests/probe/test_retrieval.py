@@ -1,0 +1,49 @@
+import numpy as np
+from PIL import Image
+
+from fabnet.probe.retrieval import cosine_neighbours, draw_grid, pick_queries
+
+
+def test_neighbours_exclude_query_identity():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(40, 8))
+    ids = np.repeat(np.arange(8), 5)
+    emb[1] = emb[0] * 3  # same identity, identical direction: must NOT be returned for query 0
+    emb[7] = emb[0] * 0.5 + 1e-3  # other identity, nearly identical: must come first
+    idx, sim = cosine_neighbours(emb[[0, 10]], emb, ids[[0, 10]], ids, k=6)
+    assert idx.shape == (2, 6)
+    for row, q in enumerate([0, 10]):
+        assert (ids[idx[row]] != ids[q]).all()
+        assert np.all(np.diff(sim[row]) <= 1e-12)
+    assert idx[0, 0] == 7 and sim[0, 0] > 0.999
+    # brute force check of the ranking
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    s = e[0] @ e.T
+    s[ids == 0] = -np.inf
+    np.testing.assert_array_equal(idx[0], np.argsort(-s, kind="stable")[:6])
+
+
+def test_neighbours_pad_when_few_candidates():
+    emb = np.eye(3)
+    idx, sim = cosine_neighbours(emb[:1], emb, ["a"], ["a", "a", "b"], k=4)
+    assert idx.tolist() == [[2, -1, -1, -1]]
+    assert np.isneginf(sim[0, 1:]).all()
+
+
+def test_pick_queries_spread_over_identities():
+    ids = np.repeat(["a", "b", "c"], [10, 2, 1])
+    q = pick_queries(ids, 3, seed=1)
+    assert sorted(ids[q]) == ["a", "b", "c"]
+    assert len(pick_queries(ids, 50)) == 13
+
+
+def test_draw_grid(tmp_path):
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"{i}.png"
+        Image.new("RGB", (20, 20), (60 * i, 0, 0)).save(p)
+        paths.append(str(p))
+    out = draw_grid(paths, [0, 1], np.array([[2, 3], [3, -1]]), str(tmp_path / "g.png"), tile=32,
+                    captions=lambda r: f"r{r}", title="t")
+    im = Image.open(out)
+    assert im.size[0] == 3 * 32 + 8
