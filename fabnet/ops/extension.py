@@ -12,6 +12,8 @@ import warnings
 
 import torch
 
+from fabnet.ops.autograd import backward_formulas, setup_context
+
 REBUILD_COMMAND = "pip install --no-build-isolation -e ."
 
 try:
@@ -32,10 +34,6 @@ def built_with_cuda() -> bool:
     if not available():
         return False
     return torch._C._dispatch_has_kernel_for_dispatch_key("fabnet::warp_blend", "CUDA")
-
-
-def _grad_or_none(grad: torch.Tensor, wanted: bool) -> torch.Tensor | None:
-    return grad if wanted else None
 
 
 if available():
@@ -65,38 +63,7 @@ if available():
                                      align_corners, output_mask):
         return _masked_like(output_mask, (sources, flows, logits, target))
 
-    def _setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*(t for t in inputs if isinstance(t, torch.Tensor)))
-        ctx.has_logits = inputs[2] is not None
-        ctx.options = tuple(x for x in inputs if not isinstance(x, torch.Tensor) and x is not None)
-
-    def _unpack(ctx):
-        saved = list(ctx.saved_tensors)
-        sources, flows = saved[0], saved[1]
-        logits = saved[2] if ctx.has_logits else None
-        rest = saved[3:] if ctx.has_logits else saved[2:]
-        return sources, flows, logits, rest
-
-    def _warp_blend_backward(ctx, grad):
-        sources, flows, logits, _ = _unpack(ctx)
-        need = ctx.needs_input_grad
-        mask = [need[0], need[1], bool(need[2]) and logits is not None]
-        g_sources, g_flows, g_logits = torch.ops.fabnet.warp_blend_backward(
-            grad, sources, flows, logits, *ctx.options, mask)
-        return (_grad_or_none(g_sources, mask[0]), _grad_or_none(g_flows, mask[1]),
-                _grad_or_none(g_logits, mask[2]), None, None, None)
-
-    def _warp_blend_l1_backward(ctx, grad):
-        sources, flows, logits, (target,) = _unpack(ctx)
-        need = ctx.needs_input_grad
-        mask = [need[0], need[1], bool(need[2]) and logits is not None, need[3]]
-        g_sources, g_flows, g_logits, g_target = torch.ops.fabnet.warp_blend_l1_backward(
-            grad, sources, flows, logits, target, *ctx.options, mask)
-        return (_grad_or_none(g_sources, mask[0]), _grad_or_none(g_flows, mask[1]),
-                _grad_or_none(g_logits, mask[2]), _grad_or_none(g_target, mask[3]),
-                None, None, None)
-
-    torch.library.register_autograd("fabnet::warp_blend", _warp_blend_backward,
-                                    setup_context=_setup_context)
-    torch.library.register_autograd("fabnet::warp_blend_l1", _warp_blend_l1_backward,
-                                    setup_context=_setup_context)
+    _blend_backward, _l1_backward = backward_formulas(torch.ops.fabnet.warp_blend_backward,
+                                                      torch.ops.fabnet.warp_blend_l1_backward)
+    torch.library.register_autograd("fabnet::warp_blend", _blend_backward, setup_context=setup_context)
+    torch.library.register_autograd("fabnet::warp_blend_l1", _l1_backward, setup_context=setup_context)

@@ -25,6 +25,7 @@ from typing import Optional
 
 import torch
 
+from fabnet.ops.autograd import backward_formulas, setup_context
 from fabnet.ops.checks import WarpBlendArgs
 
 try:
@@ -86,10 +87,6 @@ def _options(padding_mode: str, residual: bool, align_corners: bool) -> dict:
                 wrap=torch.library.wrap_triton, poison=POISON_OUTPUTS)
 
 
-def _grad_or_none(grad: torch.Tensor, wanted: bool) -> torch.Tensor | None:
-    return grad if wanted else None
-
-
 if _kernels is not None:
 
     @torch.library.triton_op("fabnet::triton_warp_blend", mutates_args=())
@@ -129,41 +126,16 @@ if _kernels is not None:
             need_flows=need_flows, need_logits=need_logits, need_target=need_target,
             **_options(padding_mode, residual, align_corners))
 
-    def _setup_context(ctx, inputs, output):
-        tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
-        ctx.save_for_backward(*tensors)
-        ctx.has_logits = inputs[2] is not None
-        # residual, padding_mode, align_corners: the last three inputs of both forward ops.
-        ctx.options = tuple(inputs[-3:])
+    def _spread_mask(op):
+        # The Triton backward ops take the mask (last argument) as separate booleans.
+        return lambda *args: op(*args[:-1], *args[-1])
 
-    def _unpack(ctx):
-        saved = list(ctx.saved_tensors)
-        sources, flows = saved[0], saved[1]
-        logits = saved[2] if ctx.has_logits else None
-        rest = saved[3:] if ctx.has_logits else saved[2:]
-        return sources, flows, logits, rest
+    _blend_backward, _l1_backward = backward_formulas(
+        _spread_mask(torch.ops.fabnet.triton_warp_blend_backward),
+        _spread_mask(torch.ops.fabnet.triton_warp_blend_l1_backward))
 
-    def _warp_blend_backward(ctx, grad):
-        sources, flows, logits, _ = _unpack(ctx)
-        need = ctx.needs_input_grad
-        mask = (bool(need[0]), bool(need[1]), bool(need[2]) and logits is not None)
-        g_sources, g_flows, g_logits = torch.ops.fabnet.triton_warp_blend_backward(
-            grad, sources, flows, logits, *ctx.options, *mask)
-        return (_grad_or_none(g_sources, mask[0]), _grad_or_none(g_flows, mask[1]),
-                _grad_or_none(g_logits, mask[2]), None, None, None)
-
-    def _warp_blend_l1_backward(ctx, grad):
-        sources, flows, logits, (target,) = _unpack(ctx)
-        need = ctx.needs_input_grad
-        mask = (bool(need[0]), bool(need[1]), bool(need[2]) and logits is not None, bool(need[3]))
-        g_sources, g_flows, g_logits, g_target = torch.ops.fabnet.triton_warp_blend_l1_backward(
-            grad, sources, flows, logits, target, *ctx.options, *mask)
-        return (_grad_or_none(g_sources, mask[0]), _grad_or_none(g_flows, mask[1]),
-                _grad_or_none(g_logits, mask[2]), _grad_or_none(g_target, mask[3]),
-                None, None, None)
-
-    _warp_blend_op.register_autograd(_warp_blend_backward, setup_context=_setup_context)
-    _warp_blend_l1_op.register_autograd(_warp_blend_l1_backward, setup_context=_setup_context)
+    _warp_blend_op.register_autograd(_blend_backward, setup_context=setup_context)
+    _warp_blend_l1_op.register_autograd(_l1_backward, setup_context=setup_context)
 
 
 def warp_blend(a: WarpBlendArgs) -> torch.Tensor:
