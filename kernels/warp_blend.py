@@ -157,6 +157,24 @@ def _scatter(gsrc_k_ptr, c_off, x0, y0, tx, ty, Hs, Ws, gw, m2):
 
 
 @triton.jit
+def _pixel_block(programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK: tl.constexpr,
+                 BLOCK_C: tl.constexpr):
+    """This program's index, its sample b and its BLOCK output pixels p (flat over H * W) with masks, rows,
+    columns, the BLOCK_C channel lanes, and the pixels' offsets into one flow / logit plane."""
+    program = tl.program_id(0).to(tl.int64)
+    b = program // programs
+    p = (program % programs) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    hw = H * W
+    pm = p < hw
+    h = p // W
+    w = p % W
+    c = tl.arange(0, BLOCK_C).to(tl.int64)
+    cm = c < C
+    m2 = pm[:, None] & cm[None, :]
+    return program, b, p, hw, pm, h, w, c, cm, m2, h * s_fy + w * s_fx, h * s_ly + w * s_lx
+
+
+@triton.jit
 def warp_blend_forward_kernel(
     src_ptr, flow_ptr, logit_ptr, tgt_ptr, out_ptr,
     K, C, Hs, Ws, H, W, programs,
@@ -169,19 +187,8 @@ def warp_blend_forward_kernel(
 ):
     """Blend (out: (B, C, H, W) contiguous) or, with LOSS, per-program sums of |target - blend|
     (out: (B, programs) in the accumulation type; ``programs`` per sample)."""
-    program = tl.program_id(0).to(tl.int64)
-    b = program // programs
-    pid = program % programs
-    p = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    hw = H * W
-    pm = p < hw
-    h = p // W
-    w = p % W
-    c = tl.arange(0, BLOCK_C).to(tl.int64)
-    cm = c < C
-    m2 = pm[:, None] & cm[None, :]
-    f_off = h * s_fy + w * s_fx
-    l_off = h * s_ly + w * s_lx
+    program, b, p, hw, pm, h, w, c, cm, m2, f_off, l_off = _pixel_block(
+        programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK, BLOCK_C)
 
     zero = _acc(tl.zeros([BLOCK], tl.float32), F64)
     run_max = zero - float("inf")
@@ -215,7 +222,7 @@ def warp_blend_forward_kernel(
                          mask=m2, other=0), F64)
         diff = tl.where(m2, tl.abs(t - blend), 0)
         partial = tl.sum(tl.sum(diff, axis=1), axis=0)
-        tl.store(out_ptr + program, partial)  # = out[b, pid]
+        tl.store(out_ptr + program, partial)  # = out[b, program % programs]
     else:
         tl.store(out_ptr + (b * C + c[None, :]) * hw + p[:, None],
                  blend.to(out_ptr.dtype.element_ty), mask=m2)
@@ -242,19 +249,8 @@ def warp_blend_backward_kernel(
     Writes, contiguous and only where asked: gflow (B, K, 2, H, W), glogit (B, K, H, W),
     gtgt (B, C, H, W); adds into gsrc, a zeroed contiguous (B, K, C, Hs, Ws) accumulation buffer.
     """
-    program = tl.program_id(0).to(tl.int64)
-    b = program // programs
-    pid = program % programs
-    p = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    hw = H * W
-    pm = p < hw
-    h = p // W
-    w = p % W
-    c = tl.arange(0, BLOCK_C).to(tl.int64)
-    cm = c < C
-    m2 = pm[:, None] & cm[None, :]
-    f_off = h * s_fy + w * s_fx
-    l_off = h * s_ly + w * s_lx
+    program, b, p, hw, pm, h, w, c, cm, m2, f_off, l_off = _pixel_block(
+        programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK, BLOCK_C)
     zero = _acc(tl.zeros([BLOCK], tl.float32), F64)
 
     if LOSS:
