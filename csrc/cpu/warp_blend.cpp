@@ -290,6 +290,44 @@ void forward_kernel(const Problem<scalar_t>& p, const scalar_t* target, scalar_t
   });
 }
 
+// One channel of the loss backward for K (= KC) known at compile time, in one loop: per pixel,
+// gather the 4 K taps, blend them, take the upstream u = scale * sign(blend - target), and add
+// u * tap into the per-tap sums S (K x 4 rows of kBlock). Returns the channel's sum of
+// |target - blend| over the n pixels and writes u.
+// The generic path below does the same in four loops (gather into a buffer, blend, u, S); this
+// one keeps taps and blend in registers: at (8, 3, 3, 128, 128) fp32 the training pass
+// (warp_blend_l1_with_grads) went from 7.3 ms to the figure in benchmarks/RESULTS.md on one core.
+template <int KC, typename scalar_t, typename acc_t>
+acc_t loss_channel(const Problem<scalar_t>& p, const TapBlock<acc_t>* taps, const acc_t* w,
+                   int64_t b, int64_t c, int64_t n, const scalar_t* tg, acc_t scale,
+                   acc_t* __restrict u, acc_t* __restrict S) {
+  const scalar_t* src[KC];
+  for (int k = 0; k < KC; ++k) src[k] = p.plane(b, k, c);
+  acc_t loss = 0;
+#pragma omp simd reduction(+ : loss)
+  for (int64_t i = 0; i < n; ++i) {
+    acc_t v[KC][4];
+    acc_t blend = 0;
+#pragma GCC unroll 4
+    for (int k = 0; k < KC; ++k) {
+      const TapBlock<acc_t>& t = taps[k];
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) v[k][j] = static_cast<acc_t>(src[k][t.offset[j][i]]);
+      blend += w[k * kBlock + i] * (t.weight[0][i] * v[k][0] + t.weight[1][i] * v[k][1] +
+                                    t.weight[2][i] * v[k][2] + t.weight[3][i] * v[k][3]);
+    }
+    const acc_t diff = blend - static_cast<acc_t>(tg[i]);
+    const acc_t uu = diff > acc_t(0) ? scale : (diff < acc_t(0) ? -scale : acc_t(0));
+    u[i] = uu;
+    loss += std::abs(diff);
+#pragma GCC unroll 4
+    for (int k = 0; k < KC; ++k)
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) S[(k * 4 + j) * kBlock + i] += uu * v[k][j];
+  }
+  return loss;
+}
+
 // Gradient outputs of one backward call; nullptr where not requested.
 template <typename scalar_t>
 struct Grads {
@@ -309,9 +347,14 @@ struct Grads {
 // set and channel) and forms the three sums once per source from S. The tap values of a channel
 // are kept in a small buffer between the blend (which needs every source before u_c is known)
 // and the accumulation, so each source pixel is gathered once, as in the forward.
+//
+// With row_loss the kernel also writes the forward's per-row sums of |target - blend| (as
+// forward_kernel does): the training forward (warp_blend_l1_with_grads) runs this kernel once
+// with grad_loss = 1 and so gathers every source pixel once for the loss and its gradients.
 template <typename scalar_t>
 void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
-                     const scalar_t* grad_loss, const scalar_t* target, const Grads<scalar_t>& g) {
+                     const scalar_t* grad_loss, const scalar_t* target, const Grads<scalar_t>& g,
+                     double* row_loss = nullptr) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t K = p.K, C = p.C, H = p.H, W = p.W, hw = H * W;
   const int64_t src_plane = p.ay.size * p.ax.size;
@@ -328,7 +371,8 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
       const int64_t b = r / H, h = r % H;
       const acc_t loss_scale =
           grad_loss != nullptr ? static_cast<acc_t>(grad_loss[b]) * inv_n : acc_t(0);
-      if (grad_loss != nullptr && loss_scale == acc_t(0)) {
+      acc_t loss = 0;
+      if (grad_loss != nullptr && loss_scale == acc_t(0) && row_loss == nullptr) {
         // Nothing flows back through this sample: write zeros, touch no source pixel.
         for (int64_t k = 0; k < K; ++k) {
           if (g.flows)
@@ -347,6 +391,22 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
         for (int64_t k = 0; k < K; ++k) p.taps(b, k, h, x0, n, taps[k]);
         std::fill(S.begin(), S.end(), acc_t(0));
         for (int64_t c = 0; c < C; ++c) {
+          if (grad_loss != nullptr && K <= 4) {  // the common case, with K known at compile time
+            acc_t* __restrict u = up.data() + c * kBlock;
+            const int64_t at = (b * C + c) * hw + pix;
+            const scalar_t* tg = target + at;
+            const TapBlock<acc_t>* tb = taps.data();
+            switch (K) {
+              case 1: loss += loss_channel<1>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
+              case 2: loss += loss_channel<2>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
+              case 3: loss += loss_channel<3>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
+              default: loss += loss_channel<4>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
+            }
+            if (g.target)
+#pragma omp simd
+              for (int64_t i = 0; i < n; ++i) g.target[at + i] = static_cast<scalar_t>(-u[i]);
+            continue;
+          }
           // Recompute the blend of channel c, keeping the raw tap values.
           for (int64_t i = 0; i < n; ++i) blend[i] = acc_t(0);
           for (int64_t k = 0; k < K; ++k) {
@@ -371,10 +431,11 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
           const int64_t at = (b * C + c) * hw + pix;
           if (grad_loss != nullptr) {
             const scalar_t* tg = target + at;
-#pragma omp simd
+#pragma omp simd reduction(+ : loss)
             for (int64_t i = 0; i < n; ++i) {
               const acc_t diff = blend[i] - static_cast<acc_t>(tg[i]);
               u[i] = diff > acc_t(0) ? loss_scale : (diff < acc_t(0) ? -loss_scale : acc_t(0));
+              loss += std::abs(diff);
             }
             if (g.target)
 #pragma omp simd
@@ -449,11 +510,27 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
           }
         }
       }
+      if (row_loss != nullptr) row_loss[r] = static_cast<double>(loss);
     }
   });
 }
 
 at::Tensor empty_grad(const at::Tensor& like) { return at::empty({0}, like.options()); }
+
+// loss[b] = (sum of sample b's H row partials, in row order) / count, so the result does not
+// depend on how rows were spread over threads.
+at::Tensor& reduce_row_loss(const std::vector<double>& row_loss, at::Tensor& loss, int64_t count) {
+  const int64_t B = loss.size(0), H = static_cast<int64_t>(row_loss.size()) / std::max<int64_t>(B, 1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, loss.scalar_type(), "reduce_row_loss", [&] {
+    scalar_t* out = loss.data_ptr<scalar_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      double sum = 0;
+      for (int64_t h = 0; h < H; ++h) sum += row_loss[b * H + h];
+      out[b] = static_cast<scalar_t>(sum / static_cast<double>(count));
+    }
+  });
+  return loss;
+}
 
 at::Tensor warp_blend_cpu(const at::Tensor& sources, const at::Tensor& flows,
                           const c10::optional<at::Tensor>& logits, bool residual,
@@ -487,14 +564,42 @@ at::Tensor warp_blend_l1_cpu(const at::Tensor& sources, const at::Tensor& flows,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, sources.scalar_type(), "warp_blend_l1_cpu", [&] {
     Problem<scalar_t> p(sources, f, l ? &*l : nullptr, pad, residual, align_corners);
     forward_kernel<scalar_t>(p, t.data_ptr<scalar_t>(), nullptr, row_loss.data());
-    scalar_t* out = loss.data_ptr<scalar_t>();
-    for (int64_t b = 0; b < B; ++b) {
-      double sum = 0;
-      for (int64_t h = 0; h < H; ++h) sum += row_loss[b * H + h];
-      out[b] = static_cast<scalar_t>(sum / static_cast<double>(C * H * W));
-    }
   });
-  return loss;
+  return reduce_row_loss(row_loss, loss, C * H * W);
+}
+
+// The training forward: the per-sample loss and, in the same pass over the sources, the
+// gradients of loss[b] with respect to flows[b] and logits[b] (the "unit" gradients; the backward
+// only scales them by the upstream gradient). Sources and target get no gradient here.
+// At (8, 3, 3, 128, 128) fp32 this pass costs about what the backward alone costs, so forward +
+// backward drop from forward + backward (two gather passes) to one (benchmarks/RESULTS.md).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> warp_blend_l1_with_grads_cpu(
+    const at::Tensor& sources, const at::Tensor& flows, const c10::optional<at::Tensor>& logits,
+    const at::Tensor& target, bool residual, c10::string_view padding_mode, bool align_corners,
+    std::array<bool, 2> mask) {
+  check_warp_blend_args(sources, flows, logits, &target);
+  const Padding pad = parse_padding(std::string(padding_mode));
+  const auto B = sources.size(0), C = sources.size(2), H = flows.size(3), W = flows.size(4);
+  const bool need_logits = mask[1] && logits.has_value();
+  at::Tensor loss = at::empty({B}, sources.options());
+  // Every element is written by the kernel (B * H * W > 0) or zeroed below.
+  at::Tensor gf = mask[0] ? at::empty(flows.sizes(), flows.options()) : empty_grad(flows);
+  at::Tensor gl = need_logits ? at::empty(logits->sizes(), logits->options()) : empty_grad(sources);
+  if (B == 0) return {loss, gf, gl};
+  if (C * H * W == 0) return {loss.fill_(std::numeric_limits<double>::quiet_NaN()), gf.zero_(), gl.zero_()};
+  const at::Tensor f = flows.contiguous(), t = target.contiguous();
+  const c10::optional<at::Tensor> l = logits ? c10::optional<at::Tensor>(logits->contiguous()) : c10::nullopt;
+  const at::Tensor ones = at::ones({B}, sources.options());
+  std::vector<double> row_loss(B * H);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, sources.scalar_type(), "warp_blend_l1_with_grads_cpu", [&] {
+    Problem<scalar_t> p(sources, f, l ? &*l : nullptr, pad, residual, align_corners);
+    Grads<scalar_t> g;
+    if (mask[0]) g.flows = gf.data_ptr<scalar_t>();
+    if (need_logits) g.logits = gl.data_ptr<scalar_t>();
+    backward_kernel<scalar_t>(p, nullptr, ones.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(), g,
+                              row_loss.data());
+  });
+  return {reduce_row_loss(row_loss, loss, C * H * W), gf, gl};
 }
 
 // Shared by both backward ops: allocates the requested gradients and runs the kernel.
@@ -568,6 +673,7 @@ TORCH_LIBRARY_IMPL(fabnet, CPU, m) {
   m.impl("warp_blend_backward", &warp_blend_backward_cpu);
   m.impl("warp_blend_l1", &warp_blend_l1_cpu);
   m.impl("warp_blend_l1_backward", &warp_blend_l1_backward_cpu);
+  m.impl("warp_blend_l1_with_grads", &warp_blend_l1_with_grads_cpu);
 }
 
 }  // namespace fabnet

@@ -76,8 +76,29 @@ class ExtensionBackend(Backend):
                                            a.padding_mode, a.align_corners)
 
     def warp_blend_l1(self, a):
+        if self.device_type == "cpu" and _only_flows_or_logits_need_grad(a):
+            mask = [a.flows.requires_grad, a.logits is not None and a.logits.requires_grad]
+            loss, _, _ = torch.ops.fabnet.warp_blend_l1_with_grads(
+                a.sources, a.flows, a.logits, a.target, a.residual, a.padding_mode,
+                a.align_corners, mask)
+            return loss
         return torch.ops.fabnet.warp_blend_l1(a.sources, a.flows, a.logits, a.target, a.residual,
                                               a.padding_mode, a.align_corners)
+
+
+def _only_flows_or_logits_need_grad(a: WarpBlendArgs) -> bool:
+    """The training case on CPU: gradients for flows and/or logits only, in float32/float64.
+
+    Then one kernel pass computes the loss and its per-sample gradients together (the backward
+    only scales them), instead of a forward pass and a backward pass that gathers every source
+    pixel again: forward+backward 3.92 -> see benchmarks/RESULTS.md at (8, 3, 3, 128, 128).
+    Half precision keeps the recompute backward, whose gradients are rounded once, not twice.
+    """
+    if not torch.is_grad_enabled() or a.sources.dtype not in (torch.float32, torch.float64):
+        return False
+    if a.sources.requires_grad or a.target.requires_grad:
+        return False
+    return a.flows.requires_grad or (a.logits is not None and a.logits.requires_grad)
 
 
 class TritonBackend(Backend):
