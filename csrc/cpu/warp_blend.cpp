@@ -18,10 +18,12 @@
 #include <cmath>
 #include <limits>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "../checks.h"
 #include "../warp_blend_math.h"
+#include "pair_loads.h"
 
 namespace fabnet {
 namespace {
@@ -32,6 +34,11 @@ namespace {
 // (8, 3, 3, 128, 128) fp32 this took the forward from 17.0 ms to the figures in
 // benchmarks/RESULTS.md on one core; the scalar per-pixel version was slower than eager PyTorch.
 constexpr int64_t kBlock = 64;
+#ifdef FABNET_HAVE_PAIR_LOADS
+constexpr bool kHavePairLoads = true;
+#else
+constexpr bool kHavePairLoads = false;
+#endif
 
 // exp for x <= 0 (softmax after subtracting the max), vectorisable: 2^n * p(r) with
 // r = x - n ln2 in [-ln2/2, ln2/2] and a degree-6 polynomial; max relative error ~2e-7.
@@ -62,6 +69,14 @@ struct TapBlock {
   acc_t valid[4][kBlock];     // 1 inside the source, 0 outside
   acc_t tx[kBlock], ty[kBlock];
   acc_t dx[kBlock], dy[kBlock];  // d(source pixel) / d(grid coordinate), 0 where border clamps
+  // The same taps as two pairs of adjacent pixels (Problem::pairs): rows y0 and y1 both start at
+  // column bx = clamp(x0, 0, Ws - 2), so every pair lies inside the source. The bilinear value is
+  // pair_weight . (left y0, right y0, left y1, right y1); nw_is_left says whether the nw / sw tap
+  // is the left element of its pair (else the right), ne_is_right whether ne / se is the right.
+  // Lanes n .. the next multiple of 16 hold offset 0 and weight 0.
+  int32_t pair[2][kBlock];
+  acc_t pair_weight[4][kBlock];
+  acc_t nw_is_left[kBlock], ne_is_right[kBlock];
 };
 
 // Everything a block needs to know about one call. Flows, logits, target and upstream gradients
@@ -79,6 +94,7 @@ struct Problem {
   Axis<acc_t> ax, ay;
   Padding padding;
   bool residual;
+  bool pairs;  // float sources with unit x stride, Ws >= 2, AVX-512: read taps as pairs
 
   Problem(const at::Tensor& s, const at::Tensor& f, const at::Tensor* l, Padding pad, bool res,
           bool align_corners)
@@ -91,7 +107,9 @@ struct Problem {
         ax(Axis<acc_t>::make(s.size(4), f.size(4), align_corners)),
         ay(Axis<acc_t>::make(s.size(3), f.size(3), align_corners)),
         padding(pad),
-        residual(res) {
+        residual(res),
+        pairs(std::is_same<scalar_t, float>::value && kHavePairLoads && s.stride(4) == 1 &&
+              s.size(4) >= 2) {
     // Tap offsets are int32 so that gathers vectorise; a source plane must fit.
     const int64_t last = (s.size(3) - 1) * s.stride(3) + (s.size(4) - 1) * s.stride(4);
     TORCH_CHECK(last < (int64_t(1) << 31) && s.stride(3) >= 0 && s.stride(4) >= 0,
@@ -107,12 +125,12 @@ struct Problem {
   void taps(int64_t b, int64_t k, int64_t h, int64_t x0, int64_t n, TapBlock<acc_t>& t) const {
     // The padding mode is a template argument: a branch inside the loop stops gcc vectorising it.
     if (padding == Padding::kBorder)
-      taps_impl<true>(b, k, h, x0, n, t);
+      pairs ? taps_impl<true, true>(b, k, h, x0, n, t) : taps_impl<true, false>(b, k, h, x0, n, t);
     else
-      taps_impl<false>(b, k, h, x0, n, t);
+      pairs ? taps_impl<false, true>(b, k, h, x0, n, t) : taps_impl<false, false>(b, k, h, x0, n, t);
   }
 
-  template <bool border>
+  template <bool border, bool with_pairs>
   void taps_impl(int64_t b, int64_t k, int64_t h, int64_t x0, int64_t n, TapBlock<acc_t>& t) const {
     const int64_t hw = H * W;
     const scalar_t* fx = flows + (b * K + k) * 2 * hw + h * W + x0;
@@ -162,6 +180,15 @@ struct Problem {
     acc_t* __restrict w1 = t.weight[1];
     acc_t* __restrict w2 = t.weight[2];
     acc_t* __restrict w3 = t.weight[3];
+    int32_t* __restrict q0 = t.pair[0];
+    int32_t* __restrict q1 = t.pair[1];
+    acc_t* __restrict pw0 = t.pair_weight[0];
+    acc_t* __restrict pw1 = t.pair_weight[1];
+    acc_t* __restrict pw2 = t.pair_weight[2];
+    acc_t* __restrict pw3 = t.pair_weight[3];
+    acc_t* __restrict nw_left = t.nw_is_left;
+    acc_t* __restrict ne_right = t.ne_is_right;
+    const int32_t xpair = std::max<int32_t>(xlast - 1, 0);
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       const acc_t fx0 = std::floor(px[i]), fy0 = std::floor(py[i]);
@@ -189,6 +216,26 @@ struct Problem {
       w3[i] = tx * ty * m3[i];
       px[i] = tx;
       py[i] = ty;
+      if constexpr (with_pairs) {
+        // cx0 and cx1 are each bx or bx + 1 (for every x0, in range or not).
+        const int32_t bx = std::min(std::max(0, x0i), xpair);
+        q0[i] = cy0 * sy + bx;
+        q1[i] = cy1 * sy + bx;
+        const acc_t l0 = cx0 == bx ? acc_t(1) : acc_t(0);
+        const acc_t r1 = cx1 == bx + 1 ? acc_t(1) : acc_t(0);
+        nw_left[i] = l0;
+        ne_right[i] = r1;
+        pw0[i] = w0[i] * l0 + w1[i] * (acc_t(1) - r1);
+        pw1[i] = w0[i] * (acc_t(1) - l0) + w1[i] * r1;
+        pw2[i] = w2[i] * l0 + w3[i] * (acc_t(1) - r1);
+        pw3[i] = w2[i] * (acc_t(1) - l0) + w3[i] * r1;
+      }
+    }
+    if constexpr (with_pairs) {
+      for (int64_t i = n; i < kBlock && (i % 16) != 0; ++i) {
+        q0[i] = q1[i] = 0;
+        pw0[i] = pw1[i] = pw2[i] = pw3[i] = acc_t(0);
+      }
     }
   }
 
@@ -237,6 +284,50 @@ void for_row_chunks(int64_t B, int64_t H, int64_t W, bool whole_samples, const C
   }
 }
 
+#ifdef FABNET_HAVE_PAIR_LOADS
+// The forward of one block of n <= kBlock pixels of row (b, h) from x0 with pair loads (float):
+// taps, blend per channel 16 pixels at a time, then |target - blend| summed (returned) or the
+// blend stored. w: the softmax weights (K x kBlock).
+float forward_block_pairs(const Problem<float>& p, TapBlock<float>* taps, const float* w, int64_t b,
+                          int64_t h, int64_t x0, int64_t n, const float* target, float* out) {
+  const int64_t K = p.K, C = p.C, hw = p.H * p.W;
+  for (int64_t k = 0; k < K; ++k) {
+    TapBlock<float>& t = taps[k];
+    p.taps(b, k, h, x0, n, t);
+    const float* wk = w + k * kBlock;
+    for (int j = 0; j < 4; ++j)
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) t.pair_weight[j][i] *= wk[i];
+  }
+  __m512 loss = _mm512_setzero_ps();
+  for (int64_t c = 0; c < C; ++c) {
+    const int64_t at = (b * C + c) * hw + h * p.W + x0;
+    for (int64_t g = 0; g < n; g += kGroup) {
+      __m512 blend = _mm512_setzero_ps();
+      for (int64_t k = 0; k < K; ++k) {
+        const float* src = p.plane(b, k, c);
+        const TapBlock<float>& t = taps[k];
+        __m512 left, right;
+        load_pairs16(src, t.pair[0] + g, left, right);
+        blend = _mm512_fmadd_ps(_mm512_loadu_ps(t.pair_weight[0] + g), left, blend);
+        blend = _mm512_fmadd_ps(_mm512_loadu_ps(t.pair_weight[1] + g), right, blend);
+        load_pairs16(src, t.pair[1] + g, left, right);
+        blend = _mm512_fmadd_ps(_mm512_loadu_ps(t.pair_weight[2] + g), left, blend);
+        blend = _mm512_fmadd_ps(_mm512_loadu_ps(t.pair_weight[3] + g), right, blend);
+      }
+      const __mmask16 lanes = first_lanes(n - g);
+      if (target != nullptr) {  // lanes past n: blend 0 (zero weights) and target 0
+        const __m512 diff = _mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, target + at + g), blend);
+        loss = _mm512_add_ps(loss, _mm512_abs_ps(diff));
+      } else {
+        _mm512_mask_storeu_ps(out + at + g, lanes, blend);
+      }
+    }
+  }
+  return _mm512_reduce_add_ps(loss);
+}
+#endif
+
 // Forward. With target == nullptr writes the blend into out (B, C, H, W); otherwise writes
 // sum over the row of |target - blend| into row_loss (B * H).
 template <typename scalar_t>
@@ -254,6 +345,14 @@ void forward_kernel(const Problem<scalar_t>& p, const scalar_t* target, scalar_t
       for (int64_t x0 = 0; x0 < W; x0 += kBlock) {
         const int64_t n = std::min(kBlock, W - x0);
         p.softmax(b, h, x0, n, w.data());
+#ifdef FABNET_HAVE_PAIR_LOADS
+        if constexpr (std::is_same<scalar_t, float>::value) {
+          if (p.pairs) {
+            loss += forward_block_pairs(p, taps.data(), w.data(), b, h, x0, n, target, out);
+            continue;
+          }
+        }
+#endif
         for (int64_t k = 0; k < K; ++k) {
           TapBlock<acc_t>& t = taps[k];
           p.taps(b, k, h, x0, n, t);
@@ -328,6 +427,65 @@ acc_t loss_channel(const Problem<scalar_t>& p, const TapBlock<acc_t>* taps, cons
   return loss;
 }
 
+#ifdef FABNET_HAVE_PAIR_LOADS
+// loss_channel with pair loads (float, Problem::pairs). S then holds per-pair sums, rows
+// (k * 4 + m) for m = left y0, right y0, left y1, right y1; pair_sums_to_tap_sums turns them into
+// the per-tap sums once all channels are in.
+template <int KC>
+float loss_channel_pairs(const Problem<float>& p, const TapBlock<float>* taps, const float* w,
+                         int64_t b, int64_t c, int64_t n, const float* tg, float scale,
+                         float* __restrict u, float* __restrict S) {
+  const float* src[KC];
+  for (int k = 0; k < KC; ++k) src[k] = p.plane(b, k, c);
+  const __m512 zero = _mm512_setzero_ps(), plus = _mm512_set1_ps(scale), minus = _mm512_set1_ps(-scale);
+  __m512 loss = zero;
+  for (int64_t g = 0; g < n; g += kGroup) {
+    __m512 v[KC][4];
+    __m512 blend = zero;
+    for (int k = 0; k < KC; ++k) {
+      const TapBlock<float>& t = taps[k];
+      load_pairs16(src[k], t.pair[0] + g, v[k][0], v[k][1]);
+      load_pairs16(src[k], t.pair[1] + g, v[k][2], v[k][3]);
+      __m512 value = _mm512_mul_ps(_mm512_loadu_ps(t.pair_weight[0] + g), v[k][0]);
+      value = _mm512_fmadd_ps(_mm512_loadu_ps(t.pair_weight[1] + g), v[k][1], value);
+      value = _mm512_fmadd_ps(_mm512_loadu_ps(t.pair_weight[2] + g), v[k][2], value);
+      value = _mm512_fmadd_ps(_mm512_loadu_ps(t.pair_weight[3] + g), v[k][3], value);
+      blend = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * kBlock + g), value, blend);
+    }
+    // Lanes past n: blend 0 (zero pair weights), target 0, so u = 0 and nothing accumulates.
+    const __m512 diff = _mm512_sub_ps(blend, _mm512_maskz_loadu_ps(first_lanes(n - g), tg + g));
+    __m512 uu = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(diff, zero, _CMP_GT_OQ), zero, plus);
+    uu = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(diff, zero, _CMP_LT_OQ), uu, minus);
+    _mm512_storeu_ps(u + g, uu);
+    loss = _mm512_add_ps(loss, _mm512_abs_ps(diff));
+    for (int k = 0; k < KC; ++k)
+      for (int m = 0; m < 4; ++m) {
+        float* s = S + (k * 4 + m) * kBlock + g;
+        _mm512_storeu_ps(s, _mm512_fmadd_ps(uu, v[k][m], _mm512_loadu_ps(s)));
+      }
+  }
+  return _mm512_reduce_add_ps(loss);
+}
+#endif
+
+// Per-pair sums (left y0, right y0, left y1, right y1) to per-tap sums (nw, ne, sw, se) in S.
+template <typename acc_t>
+void pair_sums_to_tap_sums(const TapBlock<acc_t>& t, int64_t n, acc_t* S) {
+  acc_t* __restrict s0 = S;
+  acc_t* __restrict s1 = S + kBlock;
+  acc_t* __restrict s2 = S + 2 * kBlock;
+  acc_t* __restrict s3 = S + 3 * kBlock;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const acc_t l0 = s0[i], r0 = s1[i], l1 = s2[i], r1 = s3[i];
+    const bool nw_left = t.nw_is_left[i] != acc_t(0), ne_right = t.ne_is_right[i] != acc_t(0);
+    s0[i] = nw_left ? l0 : r0;
+    s1[i] = ne_right ? r0 : l0;
+    s2[i] = nw_left ? l1 : r1;
+    s3[i] = ne_right ? r1 : l1;
+  }
+}
+
 // Gradient outputs of one backward call; nullptr where not requested.
 template <typename scalar_t>
 struct Grads {
@@ -360,6 +518,8 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
   const int64_t src_plane = p.ay.size * p.ax.size;
   const acc_t inv_n = acc_t(1) / acc_t(C * hw);
   const bool need_weight_grads = g.flows != nullptr || g.logits != nullptr;
+  // The loss backward below reads taps as pairs (loss_channel_pairs) exactly when this holds.
+  const bool loss_pairs = grad_loss != nullptr && K <= 4 && p.pairs;
   for_row_chunks(p.B, H, W, /*whole_samples=*/g.sources != nullptr, [&](int64_t r0, int64_t r1) {
     std::vector<TapBlock<acc_t>> taps(K);
     // Per block: softmax weights and dL/dw (K), one channel's tap values (K x 4), the per-tap
@@ -396,6 +556,22 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
             const int64_t at = (b * C + c) * hw + pix;
             const scalar_t* tg = target + at;
             const TapBlock<acc_t>* tb = taps.data();
+#ifdef FABNET_HAVE_PAIR_LOADS
+            if constexpr (std::is_same<scalar_t, float>::value) {
+              if (p.pairs) {
+                switch (K) {
+                  case 1: loss += loss_channel_pairs<1>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
+                  case 2: loss += loss_channel_pairs<2>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
+                  case 3: loss += loss_channel_pairs<3>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
+                  default: loss += loss_channel_pairs<4>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
+                }
+                if (g.target)
+#pragma omp simd
+                  for (int64_t i = 0; i < n; ++i) g.target[at + i] = -u[i];
+                continue;
+              }
+            }
+#endif
             switch (K) {
               case 1: loss += loss_channel<1>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
               case 2: loss += loss_channel<2>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
@@ -452,6 +628,8 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
               for (int64_t i = 0; i < n; ++i) s[i] += u[i] * v[i];
             }
         }
+        if (loss_pairs)
+          for (int64_t k = 0; k < K; ++k) pair_sums_to_tap_sums(taps[k], n, S.data() + k * 4 * kBlock);
         if (need_weight_grads) {
           for (int64_t k = 0; k < K; ++k) {
             const TapBlock<acc_t>& t = taps[k];

@@ -197,3 +197,41 @@ def test_auto_picks_cpu_kernel_and_reports_backends():
     auto = ops.warp_blend_l1(sources, flows, logits, target, residual=True)
     cpu = ops.warp_blend_l1(sources, flows, logits, target, residual=True, backend="cpu")
     torch.testing.assert_close(auto, cpu, atol=0, rtol=0)
+
+
+# float32 sources with unit x stride take the pair-load path (AVX-512 builds): taps read as
+# pairs of adjacent pixels, with the border columns remapped. Widths 1 (no pairs), 2 (one pair
+# position) and output widths that leave a partial group of 16 cover its edge cases.
+PAIR_CASES = CASES + [Case(2, 2, 3, 7, 1, 6, 9), Case(2, 3, 2, 5, 2, 8, 7), Case(1, 1, 1, 4, 3, 5, 18),
+                      Case(2, 4, 3, 6, 20, 3, 37)]
+
+
+@pytest.mark.parametrize("case", PAIR_CASES, ids=str)
+@pytest.mark.parametrize("residual,padding_mode,align_corners", OPTIONS, ids=OPTION_IDS)
+@pytest.mark.parametrize("grads", ["flows+logits", "flows+logits+target", "all"])
+@pytest.mark.parametrize("fn_name", ["warp_blend", "warp_blend_l1"])
+def test_parity_float32_every_path(case, residual, padding_mode, align_corners, grads, fn_name):
+    options = dict(residual=residual, padding_mode=padding_mode, align_corners=align_corners)
+    mask = {"flows+logits": [False, True, True, False], "flows+logits+target": [False, True, True, True],
+            "all": [True] * 4}[grads]
+    cast = require_grads(tuple(t.float() for t in make_inputs(case, residual=residual)), mask)
+    # Truth: the float64 reference on the same (rounded) values.
+    exact = require_grads(tuple(t.detach().double() for t in cast), mask)
+    shape = (case.B,) if fn_name == "warp_blend_l1" else (case.B, case.C, case.H, case.W)
+    upstream = torch.randn(shape, dtype=torch.float64)
+    out, got = run(fn_name, cast, backend="cpu", upstream=upstream.float(), **options)
+    ref, want = run(fn_name, exact, backend="reference", upstream=upstream, **options)
+    assert_close(out.double(), ref, atol=2e-6, rtol=1e-5, what="output")
+    for name, g, r in zip(["sources", "flows", "logits", "target"], got, want):
+        assert (g is None) == (r is None), name
+        if r is None:
+            continue
+        atol = 1e-5 * max(r.abs().max().item(), 1e-3)
+        if name == "flows":
+            # Where a sampling coordinate lies within float32 rounding of a pixel centre, the
+            # bilinear derivative jumps (left and right slopes differ) and float32 may take the
+            # other side: seen for 1 element in ~10^7. A broken path differs in many elements.
+            bad = ((g.double() - r).abs() > atol + 1e-4 * r.abs()).sum().item()
+            assert bad <= 2, f"grad flows: {bad} of {r.numel()} elements differ"
+        else:
+            assert_close(g.double(), r, atol=atol, rtol=1e-4, what=f"grad {name}")
