@@ -91,8 +91,9 @@ def _only_flows_or_logits_need_grad(a: WarpBlendArgs) -> bool:
 
     Then one kernel pass computes the loss and its per-sample gradients together (the backward
     only scales them), instead of a forward pass and a backward pass that gathers every source
-    pixel again: forward+backward 3.92 -> see benchmarks/RESULTS.md at (8, 3, 3, 128, 128).
-    Half precision keeps the recompute backward, whose gradients are rounded once, not twice.
+    pixel again: 1.97 instead of 3.46 ms for the two ops at (8, 3, 3, 128, 128) fp32 on 2 cores
+    (csrc/cpu/warp_blend.cpp). Half precision keeps the recompute backward, whose gradients are
+    rounded once, not twice.
     """
     if not torch.is_grad_enabled() or a.sources.dtype not in (torch.float32, torch.float64):
         return False
