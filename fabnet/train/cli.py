@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (paper: 1e-3)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
+                   help="sgd (the paper's, default) or adam (betas 0.9/0.999) for short runs")
     p.add_argument("--init", default=None, help="start from this checkpoint (encoder + flow decoder)")
     p.add_argument("--freeze-flow-decoder", action="store_true", help="keep the --init flow decoder fixed")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
@@ -68,6 +70,7 @@ def config_from_args(args: argparse.Namespace):
         data=args.data, out=args.out, size=args.size, num_sources=args.sources, batch_size=args.batch_size,
         steps=args.steps, epochs=args.epochs, epoch_length=args.epoch_length, curriculum=args.curriculum,
         patience=args.patience, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
         init=args.init, freeze_flow_decoder=args.freeze_flow_decoder, resume=args.resume, seed=args.seed,
         val_every=args.val_every, val_batches=args.val_batches, val_at_start=not args.no_initial_val,
         checkpoint_every=args.checkpoint_every,

@@ -53,6 +53,7 @@ class TrainConfig:
     curriculum: the sorted-loss window curriculum; patience: validation rounds without
         improvement that make a plateau (curriculum shift, then LR / 10).
     lr, momentum, weight_decay: SGD (paper: 1e-3, 0.9, 0). lr_factor: the plateau LR factor.
+    optimizer: "sgd" (the paper's) or "adam" (betas 0.9 / 0.999; momentum unused), for short runs.
     init: checkpoint to start from (encoder + flow decoder; confidence decoder when it has one).
     freeze_flow_decoder: do not train the flow decoder (the release's K-source stage).
     resume: continue RUN/checkpoints/last.pt (or the checkpoint path given).
@@ -81,6 +82,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_factor: float = 0.1
+    optimizer: str = "sgd"
     init: str | None = None
     freeze_flow_decoder: bool = False
     resume: bool | str = False
@@ -369,7 +371,12 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
         model.flow_decoder.requires_grad_(False)
     model.to(world.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.lr_factor,
                                                            patience=cfg.patience - 1, threshold=1e-3)
     curriculum = Curriculum(cfg.curriculum, cfg.patience)

@@ -276,3 +276,13 @@ def test_ranks_read_disjoint_shards(synth_root, tmp_path):
     paths = [{s.frames[0].path for batch in plan for s in batch} for plan in plans]
     assert all(len(p) == 8 for p in paths)  # 16 samples, 8 per rank, each target a different track
     assert not paths[0] & paths[1]
+
+
+def test_adam_option_trains_with_adam(synth_root, tmp_path):
+    out = str(tmp_path / "adam")
+    train(small_config(synth_root, out, optimizer="adam", lr=1e-3, steps=2, curriculum=False))
+    state = load_checkpoint(os.path.join(out, "checkpoints", "last.pt"), "cpu")
+    moments = [s for s in state["optimizer"]["state"].values()]
+    assert moments and all("exp_avg" in s and "exp_avg_sq" in s for s in moments)
+    with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adam'"):
+        train(small_config(synth_root, str(tmp_path / "bad"), optimizer="rmsprop", steps=1))
