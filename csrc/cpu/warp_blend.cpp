@@ -79,6 +79,15 @@ struct TapBlock {
   acc_t nw_is_left[kBlock], ne_is_right[kBlock];
 };
 
+// Asks for the kBlock elements after p (the next block of the same plane, read a moment later).
+// The kernel streams about 10 planes at once (flows, logits, target, gradients, per source);
+// at (8, 3, 3, 128, 128) half of taps_impl's samples sat on its first flow loads without this.
+template <typename T>
+inline void prefetch_next_block(const T* p) {
+  constexpr int64_t per_line = 64 / sizeof(T);
+  for (int64_t j = 0; j < kBlock; j += per_line) __builtin_prefetch(p + j);
+}
+
 // Everything a block needs to know about one call. Flows, logits, target and upstream gradients
 // are made contiguous by the caller; sources keep their own strides (a permuted source batch is
 // read in place rather than copied).
@@ -143,6 +152,8 @@ struct Problem {
     const int32_t sy = src_y, sx = src_x;
     // Two simple loops rather than one: gcc 12 does not if-convert (and so does not vectorise)
     // the fused body. The first leaves the source-pixel coordinates in t.tx / t.ty.
+    prefetch_next_block(fx + n);
+    prefetch_next_block(fy + n);
     acc_t* __restrict px = t.tx;
     acc_t* __restrict py = t.ty;
     acc_t* __restrict ddx = t.dx;
@@ -248,6 +259,7 @@ struct Problem {
     }
     const int64_t hw = H * W;
     const scalar_t* l = logits + b * K * hw + h * W + x0;
+    for (int64_t k = 0; k < K; ++k) prefetch_next_block(l + k * hw + n);
     acc_t m[kBlock], sum[kBlock];
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) m[i] = static_cast<acc_t>(l[i]);
@@ -302,6 +314,7 @@ float forward_block_pairs(const Problem<float>& p, TapBlock<float>* taps, const 
   __m512 loss = _mm512_setzero_ps();
   for (int64_t c = 0; c < C; ++c) {
     const int64_t at = (b * C + c) * hw + h * p.W + x0;
+    if (target != nullptr) prefetch_next_block(target + at + n);
     for (int64_t g = 0; g < n; g += kGroup) {
       __m512 blend = _mm512_setzero_ps();
       for (int64_t k = 0; k < K; ++k) {
@@ -556,6 +569,7 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
             acc_t* __restrict u = up.data() + c * kBlock;
             const int64_t at = (b * C + c) * hw + pix;
             const scalar_t* tg = target + at;
+            prefetch_next_block(tg + n);
             const TapBlock<acc_t>* tb = taps.data();
 #ifdef FABNET_HAVE_PAIR_LOADS
             if constexpr (std::is_same<scalar_t, float>::value) {
@@ -648,6 +662,8 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
             if (g.flows) {
               scalar_t* gfx = g.flows + (b * K + k) * 2 * hw + pix;
               scalar_t* gfy = gfx + hw;
+              prefetch_next_block(gfx + n);
+              prefetch_next_block(gfy + n);
 #pragma omp simd
               for (int64_t i = 0; i < n; ++i) {
                 const acc_t a0 = t.valid[0][i] * s0[i], a1 = t.valid[1][i] * s1[i];
@@ -668,6 +684,7 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
               for (int64_t i = 0; i < n; ++i) weighted[i] += w[k * kBlock + i] * dw[k * kBlock + i];
             for (int64_t k = 0; k < K; ++k) {
               scalar_t* gl = g.logits + (b * K + k) * hw + pix;
+              prefetch_next_block(gl + n);
 #pragma omp simd
               for (int64_t i = 0; i < n; ++i)
                 gl[i] = static_cast<scalar_t>(w[k * kBlock + i] * (dw[k * kBlock + i] - weighted[i]));
