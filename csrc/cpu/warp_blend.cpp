@@ -82,6 +82,8 @@ struct TapBlock {
 // Asks for the kBlock elements after p (the next block of the same plane, read a moment later).
 // The kernel streams about 10 planes at once (flows, logits, target, gradients, per source);
 // at (8, 3, 3, 128, 128) half of taps_impl's samples sat on its first flow loads without this.
+// With it the training pass (warp_blend_l1_with_grads + scaling) took 3.70 instead of 4.64 ms
+// (2 cores, one process, builds alternated, median of 120 calls); the forward did not change.
 template <typename T>
 inline void prefetch_next_block(const T* p) {
   constexpr int64_t per_line = 64 / sizeof(T);
