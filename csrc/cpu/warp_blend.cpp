@@ -502,6 +502,18 @@ void pair_sums_to_tap_sums(const TapBlock<acc_t>& t, int64_t n, acc_t* S) {
   }
 }
 
+// f(std::integral_constant<int, K>()) for K = 1..4: the loops of the loss backward unroll over
+// the sources when K is a compile-time constant. Callers handle K > 4 themselves.
+template <typename F>
+auto with_static_k(int64_t K, const F& f) {
+  switch (K) {
+    case 1: return f(std::integral_constant<int, 1>());
+    case 2: return f(std::integral_constant<int, 2>());
+    case 3: return f(std::integral_constant<int, 3>());
+    default: return f(std::integral_constant<int, 4>());
+  }
+}
+
 // Gradient outputs of one backward call; nullptr where not requested.
 template <typename scalar_t>
 struct Grads {
@@ -573,28 +585,15 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
             const scalar_t* tg = target + at;
             prefetch_next_block(tg + n);
             const TapBlock<acc_t>* tb = taps.data();
+            loss += with_static_k(K, [&](auto k_constant) {
+              constexpr int KC = decltype(k_constant)::value;
 #ifdef FABNET_HAVE_PAIR_LOADS
-            if constexpr (std::is_same<scalar_t, float>::value) {
-              if (p.pairs) {
-                switch (K) {
-                  case 1: loss += loss_channel_pairs<1>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
-                  case 2: loss += loss_channel_pairs<2>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
-                  case 3: loss += loss_channel_pairs<3>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
-                  default: loss += loss_channel_pairs<4>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
-                }
-                if (g.target)
-#pragma omp simd
-                  for (int64_t i = 0; i < n; ++i) g.target[at + i] = -u[i];
-                continue;
+              if constexpr (std::is_same<scalar_t, float>::value) {
+                if (p.pairs) return loss_channel_pairs<KC>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data());
               }
-            }
 #endif
-            switch (K) {
-              case 1: loss += loss_channel<1>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
-              case 2: loss += loss_channel<2>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
-              case 3: loss += loss_channel<3>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
-              default: loss += loss_channel<4>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data()); break;
-            }
+              return loss_channel<KC>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data());
+            });
             if (g.target)
 #pragma omp simd
               for (int64_t i = 0; i < n; ++i) g.target[at + i] = static_cast<scalar_t>(-u[i]);

@@ -211,10 +211,26 @@ PAIR_CASES = CASES + [Case(2, 2, 3, 7, 1, 6, 9), Case(2, 3, 2, 5, 2, 8, 7), Case
 @pytest.mark.parametrize("grads", ["flows+logits", "flows+logits+target", "all"])
 @pytest.mark.parametrize("fn_name", ["warp_blend", "warp_blend_l1"])
 def test_parity_float32_every_path(case, residual, padding_mode, align_corners, grads, fn_name):
+    check_float32(case, residual, padding_mode, align_corners, grads, fn_name, contiguous=True)
+
+
+@pytest.mark.parametrize("case", PAIR_CASES[2:4], ids=str)
+@pytest.mark.parametrize("residual,padding_mode,align_corners", OPTIONS, ids=OPTION_IDS)
+@pytest.mark.parametrize("grads", ["flows+logits", "all"])
+@pytest.mark.parametrize("fn_name", ["warp_blend", "warp_blend_l1"])
+def test_parity_float32_strided_sources(case, residual, padding_mode, align_corners, grads, fn_name):
+    """Sources whose x stride is not 1 take the per-tap loops (as builds without AVX-512 do)."""
+    check_float32(case, residual, padding_mode, align_corners, grads, fn_name, contiguous=False)
+
+
+def check_float32(case, residual, padding_mode, align_corners, grads, fn_name, *, contiguous):
     options = dict(residual=residual, padding_mode=padding_mode, align_corners=align_corners)
     mask = {"flows+logits": [False, True, True, False], "flows+logits+target": [False, True, True, True],
             "all": [True] * 4}[grads]
-    cast = require_grads(tuple(t.float() for t in make_inputs(case, residual=residual)), mask)
+    inputs = make_inputs(case, residual=residual, contiguous=contiguous)
+    cast = require_grads(tuple(t.float() for t in inputs), mask)
+    if not contiguous:
+        assert cast[0].stride(-1) != 1
     # Truth: the float64 reference on the same (rounded) values.
     exact = require_grads(tuple(t.detach().double() for t in cast), mask)
     shape = (case.B,) if fn_name == "warp_blend_l1" else (case.B, case.C, case.H, case.W)
