@@ -14,8 +14,11 @@ or (B, K, 1, H, W), softmax over K per pixel; None for equal weights. target: (B
     l1[b]    = mean over (C, H, W) of |target[b] - blend[b]|
 
 Gradients flow to every floating input that requires them; sources that do not take a
-gather-only backward. ``warp_blend_l1`` never materialises the blend. dtypes: float32, float64,
-bfloat16, float16 (accumulation in float32, or float64 for float64 inputs).
+gather-only backward. ``warp_blend_l1`` never materialises the blend. On the CPU, when only
+flows and/or logits need gradients (float32/float64), its forward also computes the per-sample
+gradients in the same pass and the backward scales them (``fabnet::warp_blend_l1_with_grads``).
+dtypes: float32, float64, bfloat16, float16 (accumulation in float32, or float64 for float64
+inputs).
 """
 
 from __future__ import annotations
