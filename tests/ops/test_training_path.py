@@ -28,9 +28,9 @@ GRAD_SETS = {"flows+logits": (True, True), "flows": (True, False), "logits": (Fa
 def losses_and_grads(inputs, wants, upstream, *, backend, **options):
     sources, flows, logits, target = inputs
     flows = flows.detach().requires_grad_(wants[0])
-    logits = logits.detach().requires_grad_(wants[1])
+    logits = None if logits is None else logits.detach().requires_grad_(wants[1])
     loss = ops.warp_blend_l1(sources, flows, logits, target, backend=backend, **options)
-    wanted = [t for t, w in zip((flows, logits), wants) if w]
+    wanted = [t for t, w in zip((flows, logits), wants) if w and t is not None]
     return loss, torch.autograd.grad((loss * upstream).sum(), wanted)
 
 
@@ -132,3 +132,46 @@ def test_opcheck_with_grads_op():
         logits.requires_grad_(mask[1])
         torch.library.opcheck(torch.ops.fabnet.warp_blend_l1_with_grads.default,
                               (sources, flows, logits, target, True, "border", True, mask))
+
+
+@pytest.mark.parametrize("logits", ["5d", "none"])
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "permuted"])
+def test_training_path_layouts(logits, contiguous):
+    case = Case(2, 3, 3, 9, 13, 7, 11)
+    options = dict(residual=True, padding_mode="border", align_corners=True)
+    inputs = make_inputs(case, residual=True, logits=logits, contiguous=contiguous)
+    wants = (True, logits != "none")
+    upstream = torch.randn(case.B, dtype=torch.float64)
+    loss, grads = losses_and_grads(inputs, wants, upstream, backend="cpu", **options)
+    assert "with_grads" in type(loss.grad_fn).__name__
+    ref, ref_grads = losses_and_grads(inputs, wants, upstream, backend="reference", **options)
+    torch.testing.assert_close(loss, ref, atol=1e-12, rtol=1e-10)
+    for g, r in zip(grads, ref_grads):
+        assert g.shape == r.shape
+        torch.testing.assert_close(g, r, atol=1e-10, rtol=1e-8)
+
+
+def test_training_path_empty_batch_and_many_threads():
+    case = Case(0, 2, 3, 5, 5, 5, 5)
+    sources, flows, logits, target = make_inputs(case, residual=True)
+    flows.requires_grad_()
+    loss = ops.warp_blend_l1(sources, flows, logits, target, residual=True, backend="cpu")
+    assert loss.shape == (0,)
+    (g,) = torch.autograd.grad(loss.sum(), [flows])
+    assert g.shape == flows.shape
+    # More threads than rows per sample: the per-row partial sums keep the loss independent of them.
+    case = Case(3, 2, 3, 6, 6, 5, 7)
+    inputs = make_inputs(case, residual=True)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 7):
+            torch.set_num_threads(threads)
+            results.append(losses_and_grads(inputs, (True, True), torch.ones(case.B, dtype=torch.float64),
+                                            backend="cpu", residual=True))
+    finally:
+        torch.set_num_threads(before)
+    for loss, grads in results[1:]:
+        assert torch.equal(loss, results[0][0])
+        for g, g0 in zip(grads, results[0][1]):
+            assert torch.equal(g, g0)
