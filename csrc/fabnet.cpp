@@ -30,7 +30,9 @@ TORCH_LIBRARY(fabnet, m) {
       "-> (Tensor, Tensor, Tensor, Tensor)");
   // The training forward (CPU): the loss and, from the same pass, d loss[b] / d flows[b] and
   // d loss[b] / d logits[b] (empty where output_mask is false); used when only flows and logits
-  // need gradients, so that forward + backward gather every source pixel once.
+  // need gradients, so that forward + backward gather every source pixel once. Its autograd
+  // backward scales those two outputs in place: call it through fabnet.ops.warp_blend_l1, which
+  // keeps them to itself.
   m.def(
       "warp_blend_l1_with_grads(Tensor sources, Tensor flows, Tensor? logits, Tensor target, "
       "bool residual, str padding_mode, bool align_corners, bool[2] output_mask) "
