@@ -136,14 +136,14 @@ struct Problem {
   // fractions, derivatives: the gradients and the per-tap loops), the pair ones, or both.
   enum class TapFields { kTaps, kPairs, kBoth };
 
-  // Taps of source k for pixels (b, h, x0 .. x0 + n). pairs_only: a forward with pair loads,
-  // which reads nothing else (filling only the pair fields took the forward at
-  // (8, 3, 3, 128, 128) from 1.05 to 0.95 ms on 2 cores: medians of 180 calls, builds alternated in
-  // one process).
+  // Taps of source k for pixels (b, h, x0 .. x0 + n), with the fields the caller reads (only the
+  // per-tap ones where this call does not read pairs). Filling only the pair fields in the
+  // forward took it at (8, 3, 3, 128, 128) from 1.05 to 0.95 ms on 2 cores (medians of 180 calls,
+  // builds alternated in one process).
   void taps(int64_t b, int64_t k, int64_t h, int64_t x0, int64_t n, TapBlock<acc_t>& t,
-            bool pairs_only = false) const {
+            TapFields want = TapFields::kTaps) const {
     // The padding mode is a template argument: a branch inside the loop stops gcc vectorising it.
-    const TapFields fields = !pairs ? TapFields::kTaps : pairs_only ? TapFields::kPairs : TapFields::kBoth;
+    const TapFields fields = pairs ? want : TapFields::kTaps;
     if (padding == Padding::kBorder)
       taps_for<true>(fields, b, k, h, x0, n, t);
     else
@@ -333,7 +333,7 @@ float forward_block_pairs(const Problem<float>& p, TapBlock<float>* taps, const 
   const int64_t K = p.K, C = p.C, hw = p.H * p.W;
   for (int64_t k = 0; k < K; ++k) {
     TapBlock<float>& t = taps[k];
-    p.taps(b, k, h, x0, n, t, /*pairs_only=*/true);
+    p.taps(b, k, h, x0, n, t, Problem<float>::TapFields::kPairs);
     const float* wk = w + k * kBlock;
     for (int j = 0; j < 4; ++j)
 #pragma omp simd
@@ -574,6 +574,8 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
   const bool need_weight_grads = g.flows != nullptr || g.logits != nullptr;
   // The loss backward below reads taps as pairs (loss_channel_pairs) exactly when this holds.
   const bool loss_pairs = grad_loss != nullptr && K <= 4 && p.pairs;
+  // The gradients read the per-tap fields; the pair fields only the pair loops.
+  const auto tap_fields = loss_pairs ? Problem<scalar_t>::TapFields::kBoth : Problem<scalar_t>::TapFields::kTaps;
   for_row_chunks(p.B, H, W, /*whole_samples=*/g.sources != nullptr, [&](int64_t r0, int64_t r1) {
     std::vector<TapBlock<acc_t>> taps(K);
     // Per block: softmax weights and dL/dw (K), one channel's tap values (K x 4), the per-tap
@@ -602,7 +604,7 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
       for (int64_t x0 = 0; x0 < W; x0 += kBlock) {
         const int64_t n = std::min(kBlock, W - x0), pix = h * W + x0;
         p.softmax(b, h, x0, n, w.data());
-        for (int64_t k = 0; k < K; ++k) p.taps(b, k, h, x0, n, taps[k]);
+        for (int64_t k = 0; k < K; ++k) p.taps(b, k, h, x0, n, taps[k], tap_fields);
         std::fill(S.begin(), S.end(), acc_t(0));
         for (int64_t c = 0; c < C; ++c) {
           if (grad_loss != nullptr && K <= 4) {  // the common case, with K known at compile time
@@ -615,7 +617,7 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
               constexpr int KC = decltype(k_constant)::value;
 #ifdef FABNET_HAVE_PAIR_LOADS
               if constexpr (std::is_same<scalar_t, float>::value) {
-                if (p.pairs) return loss_channel_pairs<KC>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data());
+                if (loss_pairs) return loss_channel_pairs<KC>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data());
               }
 #endif
               return loss_channel<KC>(p, tb, w.data(), b, c, n, tg, loss_scale, u, S.data());
@@ -791,45 +793,14 @@ at::Tensor warp_blend_l1_cpu(const at::Tensor& sources, const at::Tensor& flows,
   return reduce_row_loss(row_loss, loss, C * H * W);
 }
 
-// The training forward: the per-sample loss and, in the same pass over the sources, the
-// gradients of loss[b] with respect to flows[b] and logits[b] (the "unit" gradients; the backward
-// only scales them by the upstream gradient). Sources and target get no gradient here.
-// At (8, 3, 3, 128, 128) fp32 on 2 cores (one process, builds alternated, minimum of 30 rounds)
-// forward op + backward op took 3.46 ms, this op + the in-place scaling 1.97 ms.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> warp_blend_l1_with_grads_cpu(
-    const at::Tensor& sources, const at::Tensor& flows, const c10::optional<at::Tensor>& logits,
-    const at::Tensor& target, bool residual, c10::string_view padding_mode, bool align_corners,
-    std::array<bool, 2> mask) {
-  check_warp_blend_args(sources, flows, logits, &target);
-  const Padding pad = parse_padding(std::string(padding_mode));
-  const auto B = sources.size(0), C = sources.size(2), H = flows.size(3), W = flows.size(4);
-  const bool need_logits = mask[1] && logits.has_value();
-  at::Tensor loss = at::empty({B}, sources.options());
-  // Every element is written by the kernel (B * H * W > 0) or zeroed below.
-  at::Tensor gf = mask[0] ? at::empty(flows.sizes(), flows.options()) : empty_grad(flows);
-  at::Tensor gl = need_logits ? at::empty(logits->sizes(), logits->options()) : empty_grad(sources);
-  if (B == 0) return {loss, gf, gl};
-  if (C * H * W == 0) return {loss.fill_(std::numeric_limits<double>::quiet_NaN()), gf.zero_(), gl.zero_()};
-  const at::Tensor f = flows.contiguous(), t = target.contiguous();
-  const c10::optional<at::Tensor> l = logits ? c10::optional<at::Tensor>(logits->contiguous()) : c10::nullopt;
-  const at::Tensor ones = at::ones({B}, sources.options());
-  std::vector<double> row_loss(B * H);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, sources.scalar_type(), "warp_blend_l1_with_grads_cpu", [&] {
-    Problem<scalar_t> p(sources, f, l ? &*l : nullptr, pad, residual, align_corners);
-    Grads<scalar_t> g;
-    if (mask[0]) g.flows = gf.data_ptr<scalar_t>();
-    if (need_logits) g.logits = gl.data_ptr<scalar_t>();
-    backward_kernel<scalar_t>(p, nullptr, ones.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(), g,
-                              row_loss.data());
-  });
-  return {reduce_row_loss(row_loss, loss, C * H * W), gf, gl};
-}
-
-// Shared by both backward ops: allocates the requested gradients and runs the kernel.
+// Shared by both backward ops and the training forward: allocates the requested gradients and
+// runs the kernel (with row_loss, also the loss's row partials; left untouched when the problem
+// is empty).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor* grad_blend, const at::Tensor* grad_loss, const at::Tensor& sources_in,
     const at::Tensor& flows, const c10::optional<at::Tensor>& logits, const at::Tensor* target,
-    bool residual, Padding pad, bool align_corners, std::array<bool, 4> mask) {
+    bool residual, Padding pad, bool align_corners, std::array<bool, 4> mask,
+    std::vector<double>* row_loss = nullptr) {
   const bool need_logits = mask[2] && logits.has_value();
   // The scatter writes gradient planes at the offsets computed from the source strides.
   const at::Tensor sources = mask[0] ? sources_in.contiguous() : sources_in;
@@ -856,10 +827,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     if (mask[3] && target) g.target = gt.data_ptr<scalar_t>();
     backward_kernel<scalar_t>(p, grad_blend ? gb.data_ptr<scalar_t>() : nullptr,
                               grad_loss ? glo.data_ptr<scalar_t>() : nullptr,
-                              target ? t.data_ptr<scalar_t>() : nullptr, g);
+                              target ? t.data_ptr<scalar_t>() : nullptr, g,
+                              row_loss ? row_loss->data() : nullptr);
   });
   at::Tensor gs = mask[0] ? gs_acc.to(sources.scalar_type()) : empty_grad(sources);
   return {gs, gf, gl, gt};
+}
+
+// The training forward: the per-sample loss and, in the same pass over the sources, the
+// gradients of loss[b] with respect to flows[b] and logits[b] (the "unit" gradients; the backward
+// only scales them by the upstream gradient): the loss backward with an upstream of 1 that also
+// writes the row partials of the loss. Sources and target get no gradient here.
+// At (8, 3, 3, 128, 128) fp32 on 2 cores (one process, builds alternated, minimum of 30 rounds)
+// forward op + backward op took 3.46 ms, this op + the in-place scaling 1.97 ms.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> warp_blend_l1_with_grads_cpu(
+    const at::Tensor& sources, const at::Tensor& flows, const c10::optional<at::Tensor>& logits,
+    const at::Tensor& target, bool residual, c10::string_view padding_mode, bool align_corners,
+    std::array<bool, 2> mask) {
+  check_warp_blend_args(sources, flows, logits, &target);
+  const auto B = sources.size(0), C = sources.size(2), H = flows.size(3), W = flows.size(4);
+  const at::Tensor ones = at::ones({B}, sources.options());
+  std::vector<double> row_loss(B * H);
+  auto grads = backward_cpu(nullptr, &ones, sources, flows, logits, &target, residual,
+                            parse_padding(std::string(padding_mode)), align_corners,
+                            {false, mask[0], mask[1], false}, &row_loss);
+  const at::Tensor& gf = std::get<1>(grads);
+  const at::Tensor& gl = std::get<2>(grads);
+  at::Tensor loss = at::empty({B}, sources.options());
+  if (B == 0) return {loss, gf, gl};
+  if (C * H * W == 0) return {loss.fill_(std::numeric_limits<double>::quiet_NaN()), gf, gl};  // mean of nothing
+  return {reduce_row_loss(row_loss, loss, C * H * W), gf, gl};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> warp_blend_backward_cpu(
