@@ -115,17 +115,42 @@ def _taps(flow_k_ptr, s_fd, f_off, h, w, H, W, Hs, Ws, m,
 
 
 @triton.jit
+def _cell(x0, y0, Hs, Ws):
+    """The far corner (x1, y1) of each pixel's bilinear cell and which of its columns / rows lie
+    inside the source: (x1, y1, vx0, vx1, vy0, vy1), each (BLOCK,)."""
+    x1 = x0 + 1
+    y1 = y0 + 1
+    return x1, y1, (x0 >= 0) & (x0 < Ws), (x1 >= 0) & (x1 < Ws), (y0 >= 0) & (y0 < Hs), (y1 >= 0) & (y1 < Hs)
+
+
+@triton.jit
+def _bilinear(v00, v01, v10, v11, tx, ty):
+    """The bilinear value (BLOCK, BLOCK_C) of the taps nw, ne, sw, se at fractions tx, ty (BLOCK,)."""
+    ux = (1 - tx)[:, None]
+    txx = tx[:, None]
+    return (1 - ty)[:, None] * (ux * v00 + txx * v01) + ty[:, None] * (ux * v10 + txx * v11)
+
+
+@triton.jit
+def _source_weight(logit_k_ptr, l_off, m, run_max, denom, zero, K, HAS_LOGITS: tl.constexpr,
+                   F64: tl.constexpr):
+    """Softmax weight (BLOCK,) of one source from its logits and the final max and denominator
+    over K; 1 / K without logits."""
+    if HAS_LOGITS:
+        lk = _acc(tl.load(logit_k_ptr + l_off, mask=m, other=0), F64)
+        wk = tl.exp(lk - run_max) / denom
+    else:
+        wk = (zero + 1) / K
+    return wk
+
+
+@triton.jit
 def _gather(plane_ptr, c_off, x0, y0, s_sy, s_sx, Hs, Ws, m2, F64: tl.constexpr):
     """The four taps nw, ne, sw, se of every channel, each (BLOCK, BLOCK_C); 0 outside (zeros padding).
 
     plane_ptr: sources[b, k, 0] ; c_off: (BLOCK_C,) channel offsets; m2: (BLOCK, BLOCK_C) mask.
     """
-    x1 = x0 + 1
-    y1 = y0 + 1
-    vx0 = (x0 >= 0) & (x0 < Ws)
-    vx1 = (x1 >= 0) & (x1 < Ws)
-    vy0 = (y0 >= 0) & (y0 < Hs)
-    vy1 = (y1 >= 0) & (y1 < Hs)
+    x1, y1, vx0, vx1, vy0, vy1 = _cell(x0, y0, Hs, Ws)
     row0 = y0 * s_sy
     row1 = y1 * s_sy
     col0 = x0 * s_sx
@@ -141,12 +166,7 @@ def _gather(plane_ptr, c_off, x0, y0, s_sy, s_sx, Hs, Ws, m2, F64: tl.constexpr)
 @triton.jit
 def _scatter(gsrc_k_ptr, c_off, x0, y0, tx, ty, Hs, Ws, gw, m2):
     """Adds gw * bilinear weight into the four taps of a contiguous (C, Hs, Ws) gradient plane."""
-    x1 = x0 + 1
-    y1 = y0 + 1
-    vx0 = (x0 >= 0) & (x0 < Ws)
-    vx1 = (x1 >= 0) & (x1 < Ws)
-    vy0 = (y0 >= 0) & (y0 < Hs)
-    vy1 = (y1 >= 0) & (y1 < Hs)
+    x1, y1, vx0, vx1, vy0, vy1 = _cell(x0, y0, Hs, Ws)
     ux = 1 - tx
     uy = 1 - ty
     base = gsrc_k_ptr + c_off[None, :]
@@ -208,6 +228,8 @@ def warp_blend_forward_kernel(
                                        Hs, Ws, pm, RESIDUAL, ALIGN, BORDER, F64)
         v00, v01, v10, v11 = _gather(src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0, s_sy, s_sx,
                                      Hs, Ws, m2, F64)
+        # Written out rather than _bilinear(...): as a call, ptxas gave this kernel 61-75 registers
+        # on sm_90 instead of 58-64.
         ux = (1 - tx)[:, None]
         uy = (1 - ty)[:, None]
         txx = tx[:, None]
@@ -281,19 +303,13 @@ def warp_blend_backward_kernel(
     if LOSS or NEED_LOGIT:
         # Pass 1: recompute the blend (the L1 sign and the softmax Jacobian need it).
         for k in range(K):
-            if HAS_LOGITS:
-                lk = _acc(tl.load(logit_ptr + b * s_lb + k * s_lk + l_off, mask=active, other=0), F64)
-                wk = tl.exp(lk - run_max) / denom
-            else:
-                wk = (zero + 1) / K
+            wk = _source_weight(logit_ptr + b * s_lb + k * s_lk, l_off, active, run_max, denom, zero,
+                                K, HAS_LOGITS, F64)
             x0, y0, tx, ty, dx, dy = _taps(flow_ptr + b * s_fb + k * s_fk, s_fd, f_off, h, w, H, W,
                                            Hs, Ws, active, RESIDUAL, ALIGN, BORDER, F64)
             v00, v01, v10, v11 = _gather(src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0, s_sy, s_sx,
                                          Hs, Ws, a2, F64)
-            ux = (1 - tx)[:, None]
-            uy = (1 - ty)[:, None]
-            val = uy * (ux * v00 + tx[:, None] * v01) + ty[:, None] * (ux * v10 + tx[:, None] * v11)
-            blend += wk[:, None] * val
+            blend += wk[:, None] * _bilinear(v00, v01, v10, v11, tx, ty)
 
     if LOSS:
         t = _acc(tl.load(tgt_ptr + b * s_tb + c[None, :] * s_tc + (h * s_ty + w * s_tx)[:, None],
@@ -311,26 +327,22 @@ def warp_blend_backward_kernel(
     if NEED_FLOW or NEED_LOGIT or NEED_SRC:
         # Pass 2: per source, the sampled values and their derivatives, reduced over channels.
         for k in range(K):
-            if HAS_LOGITS:
-                lk = _acc(tl.load(logit_ptr + b * s_lb + k * s_lk + l_off, mask=active, other=0), F64)
-                wk = tl.exp(lk - run_max) / denom
-            else:
-                wk = (zero + 1) / K
+            wk = _source_weight(logit_ptr + b * s_lb + k * s_lk, l_off, active, run_max, denom, zero,
+                                K, HAS_LOGITS, F64)
             x0, y0, tx, ty, dx, dy = _taps(flow_ptr + b * s_fb + k * s_fk, s_fd, f_off, h, w, H, W,
                                            Hs, Ws, active, RESIDUAL, ALIGN, BORDER, F64)
             if NEED_FLOW or NEED_LOGIT:
                 v00, v01, v10, v11 = _gather(src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0,
                                              s_sy, s_sx, Hs, Ws, a2, F64)
-                ux = (1 - tx)[:, None]
-                uy = (1 - ty)[:, None]
-                txx = tx[:, None]
-                tyy = ty[:, None]
                 if NEED_LOGIT:
-                    val = uy * (ux * v00 + txx * v01) + tyy * (ux * v10 + txx * v11)
-                    dw = tl.sum(u * val, axis=1)
+                    dw = tl.sum(u * _bilinear(v00, v01, v10, v11, tx, ty), axis=1)
                     tl.store(glogit_ptr + (b * K + k) * hw + p,
                              (wk * (dw - weighted)).to(glogit_ptr.dtype.element_ty), mask=pm)
                 if NEED_FLOW:
+                    ux = (1 - tx)[:, None]
+                    uy = (1 - ty)[:, None]
+                    txx = tx[:, None]
+                    tyy = ty[:, None]
                     d_ix = tl.sum(u * (uy * (v01 - v00) + tyy * (v11 - v10)), axis=1)
                     d_iy = tl.sum(u * (ux * (v10 - v00) + txx * (v11 - v01)), axis=1)
                     g_base = gflow_ptr + (b * K + k) * 2 * hw + p
