@@ -166,9 +166,10 @@ def retrieval_figure(emb: Embedded, out_png: str, *, queries: int = 6, k: int = 
     """Draw the cross-identity nearest neighbours of ``queries`` random frames of ``emb``.
 
     Every tile is captioned with its yaw / pitch / roll. Returns a summary: the query and
-    neighbour paths and ``pose_agreement`` over ``stats_queries`` frames (default: all).
+    neighbour paths, ``pose_agreement`` over ``stats_queries`` frames (default: all) and the
+    ``identity_share`` of the embedding variance of ``emb``.
     """
-    from fabnet.probe.retrieval import cosine_neighbours, draw_grid, pick_queries
+    from fabnet.probe.retrieval import cosine_neighbours, draw_grid, identity_share, pick_queries
 
     ids = emb.identities
     q = pick_queries(ids, queries, seed)
@@ -183,6 +184,7 @@ def retrieval_figure(emb: Embedded, out_png: str, *, queries: int = 6, k: int = 
     summary = {"png": out_png, "queries": [emb.records[i].relpath for i in q],
                "neighbours": [[emb.records[j].relpath for j in row if j >= 0] for row in nn_idx]}  # fmt: skip
     summary.update(pose_agreement(emb, queries=stats_queries, k=k, seed=seed))
+    summary["identity_share"] = round(identity_share(emb.embeddings, ids), 4)
     return summary
 
 

@@ -39,6 +39,26 @@ def cosine_neighbours(queries: np.ndarray, gallery: np.ndarray, query_ids, galle
     return order, top
 
 
+def identity_share(embeddings: np.ndarray, identities) -> float:
+    """Fraction of the embedding's total variance that lies between identities, in [0, 1].
+
+    embeddings: (N, D); identities: (N,) labels. 1 - (sum of squared deviations from each
+    identity's mean) / (sum of squared deviations from the overall mean), i.e. the R^2 of
+    predicting an embedding by its identity's mean. Cosine neighbours of other identities are
+    chosen by attributes only when this is small: where it is near 1 the nearest other identity
+    is the most similar-looking one, and its frames come first whatever their pose.
+    """
+    e = np.asarray(embeddings, np.float64)
+    ids = np.asarray(identities)
+    if e.ndim != 2 or ids.shape != (e.shape[0],):
+        raise ValueError(f"embeddings must be (N, D) and identities (N,); got {e.shape} and {ids.shape}")
+    total = float(((e - e.mean(0)) ** 2).sum())
+    if total == 0.0:
+        return 0.0
+    within = sum(float(((e[ids == i] - e[ids == i].mean(0)) ** 2).sum()) for i in np.unique(ids))
+    return 1.0 - within / total
+
+
 def pick_queries(identities, count: int, seed: int = 0) -> np.ndarray:
     """``count`` row indices, spread over as many identities as possible (random, reproducible)."""
     ids = np.asarray(identities)
@@ -104,4 +124,4 @@ def draw_grid(paths: list[str], query_idx, neighbour_idx, path: str, *, captions
     return path
 
 
-__all__ = ["cosine_neighbours", "draw_grid", "pick_queries"]
+__all__ = ["cosine_neighbours", "draw_grid", "identity_share", "pick_queries"]

@@ -1,7 +1,9 @@
 import numpy as np
 from PIL import Image
 
-from fabnet.probe.retrieval import cosine_neighbours, draw_grid, pick_queries
+import pytest
+
+from fabnet.probe.retrieval import cosine_neighbours, draw_grid, identity_share, pick_queries
 
 
 def test_neighbours_exclude_query_identity():
@@ -28,6 +30,19 @@ def test_neighbours_pad_when_few_candidates():
     idx, sim = cosine_neighbours(emb[:1], emb, ["a"], ["a", "a", "b"], k=4)
     assert idx.tolist() == [[2, -1, -1, -1]]
     assert np.isneginf(sim[0, 1:]).all()
+
+
+def test_identity_share_hand_computed():
+    # 1-d: identity a at 0, 2 (mean 1), identity b at 4, 6 (mean 5); overall mean 3.
+    # total = 9 + 1 + 1 + 9 = 20; within = 1 + 1 + 1 + 1 = 4; share = 1 - 4 / 20 = 0.8.
+    emb = np.array([[0.0], [2.0], [4.0], [6.0]])
+    assert identity_share(emb, ["a", "a", "b", "b"]) == pytest.approx(0.8)
+    # Identical identity means: all variance within identities.
+    assert identity_share(np.array([[0.0], [2.0], [0.0], [2.0]]), ["a", "a", "b", "b"]) == pytest.approx(0.0)
+    # Constant embeddings carry no variance to split.
+    assert identity_share(np.ones((3, 2)), [0, 1, 1]) == 0.0
+    with pytest.raises(ValueError, match="identities"):
+        identity_share(np.ones((3, 2)), [0, 1])
 
 
 def test_pick_queries_spread_over_identities():
