@@ -1,7 +1,6 @@
 import numpy as np
-from PIL import Image
-
 import pytest
+from PIL import Image
 
 from fabnet.probe.retrieval import cosine_neighbours, draw_grid, identity_share, pick_queries
 
