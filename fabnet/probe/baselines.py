@@ -38,7 +38,9 @@ class BaselineConfig:
 
     method: one of ``BASELINES``. size: frame side S. steps: optimiser steps (ignored by
     random_init). batch_size: frames per step. optimizer: "sgd" (momentum, the paper's recipe)
-    or "adam". lr, momentum: its settings. seed: initialisation, crops and batch order.
+    or "adam". lr, momentum, weight_decay: its settings (give a baseline the weight decay its
+    FAb-Net had, so the comparison is of objectives, not of regularisation). seed:
+    initialisation, crops and batch order.
     bn_batches: batches used to re-estimate BatchNorm statistics (random_init only).
     """
 
@@ -49,6 +51,7 @@ class BaselineConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
+    weight_decay: float = 0.0
     seed: int = 0
     bn_batches: int = 20
     embedding_dim: int = 256
@@ -92,9 +95,9 @@ def random_crops(images: torch.Tensor, idx: np.ndarray, size: int, rng: np.rando
 
 def _optimizer(cfg: BaselineConfig, params):
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999))
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {cfg.optimizer!r}")
 
 

@@ -47,6 +47,23 @@ def test_baseline_checkpoints_load_like_fabnet(checkpoints):
     assert not torch.allclose(embs["random_init"], embs["autoencoder"])
 
 
+def test_baseline_weight_decay_shrinks_the_weights(root, tmp_path):
+    # The same seed, batches and steps: only the decay term differs, so the decayed encoder's
+    # conv weights must end smaller (BatchNorm re-normalises, so the loss barely resists it).
+    from fabnet.data.index import load_index
+    from fabnet.probe.baselines import BaselineConfig, train_baseline
+
+    recs = load_index(root, "train")
+    norms = {}
+    for wd in (0.0, 0.5):
+        cfg = BaselineConfig(method="autoencoder", size=32, steps=3, batch_size=4, optimizer="sgd", lr=1e-2,
+                             weight_decay=wd)
+        path = train_baseline(cfg, recs, str(tmp_path / f"ae{wd}.pt")).checkpoint
+        state = torch.load(path, weights_only=False)["model"]
+        norms[wd] = sum(float(v.norm()) for k, v in state.items() if k.startswith("encoder.") and v.dim() == 4)
+    assert norms[0.5] < 0.99 * norms[0.0]
+
+
 def test_embed_cli(root, checkpoints, tmp_path):
     out = tmp_path / "emb.pt"
     assert main(["embed", "--checkpoint", checkpoints["random_init"], "--data", root, "--out", str(out)]) == 0
