@@ -225,12 +225,14 @@ def probe_bar_chart(probes: dict, path: str, methods=METHODS) -> str:
 
 
 def _fabnet_curves(result) -> dict:
+    from fabnet.train.figures import zero_flow_loss
+
     train = [(m["step"], m.get("loss_batch", m.get("loss"))) for m in result.metrics if m.get("kind") == "train"]
     val = [(m["step"], m["val_loss"]) for m in result.metrics if m.get("kind") == "val"]
     shifts = [m["step"] for m in result.metrics if m.get("kind") == "val" and m.get("shifted")]
-    zero = [m["zero_flow_loss"] for m in result.metrics if m.get("kind") == "val" and "zero_flow_loss" in m]
+    zero = zero_flow_loss(result.metrics)
     return {"train": train, "val": val, "shifts": shifts, "train_label": "train L1 (whole batch)", "ylabel": "L1",
-            **({"zero_flow": zero[0]} if zero else {})}  # fmt: skip
+            **({"zero_flow": zero} if zero is not None else {})}  # fmt: skip
 
 
 def _copy_training_figures(run_dir: str, fig_dir: str, prefix: str) -> list[str]:

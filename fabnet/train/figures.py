@@ -25,6 +25,13 @@ def _image(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
+def zero_flow_loss(metrics: list[dict]) -> float | None:
+    """The validation L1 of the unwarped sources (the bar a learned warp has to beat), from the
+    metrics.jsonl records of a run; None when the run logged none (no initial validation)."""
+    zero = [m["zero_flow_loss"] for m in metrics if m.get("kind") == "val" and "zero_flow_loss" in m]
+    return zero[0] if zero else None
+
+
 def loss_curves(metrics: list[dict], path: str, title: str = "FAb-Net training") -> str:
     """Train loss (window mean and whole batch) and validation loss against step; vertical lines
     at curriculum shifts (labelled with the new window) and learning-rate reductions."""
@@ -40,9 +47,9 @@ def loss_curves(metrics: list[dict], path: str, title: str = "FAb-Net training")
     if val:
         ax.plot([m["step"] for m in val], [m["val_loss"] for m in val], "o-", color="tab:red", ms=3.5, lw=1.6,
                 label="validation L1")
-    zero = [m["zero_flow_loss"] for m in val if "zero_flow_loss" in m]
-    if zero:
-        ax.axhline(zero[0], color="gray", ls="--", lw=1, label="validation L1 of the unwarped sources (zero flow)")
+    zero = zero_flow_loss(metrics)
+    if zero is not None:
+        ax.axhline(zero, color="gray", ls="--", lw=1, label="validation L1 of the unwarped sources (zero flow)")
     bottom = ax.get_ylim()[0]
     first_shift = first_lr = True
     for m in val:
