@@ -86,6 +86,9 @@ def cmd_retrieve(args) -> int:
         print("mean |yaw, pitch, roll| difference query-neighbour: "
               f"{summary['neighbour_pose_diff_deg']} deg (random other-identity frames: "
               f"{summary['random_pose_diff_deg']} deg)")
+    if "within_track_pose_r2" in summary:
+        print(f"between-identity share of the embedding variance {summary['identity_share']:.3f}; "
+              f"pose explains {summary['within_track_pose_r2']:.3f} of the within-track variance")
     return 0
 
 

@@ -479,12 +479,16 @@ def write_report(report: dict, out: str) -> str:
                          f"{cfg['retrieval_k']} other-identity neighbours {n[0]:.1f} / {n[1]:.1f} / {n[2]:.1f} deg "
                          f"(random other-identity frames: {rd[0]:.1f} / {rd[1]:.1f} / {rd[2]:.1f})"
                          + (f"; {100 * r['identity_share']:.0f}% of the embedding variance lies between identities"
-                            if "identity_share" in r else "") + ".")  # fmt: skip
+                            if "identity_share" in r else "")
+                         + (f"; pose explains {100 * r['within_track_pose_r2']:.0f}% of the frame-to-frame "
+                            "(within-track) variance" if "within_track_pose_r2" in r else "") + ".")  # fmt: skip
     if any("identity_share" in r for r in report.get("retrieval", {}).values()):
         lines += ["", "Where most of the variance lies between identities, the nearest other identity is the "
                   "most similar-looking one (skin, hair, background, light) and its frames come first whatever "
                   "their pose: neighbours are pose-matched only as far as the difference to random frames above "
-                  "shows."]  # fmt: skip
+                  "shows. The within-track figure is the other half: with every track's mean removed (identity "
+                  "with it), it is the R^2 of a least-squares fit of the embedding's frame-to-frame change on the "
+                  "pose change, i.e. how much of what moves the embedding within one face is pose."]  # fmt: skip
     conf = report.get("confidence") or {}
     if conf:
         lines += ["", "## Confidence of the 3-source model", "",

@@ -166,10 +166,11 @@ def retrieval_figure(emb: Embedded, out_png: str, *, queries: int = 6, k: int = 
     """Draw the cross-identity nearest neighbours of ``queries`` random frames of ``emb``.
 
     Every tile is captioned with its yaw / pitch / roll. Returns a summary: the query and
-    neighbour paths, ``pose_agreement`` over ``stats_queries`` frames (default: all) and the
-    ``identity_share`` of the embedding variance of ``emb``.
+    neighbour paths, ``pose_agreement`` over ``stats_queries`` frames (default: all), the
+    ``identity_share`` of the embedding variance of ``emb`` and, where the records carry poses,
+    the ``within_track_pose_r2``: how much of the frame-to-frame variance the pose explains.
     """
-    from fabnet.probe.retrieval import cosine_neighbours, draw_grid, identity_share, pick_queries
+    from fabnet.probe.retrieval import cosine_neighbours, draw_grid, identity_share, pick_queries, within_track_pose_r2
 
     ids = emb.identities
     q = pick_queries(ids, queries, seed)
@@ -185,6 +186,9 @@ def retrieval_figure(emb: Embedded, out_png: str, *, queries: int = 6, k: int = 
                "neighbours": [[emb.records[j].relpath for j in row if j >= 0] for row in nn_idx]}  # fmt: skip
     summary.update(pose_agreement(emb, queries=stats_queries, k=k, seed=seed))
     summary["identity_share"] = round(identity_share(emb.embeddings, ids), 4)
+    tracks = np.array(["/".join(r.track_key) for r in emb.records])
+    if not np.isnan(pose).all():
+        summary["within_track_pose_r2"] = round(within_track_pose_r2(emb.embeddings, tracks, pose), 4)
     return summary
 
 

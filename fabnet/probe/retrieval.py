@@ -59,6 +59,34 @@ def identity_share(embeddings: np.ndarray, identities) -> float:
     return 1.0 - within / total
 
 
+def within_track_pose_r2(embeddings: np.ndarray, tracks, pose: np.ndarray) -> float:
+    """Fraction of the embedding's frame-to-frame variance that the pose change explains linearly.
+
+    embeddings: (N, D); tracks: (N,) face-track labels; pose: (N, P) angles (rows with a NaN are
+    left out). Embeddings and poses are centred within each track (what stays fixed over a track,
+    identity included, drops out), then the centred embeddings are regressed on the centred poses
+    by least squares; the result is that fit's R^2 in [0, 1]. It says how much of what moves the
+    embedding between frames of one face is pose, whatever the between-identity share.
+    """
+    e = np.asarray(embeddings, np.float64)
+    p = np.asarray(pose, np.float64)
+    t = np.asarray(tracks)
+    if e.ndim != 2 or p.ndim != 2 or t.shape != (e.shape[0],) or p.shape[0] != e.shape[0]:
+        raise ValueError(f"embeddings must be (N, D), tracks (N,) and pose (N, P); got {e.shape}, {t.shape} "
+                         f"and {p.shape}")  # fmt: skip
+    keep = ~np.isnan(p).any(axis=1)
+    e, p, t = e[keep], p[keep], t[keep]
+    for k in np.unique(t):
+        rows = t == k
+        e[rows] -= e[rows].mean(0)
+        p[rows] -= p[rows].mean(0)
+    total = float((e**2).sum())
+    if total == 0.0:
+        return 0.0
+    coef, *_ = np.linalg.lstsq(p, e, rcond=None)
+    return 1.0 - float(((e - p @ coef) ** 2).sum()) / total
+
+
 def pick_queries(identities, count: int, seed: int = 0) -> np.ndarray:
     """``count`` row indices, spread over as many identities as possible (random, reproducible)."""
     ids = np.asarray(identities)
@@ -124,4 +152,4 @@ def draw_grid(paths: list[str], query_idx, neighbour_idx, path: str, *, captions
     return path
 
 
-__all__ = ["cosine_neighbours", "draw_grid", "identity_share", "pick_queries"]
+__all__ = ["cosine_neighbours", "draw_grid", "identity_share", "pick_queries", "within_track_pose_r2"]

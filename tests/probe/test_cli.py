@@ -89,10 +89,11 @@ def test_probe_cli(root, checkpoints, tmp_path, task, capsys):
     assert key in capsys.readouterr().out
 
 
-def test_retrieve_cli(root, checkpoints, tmp_path):
+def test_retrieve_cli(root, checkpoints, tmp_path, capsys):
     from PIL import Image
 
     png = tmp_path / "r.png"
     assert main(["retrieve", "--checkpoint", checkpoints["rotation"], "--data", root, "--queries", "3",
                  "--k", "4", "--split", "all", "--out", str(png)]) == 0
     assert Image.open(png).size[0] > 4 * 96
+    assert "of the within-track variance" in capsys.readouterr().out

@@ -47,6 +47,9 @@ def test_report_json_schema(demo_dir):
     conf = report["confidence"]
     assert conf["num_sources"] == 3 and 1 / 3 - 1e-6 <= conf["max_confidence_mean"] <= 1.0
     assert 0.0 <= conf["nearest_pose_share"] <= 1.0
+    for method in METHODS:
+        r = report["retrieval"][method]
+        assert 0.0 <= r["identity_share"] <= 1.0 and 0.0 <= r["within_track_pose_r2"] <= 1.0, (method, r)
 
 
 def test_figures_exist_and_are_small(demo_dir):

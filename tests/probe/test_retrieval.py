@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fabnet.probe.retrieval import cosine_neighbours, draw_grid, identity_share, pick_queries
+from fabnet.probe.retrieval import cosine_neighbours, draw_grid, identity_share, pick_queries, within_track_pose_r2
 
 
 def test_neighbours_exclude_query_identity():
@@ -42,6 +42,29 @@ def test_identity_share_hand_computed():
     assert identity_share(np.ones((3, 2)), [0, 1, 1]) == 0.0
     with pytest.raises(ValueError, match="identities"):
         identity_share(np.ones((3, 2)), [0, 1])
+
+
+def test_within_track_pose_r2_hand_computed():
+    # Two tracks of 4 frames. Within each, yaw runs -1, -1, 1, 1 and a second embedding axis runs
+    # -1, 1, -1, 1: orthogonal to yaw, the same variance. Dimension 0 is yaw, dimension 1 the other
+    # change, so pose explains half the frame-to-frame variance: R^2 = 4 * 2 / (4 * 2 + 4 * 2) = 0.5.
+    yaw = np.array([-1.0, -1.0, 1.0, 1.0])
+    other = np.array([-1.0, 1.0, -1.0, 1.0])
+    pose = np.zeros((8, 3))
+    pose[:, 0] = np.tile(yaw, 2) + np.repeat([0.0, 30.0], 4)  # the track's mean pose drops out too
+    emb = np.stack([np.tile(yaw, 2), np.tile(other, 2)], 1)
+    emb += np.repeat([[0.0, 0.0], [50.0, -70.0]], 4, axis=0)  # a large identity offset: no effect
+    tracks = np.repeat(["a", "b"], 4)
+    assert within_track_pose_r2(emb, tracks, pose) == pytest.approx(0.5)
+    # Scaled yaw only: pose explains everything; the other axis only: nothing.
+    assert within_track_pose_r2(3.0 * emb[:, :1], tracks, pose) == pytest.approx(1.0)
+    assert within_track_pose_r2(emb[:, 1:], tracks, pose) == pytest.approx(0.0, abs=1e-12)
+    # Frames without a pose label are left out rather than poisoning the fit.
+    pose_nan = np.vstack([pose, [[np.nan, 0.0, 0.0]]])
+    emb_nan = np.vstack([emb, [[1e6, 1e6]]])
+    assert within_track_pose_r2(emb_nan, np.append(tracks, "a"), pose_nan) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="pose"):
+        within_track_pose_r2(emb, tracks, pose[:5])
 
 
 def test_pick_queries_spread_over_identities():
