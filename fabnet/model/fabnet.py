@@ -86,7 +86,21 @@ class FabNet(nn.Module):
         frames = torch.cat([target, sources.detach().flatten(0, 1)]).contiguous(memory_format=fmt)
         with self._autocast(frames.device):
             emb = self.encoder(frames)
-            v_t, v_s = emb[:B], emb[B:].view(B, K, -1)
+        return self.decode(emb[:B], emb[B:].view(B, K, -1))
+
+    def decode(self, target_embedding: torch.Tensor, source_embeddings: torch.Tensor):
+        """Flows (B, K, 2, S, S) and logits (B, K, S, S) or None (K = 1), both float32, from embeddings.
+
+        target_embedding: (B, E); source_embeddings: (B, K, E). The decoders read each source's
+        embedding concatenated with the target's, nothing else.
+        """
+        v_t, v_s = target_embedding, source_embeddings
+        B, K = v_s.shape[:2]
+        if v_t.shape != (B, self.embedding_dim) or v_s.shape[2:] != (self.embedding_dim,) or K != self.num_sources:
+            raise ValueError(f"decode expects target_embedding (B, {self.embedding_dim}) and source_embeddings "
+                             f"(B, K={self.num_sources}, {self.embedding_dim}); got {tuple(v_t.shape)} and "
+                             f"{tuple(v_s.shape)}")
+        with self._autocast(v_t.device):
             pair = torch.cat([v_s, v_t[:, None].expand(B, K, v_t.shape[1])], dim=2).flatten(0, 1)
             flows = self.flow_decoder(pair)
             logits = self.confidence_decoder(pair) if self.confidence_decoder is not None else None

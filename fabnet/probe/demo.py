@@ -7,7 +7,8 @@
    rotation-prediction network).
 4. Embed every split with every frozen encoder, fit the linear probes (landmarks, pose,
    expression, attributes) and score them on the test identities.
-5. Cross-identity retrieval on the test split.
+5. Cross-identity retrieval on the test split, and what the FAb-Net decoders read from the
+   target embedding (``fabnet.probe.swap``: the warp with that embedding swapped out).
 6. Write ``DIR/report.md``, ``DIR/report.json`` and ``DIR/figures/*.png``.
 
 Sizes are chosen for a 2-core CPU: ``DemoConfig.full()`` about 20 minutes, ``quick()`` about 4.
@@ -489,6 +490,24 @@ def write_report(report: dict, out: str) -> str:
                   "shows. The within-track figure is the other half: with every track's mean removed (identity "
                   "with it), it is the R^2 of a least-squares fit of the embedding's frame-to-frame change on the "
                   "pose change, i.e. how much of what moves the embedding within one face is pose."]  # fmt: skip
+    swap = {m: r for m, r in (report.get("target_swap") or {}).items() if r}
+    if swap:
+        lines += ["", "## What the decoders read from the target embedding", "",
+                  "Mean L1 of the generated test frame against the real target when the target's embedding is "
+                  "replaced before the decoders (the sources and their embeddings unchanged; "
+                  f"{next(iter(swap.values()))['samples']} targets, `fabnet.probe.swap`):", "",
+                  "| target embedding | " + " | ".join(swap) + " |", "|---|" + "---|" * len(swap)]
+        labels = {"own": "its own (as trained)", "same_track_other": "another frame of the same track",
+                  "track_mean": "the mean of its track", "other_identity_pose": "another identity, nearest pose",
+                  "other_identity_random": "another identity, random frame",
+                  "unwarped": "none: unwarped sources, equal weights"}  # fmt: skip
+        for cond, label in labels.items():
+            if all(cond in r["l1"] for r in swap.values()):
+                lines.append(f"| {label} | " + " | ".join(f"{r['l1'][cond]:.4f}" for r in swap.values()) + " |")
+        lines += ["", "If the embedding coded pose the same way for every face, the pose-matched frame of another "
+                  "identity would come close to the target's own embedding. Where it is no better than a random "
+                  "frame of another identity, the decoders read the pose only relative to the face's own "
+                  "identity, and cosine neighbours across identities cannot be pose-matched by this embedding."]  # fmt: skip
     conf = report.get("confidence") or {}
     if conf:
         lines += ["", "## Confidence of the 3-source model", "",
@@ -574,6 +593,13 @@ def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | No
     if confidence:
         figures["confidence_heatmaps"] = confidence["png"]
     timed("confidence_study", t0)
+    t0 = time.perf_counter()
+    from fabnet.probe.swap import target_swap_study
+
+    test_records = [r for r in records if r.split == "test"]
+    target_swap = {name: target_swap_study(res.checkpoint, test_records, seed=cfg.seed)
+                   for name, res in (("fabnet_1src", r1), ("fabnet_3src_curriculum", r3))}  # fmt: skip
+    timed("target_swap_study", t0)
 
     train_records = [r for r in records if r.split == "train"]
     images = preload(train_records)
@@ -645,6 +671,7 @@ def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | No
         "probes": probes,
         "retrieval": retrieval,
         "confidence": confidence,
+        "target_swap": target_swap,
         "figures": figures,
         "times": wall,
         "load_average": {"start": load_start, "end": [round(v, 2) for v in os.getloadavg()]},

@@ -63,6 +63,22 @@ def test_bad_input_shape():
         model(target, sources)
 
 
+
+def test_decode_is_predict_from_embeddings():
+    torch.manual_seed(0)
+    model = FabNet(size=32, num_sources=2).eval()
+    target, sources = torch.rand(3, 3, 32, 32), torch.rand(3, 2, 3, 32, 32)
+    with torch.no_grad():
+        flows, logits = model.predict(target, sources)
+        v_t, v_s = model.encoder(target), model.encoder(sources.flatten(0, 1)).view(3, 2, -1)
+        flows2, logits2 = model.decode(v_t, v_s)
+    torch.testing.assert_close(flows2, flows)
+    torch.testing.assert_close(logits2, logits)
+    with pytest.raises(ValueError, match=r"source_embeddings \(B, K=2, 256\).*\(3, 1, 256\)"):
+        model.decode(v_t, v_s[:, :1])
+    with pytest.raises(ValueError, match=r"target_embedding \(B, 256\)"):
+        model.decode(v_t[:, :8], v_s)
+
 @pytest.mark.parametrize("K", [1, 3])
 def test_loss_matches_reference_path(K):
     """The fused op inside the model == flows/logits fed to the plain-PyTorch reference, with grads."""

@@ -8,7 +8,7 @@ import pytest
 
 from fabnet.cli import main
 
-pytestmark = pytest.mark.slow  # about 1.5 min: a whole (tiny) demo run
+pytestmark = pytest.mark.slow  # the longest test module: a whole (tiny) demo run, ~17 s on 2 cores
 
 TASK_METRIC = {"landmarks": "nme_iod_pct", "pose": "mae_deg", "expression": "auc_mean", "attributes": "auc_mean"}
 METHODS = ("fabnet_1src", "fabnet_3src_curriculum", "autoencoder", "random_init")
@@ -50,6 +50,13 @@ def test_report_json_schema(demo_dir):
     for method in METHODS:
         r = report["retrieval"][method]
         assert 0.0 <= r["identity_share"] <= 1.0 and 0.0 <= r["within_track_pose_r2"] <= 1.0, (method, r)
+    from fabnet.probe.swap import CONDITIONS
+
+    for method, k in (("fabnet_1src", 1), ("fabnet_3src_curriculum", 3)):
+        swap = report["target_swap"][method]
+        assert swap["num_sources"] == k and swap["samples"] == report["sizes"]["test_frames"], (method, swap)
+        assert set(swap["l1"]) == set(CONDITIONS), (method, swap)
+        assert all(0.0 < v < 1.0 for v in swap["l1"].values()), (method, swap)
 
 
 def test_figures_exist_and_are_small(demo_dir):
