@@ -587,7 +587,8 @@ def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | No
         for path in _copy_training_figures(res.run_dir, fig_dir, name):
             figures[os.path.splitext(os.path.basename(path))[0]] = path
     t0 = time.perf_counter()
-    confidence = confidence_study(r3.checkpoint, [r for r in records if r.split == "test"],
+    test_records = [r for r in records if r.split == "test"]
+    confidence = confidence_study(r3.checkpoint, test_records,
                                   os.path.join(fig_dir, "confidence_heatmaps.png"), rows=cfg.heatmap_samples,
                                   seed=cfg.seed)  # fmt: skip
     if confidence:
@@ -596,7 +597,6 @@ def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | No
     t0 = time.perf_counter()
     from fabnet.probe.swap import target_swap_study
 
-    test_records = [r for r in records if r.split == "test"]
     target_swap = {name: target_swap_study(res.checkpoint, test_records, seed=cfg.seed)
                    for name, res in (("fabnet_1src", r1), ("fabnet_3src_curriculum", r3))}  # fmt: skip
     timed("target_swap_study", t0)

@@ -67,7 +67,7 @@ def target_swap_study(checkpoint: str, records, *, samples: int = 256, seed: int
     identities (the candidates for the swaps, and the tracks the samples come from). Up to
     ``samples`` targets, each frame at most once, each with K random other frames of its track as
     sources.
-    ``other_identity_pose`` is left out when the records carry no pose, both other-identity
+    ``other_identity_pose`` is left out when any record lacks a pose, both other-identity
     conditions when there is a single identity. Returns {"samples", "num_sources", "l1": {...}}.
     """
     import torch
@@ -77,8 +77,11 @@ def target_swap_study(checkpoint: str, records, *, samples: int = 256, seed: int
     from fabnet.model.fabnet import OP_KWARGS
     from fabnet.probe.frames import embed_records, eval_boxes, load_crops
 
+    for name, value in (("samples", samples), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
     state = load_checkpoint(checkpoint, "cpu")
-    if "model_config" not in state or "flow_decoder.blocks.0.conv.weight" not in state["model"]:
+    if "model_config" not in state or not any(key.startswith("flow_decoder.") for key in state["model"]):
         raise ValueError(f"checkpoint {checkpoint!r} has no flow decoder (a baseline?); the target-swap "
                          "study needs a FAb-Net training checkpoint")
     model = build_model(state, op_backend="auto").eval()
@@ -90,19 +93,19 @@ def target_swap_study(checkpoint: str, records, *, samples: int = 256, seed: int
     emb_np, _ = embed_records(model.encoder, records, batch_size=batch_size)
     emb = torch.from_numpy(emb_np)
     ids = np.array([r.identity for r in records])
-    track_of = np.array(["/".join(r.track_key) for r in records])
+    rows_of_track: dict = {}
+    for i, r in enumerate(records):
+        rows_of_track.setdefault(r.track_key, []).append(i)
+    track_mean = {key: emb[rows].mean(0) for key, rows in rows_of_track.items()}
     pose = np.stack([np.asarray(r.pose, np.float64) for r in records])
-    has_pose = not np.isnan(pose).any()
-    nearest = pose_nearest_other_identity(pose, ids) if has_pose else None
-    many_ids = len(set(ids.tolist())) > 1
 
     targets = np.array([t for t, _, _ in drawn])
     replacements = {"own": emb[targets],
                     "same_track_other": emb[[o for _, _, o in drawn]],
-                    "track_mean": torch.stack([emb[torch.from_numpy(track_of == track_of[t])].mean(0) for t in targets])}
-    if many_ids:
-        if has_pose:
-            replacements["other_identity_pose"] = emb[nearest[targets]]
+                    "track_mean": torch.stack([track_mean[records[t].track_key] for t in targets])}
+    if len(set(ids.tolist())) > 1:
+        if not np.isnan(pose).any():
+            replacements["other_identity_pose"] = emb[pose_nearest_other_identity(pose, ids)[targets]]
         replacements["other_identity_random"] = emb[[int(rng.choice(np.flatnonzero(ids != ids[t]))) for t in targets]]
 
     def crops(rows):

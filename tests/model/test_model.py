@@ -63,7 +63,6 @@ def test_bad_input_shape():
         model(target, sources)
 
 
-
 def test_decode_is_predict_from_embeddings():
     torch.manual_seed(0)
     model = FabNet(size=32, num_sources=2).eval()
@@ -78,6 +77,7 @@ def test_decode_is_predict_from_embeddings():
         model.decode(v_t, v_s[:, :1])
     with pytest.raises(ValueError, match=r"target_embedding \(B, 256\)"):
         model.decode(v_t[:, :8], v_s)
+
 
 @pytest.mark.parametrize("K", [1, 3])
 def test_loss_matches_reference_path(K):

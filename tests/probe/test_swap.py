@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from fabnet import ops
+from fabnet.model.fabnet import OP_KWARGS
 from fabnet.probe.swap import CONDITIONS, _draw_samples, pose_nearest_other_identity, target_swap_study
 
 
@@ -95,9 +97,6 @@ def test_study_matches_the_model(records, tmp_path, num_sources):
         v_t = torch.stack([emb[[i for i, r in enumerate(records) if r.track_key == k]].mean(0) for k in keys])
         v_s = emb[[s for _, srcs, _ in drawn for s in srcs]].view(12, num_sources, -1)
         flows, logits = model.decode(v_t, v_s)
-        from fabnet import ops
-        from fabnet.model.fabnet import OP_KWARGS
-
         track_mean = ops.warp_blend_l1(sources, flows, logits, target, **OP_KWARGS).mean().item()
     assert out["l1"]["own"] == pytest.approx(own, rel=1e-4)
     assert out["l1"]["unwarped"] == pytest.approx(unwarped, rel=1e-4)
@@ -123,3 +122,11 @@ def test_encoder_only_checkpoint_is_refused(records, tmp_path):
     save_checkpoint({"format": FORMAT, "model_config": model.config(), "model": enc}, str(tmp_path / "enc.pt"))
     with pytest.raises(ValueError, match="no flow decoder"):
         target_swap_study(str(tmp_path / "enc.pt"), records)
+
+
+@pytest.mark.parametrize("kwargs", [{"samples": 0}, {"samples": -3}, {"batch_size": 0}, {"samples": 2.5}])
+def test_bad_counts_are_named(records, tmp_path, kwargs):
+    _checkpoint(tmp_path / "ck.pt", 1)
+    (name, value), = kwargs.items()
+    with pytest.raises(ValueError, match=f"{name} must be an integer >= 1; got {value!r}"):
+        target_swap_study(str(tmp_path / "ck.pt"), records, **kwargs)
