@@ -55,7 +55,11 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path!r} (pass the path of a .pt file written by "
                                 "`fabnet train`, e.g. RUN/checkpoints/last.pt)")
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # truncated or foreign bytes: torch.load's own message names neither file nor cause
+        raise ValueError(f"{path!r} is not a readable fabnet checkpoint (torch.load failed: {type(err).__name__}: "
+                         f"{err}); was it cut off while being copied?") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
         raise ValueError(f"{path!r} is not a fabnet checkpoint (expected a dict with format={FORMAT!r})")
     return state

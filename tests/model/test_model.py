@@ -176,6 +176,14 @@ def test_load_errors(tmp_path):
     torch.save({"a": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a fabnet checkpoint"):
         load_checkpoint(str(tmp_path / "other.pt"))
+    (tmp_path / "garbage.pt").write_bytes(b"garbage\n")
+    with pytest.raises(ValueError, match="garbage.pt' is not a readable fabnet checkpoint"):
+        load_checkpoint(str(tmp_path / "garbage.pt"))
+    good = tmp_path / "good.pt"
+    save_checkpoint(_state(FabNet(32, 1)), str(good))
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:1000])  # a copy cut off part-way
+    with pytest.raises(ValueError, match="cut.pt' is not a readable fabnet checkpoint"):
+        load_checkpoint(str(tmp_path / "cut.pt"))
     state = _state(FabNet(32, 1))
     with pytest.raises(ValueError, match="--size 32, but --size is 64"):
         check_compatible(state, size=64, num_sources=1, path="x.pt")
