@@ -3,7 +3,8 @@
 A checkpoint is a ``torch.save``d dict:
 
     format        "fabnet-checkpoint/1"
-    model_config  {"size", "num_sources", "embedding_dim"}: rebuilds ``FabNet``
+    model_config  {"size", "num_sources", "embedding_dim", "width"}: rebuilds ``FabNet`` (files
+                  without "width" were written at the default, 64)
     model         FabNet state dict (unwrapped: no DDP "module." prefix)
     step, epoch   optimiser steps done; epoch the data loader is in
     batch_in_epoch  batches of ``epoch`` already consumed (the data position)
@@ -23,7 +24,7 @@ import tempfile
 import torch
 
 from fabnet.model.fabnet import FabNet
-from fabnet.model.networks import Encoder
+from fabnet.model.networks import DEFAULT_WIDTH, Encoder
 
 FORMAT = "fabnet-checkpoint/1"
 
@@ -65,10 +66,14 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     return state
 
 
-def check_compatible(state: dict, *, size: int, num_sources: int | None = None, path: str = "checkpoint",
-                     arg: str = "--resume") -> None:
-    """ValueError naming the argument when a checkpoint was trained for another size or K."""
+def check_compatible(state: dict, *, size: int, num_sources: int | None = None, width: int | None = None,
+                     path: str = "checkpoint", arg: str = "--resume") -> None:  # fmt: skip
+    """ValueError naming the argument when a checkpoint was trained for another size, K or width."""
     cfg = state["model_config"]
+    if width is not None and checkpoint_width(state) != width:
+        w = checkpoint_width(state)
+        raise ValueError(f"{arg} {path!r} was trained with --width {w}, but --width is {width}; "
+                         f"pass --width {w} or another checkpoint")
     if cfg["size"] != size:
         raise ValueError(f"{arg} {path!r} was trained with --size {cfg['size']}, but --size is {size}; "
                          f"pass --size {cfg['size']} or another checkpoint")
@@ -77,9 +82,14 @@ def check_compatible(state: dict, *, size: int, num_sources: int | None = None, 
                          f"{num_sources}; pass --sources {cfg['num_sources']} or another checkpoint")
 
 
+def checkpoint_width(state: dict) -> int:
+    """The network width a checkpoint was trained with (64 for files written before it was stored)."""
+    return int(state["model_config"].get("width", DEFAULT_WIDTH))
+
+
 def build_model(state: dict, **kwargs) -> FabNet:
     """A FabNet with the checkpoint's configuration and weights (``kwargs``: op_backend etc.)."""
-    model = FabNet(**state["model_config"], **kwargs)
+    model = FabNet(**{**state["model_config"], "width": checkpoint_width(state)}, **kwargs)
     model.load_state_dict(state["model"])
     return model
 
@@ -88,7 +98,7 @@ def load_encoder(checkpoint_path: str, map_location="cpu") -> Encoder:
     """The trained encoder of a checkpoint: eval mode, requires_grad False. (B, 3, S, S) -> (B, 256)."""
     state = load_checkpoint(checkpoint_path, map_location)
     cfg = state["model_config"]
-    encoder = Encoder(cfg["size"], cfg.get("embedding_dim", 256))
+    encoder = Encoder(cfg["size"], cfg.get("embedding_dim", 256), width=checkpoint_width(state))
     prefix = "encoder."
     encoder.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
     encoder.eval()
@@ -103,7 +113,7 @@ def init_from(model: FabNet, state: dict, *, path: str = "checkpoint") -> list[s
     For the K-source stage started from the 1-source model: the confidence decoder stays new when
     the checkpoint has none. Returns the names of the loaded submodules.
     """
-    check_compatible(state, size=model.size, path=path, arg="--init")
+    check_compatible(state, size=model.size, width=model.width, path=path, arg="--init")
     weights = state["model"]
     loaded = []
     for name in ("encoder", "flow_decoder", "confidence_decoder"):

@@ -5,6 +5,8 @@ Encoder (one 4x4 / stride 2 / pad 1 conv per halving of the side):
     S x S x 3 -> conv 64 -> [LReLU, conv 128, BN] -> [LReLU, conv 256, BN] -> [LReLU, conv 512, BN]
               -> ... (512 from then on) -> [LReLU, conv E, BN] at 1 x 1  -> (B, E)
 
+(the channels shown for ``width=64``, pix2pix's; in general width, 2 width, ... up to 8 width).
+
 so every conv but the first is followed by a BatchNorm and every conv but the last by a
 LeakyReLU(0.2) (pix2pix places it at the start of the next block, which is the same thing).
 At S = 256 that is 8 convs, the paper's encoder; smaller powers of two drop the 512-channel
@@ -27,8 +29,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 MIN_SIZE, MAX_SIZE = 32, 256
-BASE_CHANNELS = 64
-MAX_CHANNELS = 512
+# pix2pix's widths: 64 channels after the first conv, doubling to at most 8x that (512). The
+# authors' release uses 16 (at most 128): about 1/16 of the convolution work. Measured on the
+# demo data (S = 32, K = 1, batch 16, 2-core CPU, one run after the other): 36.9 vs 9.5 steps/s
+# at width 16 vs 64; best validation L1 after 2000 steps 0.0416 vs 0.0408.
+DEFAULT_WIDTH = 64
+
+
+def check_width(width, name: str = "width") -> int:
+    """``width`` as an int, or ValueError if it is not an integer >= 1."""
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"{name} must be an integer >= 1 (channels after the encoder's first conv; "
+                         f"pix2pix: 64, the authors' release: 16); got {width!r}")
+    return int(width)
 
 
 def check_size(size, name: str = "size") -> int:
@@ -41,21 +54,25 @@ def check_size(size, name: str = "size") -> int:
     return int(size)
 
 
-def level_channels(size: int) -> list[int]:
-    """Channels of the encoder's feature maps at sides size/2, size/4, ..., 2 (not the 1x1 embedding)."""
+def level_channels(size: int, width: int = DEFAULT_WIDTH) -> list[int]:
+    """Channels of the encoder's feature maps at sides size/2, size/4, ..., 2 (not the 1x1 embedding):
+    width, 2 width, 4 width, then 8 width from there on."""
     depth = int(math.log2(check_size(size)))
-    return [min(BASE_CHANNELS * 2 ** i, MAX_CHANNELS) for i in range(depth - 1)]
+    width = check_width(width)
+    return [min(width * 2 ** i, 8 * width) for i in range(depth - 1)]
 
 
 class Encoder(nn.Module):
-    """(B, 3, S, S) -> (B, embedding_dim). S: a power of two in [32, 256]."""
+    """(B, 3, S, S) -> (B, embedding_dim). S: a power of two in [32, 256]; width: see level_channels."""
 
-    def __init__(self, size: int = 256, embedding_dim: int = 256, in_channels: int = 3):
+    def __init__(self, size: int = 256, embedding_dim: int = 256, in_channels: int = 3, *,
+                 width: int = DEFAULT_WIDTH):  # fmt: skip
         super().__init__()
         self.size = check_size(size)
+        self.width = check_width(width)
         self.embedding_dim = int(embedding_dim)
         self.in_channels = int(in_channels)
-        chans = level_channels(size) + [self.embedding_dim]
+        chans = level_channels(size, width) + [self.embedding_dim]
         layers: list[nn.Module] = [nn.Conv2d(in_channels, chans[0], 4, 2, 1)]
         for c_in, c_out in zip(chans[:-1], chans[1:]):
             layers += [nn.LeakyReLU(0.2), nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out)]
@@ -84,12 +101,14 @@ class UpBlock(nn.Module):
 class Decoder(nn.Module):
     """(N, in_features) or (N, in_features, 1, 1) -> (N, out_channels, S, S) in [-1, 1] (tanh)."""
 
-    def __init__(self, size: int = 256, in_features: int = 512, out_channels: int = 2):
+    def __init__(self, size: int = 256, in_features: int = 512, out_channels: int = 2, *,
+                 width: int = DEFAULT_WIDTH):  # fmt: skip
         super().__init__()
         self.size = check_size(size)
+        self.width = check_width(width)
         self.in_features = int(in_features)
         self.out_channels = int(out_channels)
-        chans = [self.in_features] + level_channels(size)[::-1] + [self.out_channels]
+        chans = [self.in_features] + level_channels(size, width)[::-1] + [self.out_channels]
         self.blocks = nn.Sequential(*[UpBlock(a, b, last=(i == len(chans) - 2))
                                       for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))])
 

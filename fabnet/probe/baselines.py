@@ -42,6 +42,7 @@ class BaselineConfig:
     FAb-Net had, so the comparison is of objectives, not of regularisation). seed:
     initialisation, crops and batch order.
     bn_batches: batches used to re-estimate BatchNorm statistics (random_init only).
+    embedding_dim, width: the encoder's (as FAb-Net's ``--width``, so baselines compare like for like).
     """
 
     method: str = "autoencoder"
@@ -55,6 +56,7 @@ class BaselineConfig:
     seed: int = 0
     bn_batches: int = 20
     embedding_dim: int = 256
+    width: int = 64
 
 
 @dataclass
@@ -109,7 +111,8 @@ def _checkpoint(cfg: BaselineConfig, modules: dict[str, nn.Module], losses: list
         weights.update({f"{prefix}.{k}": v.detach().cpu() for k, v in module.state_dict().items()})
     return {
         "format": FORMAT,
-        "model_config": {"size": cfg.size, "num_sources": 1, "embedding_dim": cfg.embedding_dim},
+        "model_config": {"size": cfg.size, "num_sources": 1, "embedding_dim": cfg.embedding_dim,
+                         "width": cfg.width},
         "model": weights,
         "baseline": cfg.method,
         "baseline_config": asdict(cfg),
@@ -137,7 +140,7 @@ def train_baseline(cfg: BaselineConfig, records, out_path: str, *, images: torch
     if images is None:
         images = preload(records)
     n = images.shape[0]
-    encoder = Encoder(cfg.size, cfg.embedding_dim)
+    encoder = Encoder(cfg.size, cfg.embedding_dim, width=cfg.width)
     losses: list[float] = []
 
     def batch():
@@ -156,7 +159,7 @@ def train_baseline(cfg: BaselineConfig, records, out_path: str, *, images: torch
         modules = {"encoder": encoder}
     else:
         if cfg.method == "autoencoder":
-            head = Decoder(cfg.size, cfg.embedding_dim, 3)
+            head = Decoder(cfg.size, cfg.embedding_dim, 3, width=cfg.width)
         else:
             head = nn.Linear(cfg.embedding_dim, 4)
         opt = _optimizer(cfg, list(encoder.parameters()) + list(head.parameters()))

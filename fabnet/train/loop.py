@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from fabnet import ops
-from fabnet.model import OP_KWARGS, FabNet, check_compatible, check_size, init_from, load_checkpoint, save_checkpoint
+from fabnet.model import (DEFAULT_WIDTH, OP_KWARGS, FabNet, check_compatible, check_size, check_width, init_from,
+                          load_checkpoint, save_checkpoint)
 from fabnet.model.checkpoint import FORMAT
 from fabnet.train import distributed as D
 from fabnet.train.curriculum import Curriculum
@@ -47,6 +48,8 @@ class TrainConfig:
 
     data, out: data root (ROOT/<identity>/<video>/<track>/<frame>.jpg) and run directory.
     size: frame side, a power of two in [32, 256] (paper: 256). num_sources: K (stage 1: 1).
+    width: network width, channels after the encoder's first conv (pix2pix: 64; the authors'
+        release: 16, about 4x faster on a CPU; see fabnet.model.networks).
     batch_size: per rank; None = the paper's 32 with the curriculum, 8 without.
     steps / epochs: length of the run (optimiser steps, or passes over the training plan); with
         neither, 1000 steps. epoch_length: samples per epoch (None: one per training track).
@@ -72,6 +75,7 @@ class TrainConfig:
     out: str
     size: int = 256
     num_sources: int = 1
+    width: int = DEFAULT_WIDTH
     batch_size: int | None = None
     steps: int | None = None
     epochs: int | None = None
@@ -134,6 +138,7 @@ class TrainResult:
 
 def _check_config(cfg: TrainConfig) -> None:
     check_size(cfg.size, "--size")
+    check_width(cfg.width, "--width")
     if int(cfg.num_sources) != cfg.num_sources or cfg.num_sources < 1:
         raise ValueError(f"--sources must be an integer >= 1; got {cfg.num_sources!r}")
     if cfg.steps is not None and cfg.epochs is not None:
@@ -224,7 +229,7 @@ def _check_resume(cfg: TrainConfig, state: dict, path: str, world_size: int) -> 
     position or the random streams cannot be continued exactly."""
     import warnings
 
-    check_compatible(state, size=cfg.size, num_sources=cfg.num_sources, path=path, arg="--resume")
+    check_compatible(state, size=cfg.size, num_sources=cfg.num_sources, width=cfg.width, path=path, arg="--resume")
     for key in ("optimizer", "scheduler", "curriculum", "step", "epoch", "batch_in_epoch"):
         if key not in state:
             raise ValueError(f"--resume {path!r} holds weights only (no {key!r}); start a new run from it with "
@@ -361,8 +366,8 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
     np.random.seed(cfg.seed + world.rank)
     random.seed(cfg.seed + world.rank)
 
-    model = FabNet(cfg.size, cfg.num_sources, op_backend=cfg.op_backend, channels_last=cfg.channels_last,
-                   autocast_bf16=cfg.bf16)
+    model = FabNet(cfg.size, cfg.num_sources, width=cfg.width, op_backend=cfg.op_backend,
+                   channels_last=cfg.channels_last, autocast_bf16=cfg.bf16)
     init_loaded = []
     if cfg.init is not None and resume_state is None:
         init_state = load_checkpoint(cfg.init, "cpu")

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from fabnet import ops
 from fabnet.model import (FORMAT, OP_KWARGS, Decoder, Encoder, FabNet, build_model, check_compatible, init_from,
-                          load_checkpoint, load_encoder, save_checkpoint)
+                          level_channels, load_checkpoint, load_encoder, save_checkpoint)
 
 
 
@@ -34,6 +34,26 @@ def test_encoder_decoder_shapes(size):
     assert y.shape == (3, 2, size, size)
     assert y.abs().max() <= 1  # tanh
     assert Decoder(size, 256, 3)(torch.randn(2, 256, 1, 1)).shape == (2, 3, size, size)
+
+
+def test_width_sets_every_level():
+    """width, 2 width, 4 width, then 8 width: pix2pix at 64, the authors' release at 16."""
+    assert level_channels(256) == [64, 128, 256, 512, 512, 512, 512]
+    assert level_channels(256, 16) == [16, 32, 64, 128, 128, 128, 128]
+    assert level_channels(32, 5) == [5, 10, 20, 40]
+    enc, dec = Encoder(64, width=16), Decoder(64, 512, 2, width=16)
+    assert [m.out_channels for m in enc.modules() if isinstance(m, nn.Conv2d)] == [16, 32, 64, 128, 128, 256]
+    assert [m.out_channels for m in dec.modules() if isinstance(m, nn.Conv2d)] == [128, 128, 64, 32, 16, 2]
+    model = FabNet(64, 3, width=16)
+    target, sources = _frames(2, 3, 64)
+    assert model(target, sources).shape == (2,)
+    assert model.config()["width"] == 16
+
+
+@pytest.mark.parametrize("bad", [0, -4, 8.0, "16", True])
+def test_bad_width(bad):
+    with pytest.raises(ValueError, match=f"width must be an integer >= 1 .*got {bad!r}"):
+        FabNet(32, 1, width=bad)
 
 
 @pytest.mark.parametrize("size,K", [(32, 1), (64, 3), (32, 2)])
@@ -154,6 +174,27 @@ def test_checkpoint_roundtrip_and_load_encoder(tmp_path):
     x = torch.rand(3, 3, 32, 32)
     model.eval()
     torch.testing.assert_close(enc(x), model.encoder(x))
+
+
+def test_width_survives_the_checkpoint(tmp_path):
+    """A width-16 model comes back at width 16 from build_model and load_encoder; a file written
+    before the width was stored loads at the default, 64."""
+    torch.manual_seed(0)
+    model = FabNet(32, 1, width=16).eval()
+    path = save_checkpoint(_state(model), str(tmp_path / "thin.pt"))
+    x = torch.rand(2, 3, 32, 32)
+    assert build_model(load_checkpoint(path)).width == 16
+    enc = load_encoder(path)
+    assert enc.width == 16
+    torch.testing.assert_close(enc(x), model.encoder(x))
+    old = _state(FabNet(32, 1))
+    del old["model_config"]["width"]
+    old_path = save_checkpoint(old, str(tmp_path / "old.pt"))
+    assert build_model(load_checkpoint(old_path)).width == 64 and load_encoder(old_path).width == 64
+    with pytest.raises(ValueError, match="trained with --width 16, but --width is 64; pass --width 16"):
+        check_compatible(_state(model), size=32, num_sources=1, width=64, path="thin.pt")
+    with pytest.raises(ValueError, match="--init 'thin.pt' was trained with --width 16, but --width is 64"):
+        init_from(FabNet(32, 3), _state(model), path="thin.pt")
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):

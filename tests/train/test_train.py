@@ -286,3 +286,19 @@ def test_adam_option_trains_with_adam(synth_root, tmp_path):
     assert moments and all("exp_avg" in s and "exp_avg_sq" in s for s in moments)
     with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adam'"):
         train(small_config(synth_root, str(tmp_path / "bad"), optimizer="rmsprop", steps=1))
+
+
+def test_width_option_through_the_cli(synth_root, tmp_path, capsys):
+    """--width 16 trains the authors' release width; --resume / --init at another width are refused."""
+    out = str(tmp_path / "thin")
+    assert fabnet_main(small_args(synth_root, out, "--width", "16", "--steps", "2", "--val-every", "2")) == 0
+    state = load_checkpoint(os.path.join(out, "checkpoints", "last.pt"), "cpu")
+    assert state["model_config"]["width"] == 16 and state["train_config"]["width"] == 16
+    assert state["model"]["encoder.net.0.weight"].shape == (16, 3, 4, 4)
+    err = _cli_error(capsys, small_args(synth_root, out, "--steps", "4", "--resume"))
+    assert "--width 16, but --width is 64; pass --width 16" in err
+    err = _cli_error(capsys, small_args(synth_root, str(tmp_path / "k3"), "--sources", "3", "--init",
+                                        os.path.join(out, "checkpoints", "last.pt")))
+    assert "--init" in err and "--width 16, but --width is 64" in err
+    err = _cli_error(capsys, small_args(synth_root, str(tmp_path / "bad"), "--width", "0"))
+    assert "--width must be an integer >= 1" in err and "got 0" in err
