@@ -5,12 +5,11 @@ Encoder (one 4x4 / stride 2 / pad 1 conv per halving of the side):
     S x S x 3 -> conv 64 -> [LReLU, conv 128, BN] -> [LReLU, conv 256, BN] -> [LReLU, conv 512, BN]
               -> ... (512 from then on) -> [LReLU, conv E, BN] at 1 x 1  -> (B, E)
 
-(the channels shown for ``width=64``, pix2pix's; in general width, 2 width, ... up to 8 width).
-
 so every conv but the first is followed by a BatchNorm and every conv but the last by a
 LeakyReLU(0.2) (pix2pix places it at the start of the next block, which is the same thing).
 At S = 256 that is 8 convs, the paper's encoder; smaller powers of two drop the 512-channel
-middle layers, so the same code covers 32 ... 256.
+middle layers, so the same code covers 32 ... 256. The channels shown are ``width=64``'s
+(pix2pix); in general they are width, 2 width, 4 width, then 8 width.
 
 Decoder (the encoder's mirror, one block per doubling of the side):
 
