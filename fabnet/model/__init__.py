@@ -13,6 +13,5 @@ from fabnet.model.fabnet import OP_KWARGS, FabNet
 from fabnet.model.networks import DEFAULT_WIDTH, Decoder, Encoder, check_size, check_width, level_channels
 
 __all__ = ["Encoder", "Decoder", "FabNet", "OP_KWARGS", "DEFAULT_WIDTH", "check_size", "check_width",
-           "level_channels", "load_encoder",
-           "load_checkpoint", "save_checkpoint", "build_model", "check_compatible", "checkpoint_width", "init_from",
-           "FORMAT"]
+           "level_channels", "load_encoder", "load_checkpoint", "save_checkpoint", "build_model",
+           "check_compatible", "checkpoint_width", "init_from", "FORMAT"]

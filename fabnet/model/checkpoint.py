@@ -70,10 +70,10 @@ def check_compatible(state: dict, *, size: int, num_sources: int | None = None, 
                      path: str = "checkpoint", arg: str = "--resume") -> None:  # fmt: skip
     """ValueError naming the argument when a checkpoint was trained for another size, K or width."""
     cfg = state["model_config"]
-    if width is not None and checkpoint_width(state) != width:
-        w = checkpoint_width(state)
-        raise ValueError(f"{arg} {path!r} was trained with --width {w}, but --width is {width}; "
-                         f"pass --width {w} or another checkpoint")
+    trained_width = checkpoint_width(state)
+    if width is not None and trained_width != width:
+        raise ValueError(f"{arg} {path!r} was trained with --width {trained_width}, but --width is {width}; "
+                         f"pass --width {trained_width} or another checkpoint")
     if cfg["size"] != size:
         raise ValueError(f"{arg} {path!r} was trained with --size {cfg['size']}, but --size is {size}; "
                          f"pass --size {cfg['size']} or another checkpoint")

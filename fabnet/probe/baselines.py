@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fabnet.data.sampling import crop_box
+from fabnet.model.networks import DEFAULT_WIDTH
 
 BASELINES = ("random_init", "autoencoder", "rotation")
 
@@ -56,7 +57,7 @@ class BaselineConfig:
     seed: int = 0
     bn_batches: int = 20
     embedding_dim: int = 256
-    width: int = 64
+    width: int = DEFAULT_WIDTH
 
 
 @dataclass

@@ -40,16 +40,21 @@ def pose_nearest_other_identity(pose: np.ndarray, identities) -> np.ndarray:
     return out
 
 
+def _rows_by_track(records) -> dict:
+    """{track_key: [row, ...]} in record order."""
+    tracks: dict = {}
+    for i, r in enumerate(records):
+        tracks.setdefault(r.track_key, []).append(i)
+    return tracks
+
+
 def _draw_samples(records, num_sources: int, count: int, rng: np.random.Generator):
     """Up to ``count`` (target row, source rows, other-frame row), every frame a target at most once.
 
     Targets are drawn in a random order from tracks with >= K + 1 frames; the K sources and the
     other frame are random frames of the target's track other than the target.
     """
-    tracks: dict = {}
-    for i, r in enumerate(records):
-        tracks.setdefault(r.track_key, []).append(i)
-    usable = [t for t in tracks.values() if len(t) >= num_sources + 1]
+    usable = [t for t in _rows_by_track(records).values() if len(t) >= num_sources + 1]
     pairs = [(track, t) for track in usable for t in track]
     samples = []
     for pi in rng.permutation(len(pairs))[:count]:
@@ -93,10 +98,7 @@ def target_swap_study(checkpoint: str, records, *, samples: int = 256, seed: int
     emb_np, _ = embed_records(model.encoder, records, batch_size=batch_size)
     emb = torch.from_numpy(emb_np)
     ids = np.array([r.identity for r in records])
-    rows_of_track: dict = {}
-    for i, r in enumerate(records):
-        rows_of_track.setdefault(r.track_key, []).append(i)
-    track_mean = {key: emb[rows].mean(0) for key, rows in rows_of_track.items()}
+    track_mean = {key: emb[rows].mean(0) for key, rows in _rows_by_track(records).items()}
     pose = np.stack([np.asarray(r.pose, np.float64) for r in records])
 
     targets = np.array([t for t, _, _ in drawn])

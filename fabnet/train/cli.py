@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="run directory (metrics.jsonl, checkpoints/, figures/)")
     p.add_argument("--size", type=int, default=256, help="frame side, a power of two in [32, 256] (default 256)")
     p.add_argument("--sources", type=int, default=1, help="K source frames per target (default 1)")
+    # 64 is fabnet.model.DEFAULT_WIDTH, written out so that `fabnet --help` does not import torch
     p.add_argument("--width", type=int, default=64,
                    help="channels after the encoder's first conv, doubling to at most 8x (default 64, "
                         "pix2pix's; 16, the authors' release, trains ~4x faster on a CPU)")
