@@ -7,6 +7,7 @@
     pipeline    embed the splits, probe a task, retrieval figure and pose agreement
     retrieval   cosine nearest neighbours across identities, Figure-5 style grid
     baselines   random-init encoder, autoencoder, rotation prediction (FAb-Net's checkpoint format)
+    pixels      PixelEncoder: the crop's raw pixels as the embedding, the no-learning reference
     demo        synthetic data -> FAb-Net 1 and 3 sources -> baselines -> probes -> report
     cli         ``fabnet embed / probe / retrieve / demo``
 """

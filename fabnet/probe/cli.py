@@ -12,9 +12,26 @@ import os
 from fabnet.probe.tasks import MAIN_METRIC, TASKS
 
 
+def _positive_int(name: str):
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{name}: expected a positive integer, got {value!r}")
+        return n
+
+    return parse
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True,
-                   help="a .pt written by `fabnet train` (RUN/checkpoints/last.pt) or by the demo's baselines")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint",
+                        help="a .pt written by `fabnet train` (RUN/checkpoints/last.pt) or by the demo's baselines")
+    source.add_argument("--pixels", type=_positive_int("--pixels"), metavar="S",
+                        help="no network: the crop resized to S x S, its 3 S^2 pixels as the embedding "
+                             "(the no-learning reference)")
     p.add_argument("--data", required=True, help="data root (ROOT/<identity>/<video>/<track>/<frame>.jpg + labels.csv)")
     p.add_argument("--crop", default="center",
                    help="evaluation crop: center (180/256 of the side, the training mean; default), full, or a fraction")
@@ -28,11 +45,24 @@ def _crop(value: str):
         return value
 
 
+def _source(args):
+    """What embeds the frames: the checkpoint's path, or a PixelEncoder for --pixels."""
+    if args.pixels is not None:
+        from fabnet.probe.pixels import PixelEncoder
+
+        return PixelEncoder(args.pixels)
+    return args.checkpoint
+
+
+def _source_name(args) -> str:
+    return f"pixels{args.pixels}" if args.pixels is not None else os.path.splitext(os.path.basename(args.checkpoint))[0]
+
+
 def cmd_embed(args) -> int:
     from fabnet.probe.pipeline import embed_splits, save_embeddings
 
     splits = [args.split] if args.split else ["all"]
-    emb = embed_splits(args.checkpoint, args.data, splits, crop=_crop(args.crop), batch_size=args.batch_size,
+    emb = embed_splits(_source(args), args.data, splits, crop=_crop(args.crop), batch_size=args.batch_size,
                        progress=True)  # fmt: skip
     if args.out.endswith(".npz"):
         import numpy as np
@@ -41,9 +71,9 @@ def cmd_embed(args) -> int:
         np.savez(args.out, embeddings=e.embeddings, paths=np.array(e.paths), identities=e.identities,
                  boxes=e.boxes)  # fmt: skip
     else:
-        save_embeddings(emb, args.out, args.checkpoint)
+        save_embeddings(emb, args.out, args.checkpoint or f"pixels:{args.pixels}")
     n = sum(len(e.records) for e in emb.values())
-    print(f"wrote {n} embeddings of {args.checkpoint} to {args.out}")
+    print(f"wrote {n} embeddings of {args.checkpoint or _source_name(args)} to {args.out}")
     return 0
 
 
@@ -53,12 +83,12 @@ def cmd_probe(args) -> int:
     from fabnet.probe.pipeline import dump_json, embed_splits, format_table, probe_task
 
     tasks = list(TASKS) if args.task == "all" else [args.task]
-    emb = embed_splits(args.checkpoint, args.data, crop=_crop(args.crop), batch_size=args.batch_size)
+    emb = embed_splits(_source(args), args.data, crop=_crop(args.crop), batch_size=args.batch_size)
     cfg = ProbeConfig(lr=args.lr, batch_size=args.probe_batch_size, max_epochs=args.max_epochs,
                       patience=args.patience, seed=args.seed)  # fmt: skip
     results = {}
     info = label_info(args.data)
-    name = args.name or os.path.splitext(os.path.basename(args.checkpoint))[0]
+    name = args.name or _source_name(args)
     for task in tasks:
         metrics, _ = probe_task(task, emb, config=cfg, info=info)
         results[task] = {name: metrics}
@@ -69,7 +99,8 @@ def cmd_probe(args) -> int:
     print()
     print(format_table(results, tasks))
     if args.json:
-        dump_json({"checkpoint": args.checkpoint, "data": args.data, "probes": results}, args.json)
+        dump_json({"checkpoint": args.checkpoint, "pixels": args.pixels, "data": args.data, "probes": results},
+                  args.json)  # fmt: skip
         print(f"\nwrote {args.json}")
     return 0
 
@@ -77,10 +108,11 @@ def cmd_probe(args) -> int:
 def cmd_retrieve(args) -> int:
     from fabnet.probe.pipeline import embed_splits, retrieval_figure
 
-    emb = embed_splits(args.checkpoint, args.data, [args.split], crop=_crop(args.crop), batch_size=args.batch_size)
+    emb = embed_splits(_source(args), args.data, [args.split], crop=_crop(args.crop), batch_size=args.batch_size)
     e = next(iter(emb.values()))
+    what = os.path.basename(args.checkpoint) if args.checkpoint else f"raw pixels ({args.pixels} px)"
     summary = retrieval_figure(e, args.out, queries=args.queries, k=args.k, seed=args.seed,
-                               title=f"{os.path.basename(args.checkpoint)}: cosine neighbours, {args.split} split")
+                               title=f"{what}: cosine neighbours, {args.split} split")
     print(f"wrote {args.out}")
     if "neighbour_pose_diff_deg" in summary:
         print("mean |yaw, pitch, roll| difference query-neighbour: "
@@ -121,7 +153,8 @@ def register(subparsers) -> None:
     _add_common(p)
     p.add_argument("--task", required=True, choices=TASKS + ("all",))
     p.add_argument("--json", default=None, help="also write the metrics as JSON here")
-    p.add_argument("--name", default=None, help="method name in the table / JSON (default: checkpoint file name)")
+    p.add_argument("--name", default=None,
+                   help="method name in the table / JSON (default: checkpoint file name, or pixelsS)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, the paper's)")
     p.add_argument("--probe-batch-size", type=int, default=64)
     p.add_argument("--max-epochs", type=int, default=300)

@@ -34,13 +34,19 @@ class Embedded:
         return [r.path for r in self.records]
 
 
-def embed_splits(checkpoint: str, root: str, splits=("train", "val", "test"), *, crop="center",
+def embed_splits(checkpoint, root: str, splits=("train", "val", "test"), *, crop="center",
                  batch_size: int = 128, progress: bool = False) -> dict[str, Embedded]:  # fmt: skip
-    """Embed the frames of each split of ``root`` with the frozen encoder of ``checkpoint``."""
+    """Embed the frames of each split of ``root`` with a frozen encoder.
+
+    checkpoint: the path of a FAb-Net or baseline checkpoint, or an encoder module with a
+    ``size`` attribute (e.g. ``fabnet.probe.pixels.PixelEncoder``).
+    """
+    import torch
+
     from fabnet.data.index import load_index
     from fabnet.probe.frames import embed_records, load_encoder
 
-    encoder = load_encoder(checkpoint)
+    encoder = checkpoint if isinstance(checkpoint, torch.nn.Module) else load_encoder(checkpoint)
     records = load_index(root)
     out = {}
     for split in splits:

@@ -97,3 +97,34 @@ def test_retrieve_cli(root, checkpoints, tmp_path, capsys):
                  "--k", "4", "--split", "all", "--out", str(png)]) == 0
     assert Image.open(png).size[0] > 4 * 96
     assert "of the within-track variance" in capsys.readouterr().out
+
+
+def test_pixels_instead_of_a_checkpoint(root, tmp_path, capsys):
+    from PIL import Image
+
+    js = tmp_path / "p.json"
+    assert main(["probe", "--pixels", "16", "--data", root, "--task", "pose", "--json", str(js),
+                 "--max-epochs", "5"]) == 0
+    res = json.loads(js.read_text())
+    assert res["pixels"] == 16 and np.isfinite(res["probes"]["pose"]["pixels16"]["mae_deg"])
+    npz = tmp_path / "pix.npz"
+    assert main(["embed", "--pixels", "16", "--data", root, "--out", str(npz), "--split", "test"]) == 0
+    z = np.load(npz)
+    assert z["embeddings"].shape[1] == 3 * 16 * 16 and float(z["embeddings"].min()) >= 0.0
+    png = tmp_path / "r.png"
+    assert main(["retrieve", "--pixels", "16", "--data", root, "--queries", "2", "--k", "3", "--split", "all",
+                 "--out", str(png)]) == 0
+    assert Image.open(png).size[0] > 3 * 96
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--pixels", "0"], "--pixels: expected a positive integer, got '0'"),
+    (["--pixels", "x"], "--pixels: expected a positive integer, got 'x'"),
+    (["--pixels", "16", "--checkpoint", "a.pt"], "not allowed with argument"),
+    ([], "one of the arguments --checkpoint --pixels is required"),
+])
+def test_pixels_or_checkpoint_errors(root, argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["probe", "--data", root, "--task", "pose", *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

@@ -11,7 +11,7 @@ from fabnet.cli import main
 pytestmark = pytest.mark.slow  # the longest test module: a whole (tiny) demo run, ~17 s on 2 cores
 
 TASK_METRIC = {"landmarks": "nme_iod_pct", "pose": "mae_deg", "expression": "auc_mean", "attributes": "auc_mean"}
-METHODS = ("fabnet_1src", "fabnet_3src_curriculum", "autoencoder", "random_init")
+METHODS = ("fabnet_1src", "fabnet_3src_curriculum", "autoencoder", "random_init", "pixels")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,8 @@ def test_report_json_schema(demo_dir):
     assert sizes["frames"] == sizes["train_frames"] + sizes["val_frames"] + sizes["test_frames"] > 0
     assert report["steps"]["fabnet_1src"] == report["config"]["steps_1src"]
     assert report["steps"]["fabnet_3src_curriculum"] == report["config"]["steps_3src"]
-    assert report["steps"]["random_init"] == 0 and report["steps"]["autoencoder"] == report["config"]["ae_steps"]
+    assert report["steps"]["random_init"] == report["steps"]["pixels"] == 0
+    assert report["steps"]["autoencoder"] == report["config"]["ae_steps"]
     times = report["times"]
     assert times["total"] > 0 and all(v >= 0 for v in times.values())
     assert times["total"] >= sum(v for k, v in times.items() if k.startswith("train_"))
