@@ -5,8 +5,9 @@
    from the one-source model (the paper's schedule, shrunk).
 3. Baselines on the same frames: a random-init encoder and the autoencoder (optionally the
    rotation-prediction network).
-4. Embed every split with every frozen encoder, fit the linear probes (landmarks, pose,
-   expression, attributes) and score them on the test identities.
+4. Embed every split with every frozen encoder and with the raw pixels (the no-learning
+   reference), fit the linear probes (landmarks, pose, expression, attributes) and score them
+   on the test identities.
 5. Cross-identity retrieval on the test split, and what the FAb-Net decoders read from the
    target embedding (``fabnet.probe.swap``: the warp with that embedding swapped out).
 6. Write ``DIR/report.md``, ``DIR/report.json`` and ``DIR/figures/*.png``.
