@@ -9,27 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 
+from fabnet.data.cli import _int_at_least  # the argparse type `fabnet synth` uses for its counts
 from fabnet.probe.tasks import MAIN_METRIC, TASKS
-
-
-def _positive_int(name: str):
-    def parse(value: str) -> int:
-        try:
-            n = int(value)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"{name}: expected a positive integer, got {value!r}")
-        return n
-
-    return parse
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint",
                         help="a .pt written by `fabnet train` (RUN/checkpoints/last.pt) or by the demo's baselines")
-    source.add_argument("--pixels", type=_positive_int("--pixels"), metavar="S",
+    source.add_argument("--pixels", type=_int_at_least(1), metavar="S",
                         help="no network: the crop resized to S x S, its 3 S^2 pixels as the embedding "
                              "(the no-learning reference)")
     p.add_argument("--data", required=True, help="data root (ROOT/<identity>/<video>/<track>/<frame>.jpg + labels.csv)")

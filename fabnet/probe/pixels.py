@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import torch
 
+from fabnet.data.loader import _positive_int
+
 
 class PixelEncoder(torch.nn.Module):
     """(B, 3, S, S) frames -> (B, 3 S^2) embeddings, the pixels unchanged (channel-major order)."""
 
     def __init__(self, size: int):
         super().__init__()
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size: expected a positive int (the crop side in pixels), got {size!r}")
-        self.size = size
+        self.size = _positive_int("size", size)
         self.embedding_dim = 3 * size * size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

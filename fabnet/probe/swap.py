@@ -78,13 +78,13 @@ def target_swap_study(checkpoint: str, records, *, samples: int = 256, seed: int
     import torch
 
     from fabnet import ops
+    from fabnet.data.loader import _positive_int
     from fabnet.model import build_model, load_checkpoint
     from fabnet.model.fabnet import OP_KWARGS
     from fabnet.probe.frames import embed_records, eval_boxes, load_crops
 
-    for name, value in (("samples", samples), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    _positive_int("samples", samples)
+    _positive_int("batch_size", batch_size)
     state = load_checkpoint(checkpoint, "cpu")
     if "model_config" not in state or not any(key.startswith("flow_decoder.") for key in state["model"]):
         raise ValueError(f"checkpoint {checkpoint!r} has no flow decoder (a baseline?); the target-swap "

@@ -17,6 +17,10 @@ import argparse
 import signal
 import sys
 
+# Importing fabnet.train (this module's package) already loads torch and fabnet.model, so the
+# constant costs nothing here.
+from fabnet.model.networks import DEFAULT_WIDTH
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train FAb-Net on face tracks",
@@ -25,9 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="run directory (metrics.jsonl, checkpoints/, figures/)")
     p.add_argument("--size", type=int, default=256, help="frame side, a power of two in [32, 256] (default 256)")
     p.add_argument("--sources", type=int, default=1, help="K source frames per target (default 1)")
-    # 64 is fabnet.model.DEFAULT_WIDTH, written out so that `fabnet --help` does not import torch
-    p.add_argument("--width", type=int, default=64,
-                   help="channels after the encoder's first conv, doubling to at most 8x (default 64, "
+    p.add_argument("--width", type=int, default=DEFAULT_WIDTH,
+                   help=f"channels after the encoder's first conv, doubling to at most 8x (default {DEFAULT_WIDTH}, "
                         "pix2pix's; 16, the authors' release, trains ~4x faster on a CPU)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="per process; default 32 with --curriculum, 8 without (the paper's)")

@@ -118,8 +118,8 @@ def test_pixels_instead_of_a_checkpoint(root, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--pixels", "0"], "--pixels: expected a positive integer, got '0'"),
-    (["--pixels", "x"], "--pixels: expected a positive integer, got 'x'"),
+    (["--pixels", "0"], "argument --pixels: expected an integer >= 1, got 0"),
+    (["--pixels", "x"], "argument --pixels: expected an integer >= 1, got 'x'"),
     (["--pixels", "16", "--checkpoint", "a.pt"], "not allowed with argument"),
     ([], "one of the arguments --checkpoint --pixels is required"),
 ])

@@ -19,7 +19,7 @@ def test_pixel_encoder_flattens_channel_major():
 
 @pytest.mark.parametrize("size", [0, -3, 2.5, True])
 def test_pixel_encoder_bad_size_named(size):
-    with pytest.raises(ValueError, match="size: expected a positive int"):
+    with pytest.raises(ValueError, match=r"size must be an integer >= 1, got "):
         PixelEncoder(size)
 
 

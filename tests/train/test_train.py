@@ -302,7 +302,7 @@ def test_width_option_through_the_cli(synth_root, tmp_path, capsys):
     assert "--init" in err and "--width 16, but --width is 64" in err
     err = _cli_error(capsys, small_args(synth_root, str(tmp_path / "bad"), "--width", "0"))
     assert "--width must be an integer >= 1" in err and "got 0" in err
-    # the CLI writes its default out (no torch import for --help): it must stay the model's default
+    # the CLI offers the model's default width
     from fabnet.cli import build_parser
     from fabnet.model import DEFAULT_WIDTH
 
