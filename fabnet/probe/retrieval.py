@@ -39,6 +39,15 @@ def cosine_neighbours(queries: np.ndarray, gallery: np.ndarray, query_ids, galle
     return order, top
 
 
+def _group_centred(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """``x`` (N, ...) float64 with each group's mean subtracted from its rows."""
+    out = np.array(x, np.float64)
+    for g in np.unique(groups):
+        rows = groups == g
+        out[rows] -= out[rows].mean(0)
+    return out
+
+
 def identity_share(embeddings: np.ndarray, identities) -> float:
     """Fraction of the embedding's total variance that lies between identities, in [0, 1].
 
@@ -55,7 +64,7 @@ def identity_share(embeddings: np.ndarray, identities) -> float:
     total = float(((e - e.mean(0)) ** 2).sum())
     if total == 0.0:
         return 0.0
-    within = sum(float(((e[ids == i] - e[ids == i].mean(0)) ** 2).sum()) for i in np.unique(ids))
+    within = float((_group_centred(e, ids) ** 2).sum())
     return 1.0 - within / total
 
 
@@ -75,11 +84,7 @@ def within_track_pose_r2(embeddings: np.ndarray, tracks, pose: np.ndarray) -> fl
         raise ValueError(f"embeddings must be (N, D), tracks (N,) and pose (N, P); got {e.shape}, {t.shape} "
                          f"and {p.shape}")  # fmt: skip
     keep = ~np.isnan(p).any(axis=1)
-    e, p, t = e[keep], p[keep], t[keep]
-    for k in np.unique(t):
-        rows = t == k
-        e[rows] -= e[rows].mean(0)
-        p[rows] -= p[rows].mean(0)
+    e, p = _group_centred(e[keep], t[keep]), _group_centred(p[keep], t[keep])
     total = float((e**2).sum())
     if total == 0.0:
         return 0.0
