@@ -342,7 +342,7 @@ def confidence_study(checkpoint: str, test_records, path: str, *, rows: int = 4,
     import torch
 
     from fabnet.model import build_model, load_checkpoint
-    from fabnet.probe.frames import eval_boxes, load_crops
+    from fabnet.probe.frames import record_crops
 
     model = build_model(load_checkpoint(checkpoint, "cpu"), op_backend="auto")
     model.eval()
@@ -351,11 +351,8 @@ def confidence_study(checkpoint: str, test_records, path: str, *, rows: int = 4,
     if not samples:
         return {}
 
-    def crops(recs):
-        return load_crops([r.path for r in recs], eval_boxes(recs), size)
-
-    target = crops([t for t, _ in samples])
-    sources = torch.stack([crops(srcs) for _, srcs in samples])  # (N, K, 3, S, S)
+    target = record_crops([t for t, _ in samples], size)
+    sources = torch.stack([record_crops(srcs, size) for _, srcs in samples])  # (N, K, 3, S, S)
     out = model.generate(target, sources)
     conf = out["confidence"]  # (N, K, S, S)
     pose_t = np.stack([t.pose for t, _ in samples]).astype(np.float64)

@@ -3,7 +3,7 @@
 ``eval_boxes`` gives the square crop of each record (``crop="center"``: the centre square of
 side 180/256, the mean of the training crops, so the probe sees faces at the training scale);
 ``load_crops`` reads, crops and resizes them to (N, 3, S, S) float32 with the pixel range of
-the training loader; ``embed_records`` runs a frozen encoder over them in batches.
+the training loader (``record_crops``: both steps for a list of records); ``embed_records`` runs a frozen encoder over them in batches.
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ def load_crops(paths, boxes, size: int) -> torch.Tensor:
                 im = im.resize((size, size), Image.BILINEAR)
             out.append(np.asarray(im, np.uint8))
     return _to_tensor(out)
+
+
+def record_crops(records, size: int, crop="center") -> torch.Tensor:
+    """(N, 3, size, size) float32 in [0, 1]: the evaluation crop of each record (``eval_boxes``)."""
+    return load_crops([r.path for r in records], eval_boxes(records, crop), size)
 
 
 def load_encoder(path: str):
@@ -73,4 +78,4 @@ def embed_records(encoder, records, *, crop="center", batch_size: int = 128, pro
     return emb, boxes
 
 
-__all__ = ["embed_records", "eval_boxes", "load_crops", "load_encoder"]
+__all__ = ["embed_records", "eval_boxes", "load_crops", "load_encoder", "record_crops"]

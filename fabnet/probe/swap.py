@@ -81,7 +81,7 @@ def target_swap_study(checkpoint: str, records, *, samples: int = 256, seed: int
     from fabnet.data.loader import _positive_int
     from fabnet.model import build_model, load_checkpoint
     from fabnet.model.fabnet import OP_KWARGS
-    from fabnet.probe.frames import embed_records, eval_boxes, load_crops
+    from fabnet.probe.frames import embed_records, record_crops
 
     _positive_int("samples", samples)
     _positive_int("batch_size", batch_size)
@@ -111,8 +111,7 @@ def target_swap_study(checkpoint: str, records, *, samples: int = 256, seed: int
         replacements["other_identity_random"] = emb[[int(rng.choice(np.flatnonzero(ids != ids[t]))) for t in targets]]
 
     def crops(rows):
-        recs = [records[i] for i in rows]
-        return load_crops([r.path for r in recs], eval_boxes(recs), model.size)
+        return record_crops([records[i] for i in rows], model.size)
 
     l1: dict[str, list] = {name: [] for name in list(replacements) + ["unwarped"]}
     with torch.no_grad():
