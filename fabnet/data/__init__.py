@@ -20,28 +20,33 @@ preview PNGs; ``fabnet extract-frames VIDEOS OUT --fps 1`` builds a root from vi
 Pixel range everywhere: float32 RGB in [0, 1] (no mean / std normalisation).
 """
 
-from fabnet.data.frames import load_frames
-from fabnet.data.index import DataWarning, group_tracks, load_index
-from fabnet.data.labels import (
-    ATTRIBUTE_NAMES,
-    EXPRESSION_NAMES,
-    EYE_CORNERS,
-    LANDMARK_NAMES,
-    MOUTH_CORNERS,
-    NOSE_TIP,
-    OUTER_EYE_CORNERS,
-    POSE_NAMES,
-    SPLITS,
-    FrameRecord,
-    label_info,
-)
-from fabnet.data.loader import FrameLoader, make_loader
-from fabnet.data.sampling import CENTER_FRACTION, CROP_FRACTION, crop_box, crop_landmarks
-from fabnet.data.synth import synthesize
+from fabnet._lazy import lazy_exports
 
-__all__ = [
-    "ATTRIBUTE_NAMES", "CENTER_FRACTION", "CROP_FRACTION", "DataWarning", "EXPRESSION_NAMES", "EYE_CORNERS",
-    "FrameLoader", "FrameRecord", "LANDMARK_NAMES", "MOUTH_CORNERS", "NOSE_TIP", "OUTER_EYE_CORNERS",
-    "POSE_NAMES", "SPLITS", "crop_box", "crop_landmarks", "group_tracks", "label_info", "load_frames",
-    "load_index", "make_loader", "synthesize",
-]  # fmt: skip
+# Imported on first use (fabnet._lazy): `fabnet --help` builds every subcommand's parser
+# through this package and must not load torch.
+_EXPORTS = {
+    "load_frames": "fabnet.data.frames",
+    "DataWarning": "fabnet.data.index",
+    "group_tracks": "fabnet.data.index",
+    "load_index": "fabnet.data.index",
+    "ATTRIBUTE_NAMES": "fabnet.data.labels",
+    "EXPRESSION_NAMES": "fabnet.data.labels",
+    "EYE_CORNERS": "fabnet.data.labels",
+    "LANDMARK_NAMES": "fabnet.data.labels",
+    "MOUTH_CORNERS": "fabnet.data.labels",
+    "NOSE_TIP": "fabnet.data.labels",
+    "OUTER_EYE_CORNERS": "fabnet.data.labels",
+    "POSE_NAMES": "fabnet.data.labels",
+    "SPLITS": "fabnet.data.labels",
+    "FrameRecord": "fabnet.data.labels",
+    "label_info": "fabnet.data.labels",
+    "FrameLoader": "fabnet.data.loader",
+    "make_loader": "fabnet.data.loader",
+    "CENTER_FRACTION": "fabnet.data.sampling",
+    "CROP_FRACTION": "fabnet.data.sampling",
+    "crop_box": "fabnet.data.sampling",
+    "crop_landmarks": "fabnet.data.sampling",
+    "synthesize": "fabnet.data.synth",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -7,11 +7,27 @@
     load_checkpoint(path) / save_checkpoint(state, path)   (atomic)
 """
 
-from fabnet.model.checkpoint import (FORMAT, build_model, check_compatible, checkpoint_width, init_from,
-                                     load_checkpoint, load_encoder, save_checkpoint)
-from fabnet.model.fabnet import OP_KWARGS, FabNet
-from fabnet.model.networks import DEFAULT_WIDTH, Decoder, Encoder, check_size, check_width, level_channels
+from fabnet._lazy import lazy_exports
 
-__all__ = ["Encoder", "Decoder", "FabNet", "OP_KWARGS", "DEFAULT_WIDTH", "check_size", "check_width",
-           "level_channels", "load_encoder", "load_checkpoint", "save_checkpoint", "build_model",
-           "check_compatible", "checkpoint_width", "init_from", "FORMAT"]
+# Imported on first use (fabnet._lazy): `fabnet --help` builds every subcommand's parser
+# through this package and must not load torch.
+_EXPORTS = {
+    "FORMAT": "fabnet.model.checkpoint",
+    "build_model": "fabnet.model.checkpoint",
+    "check_compatible": "fabnet.model.checkpoint",
+    "checkpoint_width": "fabnet.model.checkpoint",
+    "init_from": "fabnet.model.checkpoint",
+    "load_checkpoint": "fabnet.model.checkpoint",
+    "load_encoder": "fabnet.model.checkpoint",
+    "save_checkpoint": "fabnet.model.checkpoint",
+    "OP_KWARGS": "fabnet.model.fabnet",
+    "FabNet": "fabnet.model.fabnet",
+    "Decoder": "fabnet.model.networks",
+    "Encoder": "fabnet.model.networks",
+    "check_size": "fabnet.model.networks",
+    "check_width": "fabnet.model.networks",
+    "level_channels": "fabnet.model.networks",
+    "DEFAULT_WIDTH": "fabnet.model.defaults",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

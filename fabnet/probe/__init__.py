@@ -12,10 +12,25 @@
     cli         ``fabnet embed / probe / retrieve / demo``
 """
 
-from fabnet.probe.linear import FittedProbe, LinearProbe, ProbeConfig, fit_probe
-from fabnet.probe.metrics import multiclass_auc, multilabel_auc, nme_iod, pose_mae, roc_auc
-from fabnet.probe.retrieval import cosine_neighbours
-from fabnet.probe.tasks import MAIN_METRIC, TASKS, evaluate, task_targets
+from fabnet._lazy import lazy_exports
 
-__all__ = ["FittedProbe", "LinearProbe", "MAIN_METRIC", "ProbeConfig", "TASKS", "cosine_neighbours", "evaluate",
-           "fit_probe", "multiclass_auc", "multilabel_auc", "nme_iod", "pose_mae", "roc_auc", "task_targets"]
+# Imported on first use (fabnet._lazy): `fabnet --help` builds every subcommand's parser
+# through this package and must not load torch.
+_EXPORTS = {
+    "FittedProbe": "fabnet.probe.linear",
+    "LinearProbe": "fabnet.probe.linear",
+    "ProbeConfig": "fabnet.probe.linear",
+    "fit_probe": "fabnet.probe.linear",
+    "multiclass_auc": "fabnet.probe.metrics",
+    "multilabel_auc": "fabnet.probe.metrics",
+    "nme_iod": "fabnet.probe.metrics",
+    "pose_mae": "fabnet.probe.metrics",
+    "roc_auc": "fabnet.probe.metrics",
+    "cosine_neighbours": "fabnet.probe.retrieval",
+    "MAIN_METRIC": "fabnet.probe.tasks",
+    "TASKS": "fabnet.probe.tasks",
+    "evaluate": "fabnet.probe.tasks",
+    "task_targets": "fabnet.probe.tasks",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -5,7 +5,15 @@
     result.checkpoint, result.best_val, result.metrics
 """
 
-from fabnet.train.curriculum import Curriculum
-from fabnet.train.loop import TrainConfig, TrainResult, train
+from fabnet._lazy import lazy_exports
 
-__all__ = ["TrainConfig", "TrainResult", "train", "Curriculum"]
+# Imported on first use (fabnet._lazy): `fabnet --help` builds every subcommand's parser
+# through this package and must not load torch.
+_EXPORTS = {
+    "Curriculum": "fabnet.train.curriculum",
+    "TrainConfig": "fabnet.train.loop",
+    "TrainResult": "fabnet.train.loop",
+    "train": "fabnet.train.loop",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

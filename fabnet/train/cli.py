@@ -19,7 +19,7 @@ import sys
 
 # Importing fabnet.train (this module's package) already loads torch and fabnet.model, so the
 # constant costs nothing here.
-from fabnet.model.networks import DEFAULT_WIDTH
+from fabnet.model.defaults import DEFAULT_WIDTH  # torch-free, so `fabnet --help` stays fast
 
 
 def register(subparsers) -> None:
