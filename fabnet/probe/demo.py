@@ -12,7 +12,7 @@
    target embedding (``fabnet.probe.swap``: the warp with that embedding swapped out).
 6. Write ``DIR/report.md``, ``DIR/report.json`` and ``DIR/figures/*.png``.
 
-Sizes are chosen for a 2-core CPU: ``DemoConfig.full()`` about 20 minutes, ``quick()`` about 4.
+Sizes are chosen for a 2-core CPU: ``DemoConfig.full()`` takes about 13 minutes (771 s measured), ``quick()`` under one.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class DemoConfig:
     size: int = 32
     steps_1src: int = 2000
     batch_1src: int = 16
-    steps_3src: int = 1000
+    steps_3src: int = 2000
     batch_3src: int = 8
     val_every: int = 25
     # 16 rounds of 25 steps: in practice a constant LR. Validation does not beat the initial
@@ -72,12 +72,16 @@ class DemoConfig:
     # 1000 steps, patience 4: 10.03 deg / 26.6 %; 2000 steps at constant LR: 9.75 deg / 24.8 %
     # (9.23 / 24.9 in a single-thread run: float sums in another order, another trajectory).
     patience_1src: int = 16
-    # Stage 2 shifts the curriculum window after 4 rounds without improvement (1 round spent all
-    # four shifts and the LR cuts by step ~400 of 1000). Measured from the same 2000-step stage 1:
-    # 250 steps, patience 1: largest confidence 0.371 per pixel, pose-nearest source chosen on
-    # 39.8 % of pixels; 1000 steps, patience 4: 0.408 and 41.9 % (chance 33.3 %); 1000 steps,
-    # patience 4, flow decoder trained too: 0.375 and 38.0 %.
-    patience: int = 4
+    # Stage 2 shifts the curriculum window after 16 rounds without improvement, as stage 1 cuts its
+    # LR. With 4 rounds, the noisy 2-batch validation spent all four shifts by step ~525 and the LR
+    # cuts by ~850 (1e-8 by step 1150), so stage 2 stopped learning; which source the confidences
+    # then preferred was left to chance. Measured from the same 2000-step stage 1 (seed 0, an
+    # Intel Xeon 2-core CPU), largest confidence per pixel / pose-nearest source most confident
+    # (chance 33.3 %): 1000 steps, patience 4: 0.380 / 34.8 %; 3000 steps, patience 4: 0.378 /
+    # 34.4 %; 2000 steps, patience 16: 0.475 / 73.8 % (the window reached 30-80 %, the LR stayed).
+    # The same 1000 / 4 run on an AMD EPYC CPU (float sums in another order) gave 0.415 / 49.7 %.
+    # Earlier, 1000 steps, patience 4, flow decoder trained too: 0.375 / 38.0 %.
+    patience: int = 16
     lr: float = 1e-2
     momentum: float = 0.9
     # Chosen by FAb-Net's own validation L1 (no labels): stage 1 as above, weight decay 0 / 5e-4 /
@@ -428,7 +432,8 @@ def write_report(report: dict, out: str) -> str:
         f"{cfg['patience_1src']} validation rounds without improvement, validation every {cfg['val_every']} steps), "
         f"no curriculum. Stage 2: "
         f"3 sources, curriculum, initialised from stage 1, flow decoder frozen (as in the original release), "
-        f"{cfg['steps_3src']} more steps of {cfg['batch_3src']}.",
+        f"{cfg['steps_3src']} more steps of {cfg['batch_3src']} (curriculum window shifted by 10 points, then the LR "
+        f"divided by 10, after {cfg['patience']} validation rounds without improvement).",
         f"- Baselines: random-init encoder (BatchNorm statistics re-estimated on train frames, no training); "
         f"autoencoder (same encoder + decoder, L1 reconstruction), {cfg['ae_steps']} steps of {cfg['ae_batch']}, "
         f"same SGD settings" + (f"; rotation prediction, {cfg['rotation_steps']} steps" if cfg["rotation_steps"] else "")
