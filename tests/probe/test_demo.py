@@ -1,4 +1,4 @@
-"""``fabnet demo --quick`` end to end: every stage runs and the report has the issue's schema."""
+"""``fabnet demo --quick`` end to end: every stage runs and report.json has its documented schema (every task, method and metric key)."""
 
 import json
 import math
