@@ -17,9 +17,8 @@ import argparse
 import signal
 import sys
 
-# Importing fabnet.train (this module's package) already loads torch and fabnet.model, so the
-# constant costs nothing here.
-from fabnet.model.defaults import DEFAULT_WIDTH  # torch-free, so `fabnet --help` stays fast
+# From the torch-free module: `fabnet --help` builds this parser without loading torch.
+from fabnet.model.defaults import DEFAULT_WIDTH
 
 
 def register(subparsers) -> None:
