@@ -371,13 +371,10 @@ def confidence_study(checkpoint: str, test_records, path: str, *, rows: int = 4,
     if not samples:
         return {}
 
-    def run(batch):
-        target = record_crops([t for t, _ in batch], size)
-        sources = torch.stack([record_crops(srcs, size) for _, srcs in batch])  # (N, K, 3, S, S)
-        with torch.no_grad():
-            return target, sources, model.generate(target, sources)
-
-    _, _, out = run(samples)
+    target = record_crops([t for t, _ in samples], size)
+    sources = torch.stack([record_crops(srcs, size) for _, srcs in samples])  # (N, K, 3, S, S)
+    with torch.no_grad():
+        out = model.generate(target, sources)
     conf = out["confidence"]  # (N, K, S, S)
     pose_t = np.stack([t.pose for t, _ in samples]).astype(np.float64)
     pose_s = np.stack([[r.pose for r in srcs] for _, srcs in samples]).astype(np.float64)
@@ -385,11 +382,11 @@ def confidence_study(checkpoint: str, test_records, path: str, *, rows: int = 4,
     chosen = conf.argmax(1).numpy()  # (N, S, S)
     share = float((chosen == nearest[:, None, None]).mean())
 
-    shown = _confidence_examples(test_records, k, rows, seed)
-    target, sources, fig = run(shown)
-    confidence_figure(target, sources, fig["confidence"], fig["generated"],
-                      np.stack([t.pose for t, _ in shown]).astype(np.float64),
-                      np.stack([[r.pose for r in srcs] for _, srcs in shown]).astype(np.float64), path)  # fmt: skip
+    # The figure's rows are samples the statistic already ran (same target, same sources).
+    row_of = {id(t): i for i, (t, _) in enumerate(samples)}
+    rows_shown = [row_of[id(t)] for t, _ in _confidence_examples(test_records, k, rows, seed)]
+    confidence_figure(target[rows_shown], sources[rows_shown], conf[rows_shown], out["generated"][rows_shown],
+                      pose_t[rows_shown], pose_s[rows_shown], path)  # fmt: skip
     return {"png": path, "samples": len(samples), "num_sources": k,
             "max_confidence_mean": round(float(conf.max(1).values.mean()), 4),
             "nearest_pose_share": round(share, 4), "chance_share": round(1.0 / k, 4)}  # fmt: skip

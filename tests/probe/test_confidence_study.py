@@ -35,17 +35,6 @@ def test_figure_examples_one_per_track_at_most_count():
     assert len(_confidence_examples(RECORDS, 3, 1, seed=0)) == 1
 
 
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    from fabnet.data.index import load_index
-    from fabnet.data.synth import synthesize
-
-    d = tmp_path_factory.mktemp("synth")
-    synthesize(str(d), identities=3, tracks_per_identity=2, frames_per_track=5, size=48, seed=2, progress=False,
-               previews=False)
-    return load_index(str(d))
-
-
 def _uniform_confidence_checkpoint(path):
     """A 3-source model whose confidence logits are 0 everywhere: softmax 1/3, argmax source 0."""
     from fabnet.model import FabNet
@@ -64,7 +53,7 @@ def test_statistic_on_uniform_confidences(records, tmp_path):
     _uniform_confidence_checkpoint(tmp_path / "ck.pt")
     out = confidence_study(str(tmp_path / "ck.pt"), records, str(tmp_path / "fig.png"), rows=2, seed=0)
     samples = _every_target(records, 3)
-    assert out["samples"] == len(samples) == len(records) == 30
+    assert out["samples"] == len(samples) == len(records) == 40
     assert out["num_sources"] == 3 and out["chance_share"] == pytest.approx(1 / 3, abs=1e-4)
     assert out["max_confidence_mean"] == pytest.approx(1 / 3, abs=1e-4)
     # Every pixel's argmax is source 0 (ties go to the first), so the share is the fraction of

@@ -43,17 +43,6 @@ def _rec(identity, track, frame):
     return FrameRecord(path="", relpath="", identity=f"id{identity}", video=f"v{track}", track="t", frame=frame)
 
 
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    from fabnet.data.index import load_index
-    from fabnet.data.synth import synthesize
-
-    d = tmp_path_factory.mktemp("synth")
-    synthesize(str(d), identities=4, tracks_per_identity=2, frames_per_track=5, size=48, seed=5, progress=False,
-               previews=False)
-    return load_index(str(d))
-
-
 def _checkpoint(path, num_sources):
     from fabnet.model import FabNet
     from fabnet.model.checkpoint import FORMAT, save_checkpoint
