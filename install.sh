@@ -12,6 +12,7 @@ TORCH_REQUIREMENT=${FABNET_TORCH:-torch==2.13.0}
 
 "$PYTHON" -m pip install --quiet "$TORCH_REQUIREMENT"
 "$PYTHON" -m pip install --quiet -r requirements.txt
-# --no-build-isolation: the extension must compile against the torch installed above.
-"$PYTHON" -m pip install --quiet --no-build-isolation --no-deps -e .
+# The extension compiles against the torch installed above (setup.py finds it from pip's build
+# environment too); its one line of what it built shows with -v.
+"$PYTHON" -m pip install --quiet --no-deps -e .
 "$PYTHON" -c "import fabnet.ops as o; print('fabnet installed; warp_blend backends:', {k: (v or 'ok') for k, v in o.backends().items()})"

@@ -1,26 +1,134 @@
-"""Builds fabnet and its extension fabnet._C.
+"""Builds fabnet and its extension fabnet._C against the torch of the environment it installs into.
 
-The C++ CPU kernels are always built. The CUDA kernels (csrc/cuda/*.cu) are built when torch has
-CUDA and nvcc is found, or when FABNET_FORCE_CUDA=1; TORCH_CUDA_ARCH_LIST picks the
-architectures (default "8.0;9.0"). Set FABNET_NO_EXTENSION=1 to install the pure-Python package
-(fabnet.ops then runs the PyTorch reference). Build with:
+    pip install -e .                       # or `pip install .`; both work with build isolation
+    pip install --no-build-isolation -e .  # the same, without pip's temporary build environment
 
-    pip install --no-build-isolation -e .
+The C++ CPU kernels are always built. The CUDA kernels (csrc/cuda/*.cu) are built when that torch
+is a CUDA build and a CUDA toolkit of the same major version is found. Knobs (environment):
+
+    FABNET_FORCE_CUDA=1    build the CUDA kernels or fail saying why; =0 skips them
+    TORCH_CUDA_ARCH_LIST   GPU architectures (default "8.0;9.0+PTX": A100, H100, PTX for newer)
+    CUDA_HOME              the CUDA toolkit (default: the first of nvcc's own folder,
+                           /usr/local/cuda, /usr/local/cuda-*, /opt/cuda with include/cuda_runtime.h)
+    FABNET_CPU_ARCH        -march for the CPU kernels (default: this machine's x86-64 level)
+    FABNET_NO_EXTENSION=1  no extension: fabnet.ops runs the PyTorch reference
+    CXX                    the host C++ compiler (default c++)
+
+Under pip's build isolation the build environment holds no torch (pyproject.toml does not ask
+for one): the extension would otherwise be compiled against whatever torch pip downloads there,
+not the one the environment imports. The torch of the interpreter pip runs for is found and
+used instead. A known cause of failure (no compiler, a compiler older than torch's headers need,
+no torch) stops the build with one line that says what to do.
 """
 
 import glob
+import json
 import os
 import platform
+import re
 import shutil
+import subprocess
 import sys
+import tempfile
 
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
+BUILD_INFO = "_build_info.json"
+
+
+class BuildError(SystemExit):
+    """A known reason the extension cannot be built: one message, no traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(f"\nfabnet setup: error: {message}\n")
 
 
 def _log(message: str) -> None:
-    print(f"fabnet setup: {message}", file=sys.stderr)
+    print(f"fabnet setup: {message}", file=sys.stderr, flush=True)
+
+
+# --- the torch to build against -------------------------------------------------------------------
+
+
+def _target_torch_site() -> str | None:
+    """The folder holding the torch that ``sys.executable`` imports outside pip's build environment.
+
+    pip runs the build with PYTHONPATH pointing at its temporary environment and PYTHONNOUSERSITE
+    set; a child interpreter without them sees the environment the package is installed into.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONNOUSERSITE")}
+    code = "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = proc.stdout.strip().splitlines()
+    return lines[-1] if proc.returncode == 0 and lines else None
+
+
+def _in_pip_build_environment() -> bool:
+    return "pip-build-env" in os.environ.get("PYTHONPATH", "")
+
+
+def _import_target_torch():
+    """torch as the installed package will import it; BuildError when there is none."""
+    site = _target_torch_site() if _in_pip_build_environment() else None
+    if site is not None and site not in sys.path:
+        # Appended, not prepended: setuptools and ninja stay those of the build environment.
+        sys.path.append(site)
+    try:
+        import torch
+    except ImportError as err:
+        raise BuildError(
+            f"torch is not installed for {sys.executable} ({err}). fabnet's kernels are compiled "
+            "against the torch that will import them: install torch first (e.g. `pip install "
+            "torch`), then run `pip install -e .` again; or set FABNET_NO_EXTENSION=1 to install "
+            "without kernels (fabnet.ops then runs the PyTorch reference).") from None
+    if site is not None and not os.path.realpath(torch.__file__).startswith(os.path.realpath(site)):
+        raise BuildError(
+            f"the build environment's torch ({torch.__file__}) is not the one {sys.executable} "
+            f"imports (in {site}); build with `pip install --no-build-isolation -e .`")
+    return torch
+
+
+def _required_cxx_standard(include_dirs: list[str]) -> str:
+    """The C++ standard torch's headers demand (ATen.h: `__cplusplus < 202002L` is C++20)."""
+    for folder in include_dirs:
+        header = os.path.join(folder, "ATen", "ATen.h")
+        if os.path.exists(header):
+            with open(header, encoding="utf-8", errors="replace") as f:
+                m = re.search(r"__cplusplus\s*<\s*(\d{6})L", f.read())
+            if m:
+                year = int(m.group(1)) // 100
+                return f"c++{year % 100:02d}"
+    return "c++17"  # torch 2.4 - 2.13 require C++17 and say so the same way
+
+
+# --- the host compiler ----------------------------------------------------------------------------
+
+
+def _check_host_compiler(std: str, torch_version: str) -> str:
+    """The C++ compiler, checked to compile ``std``; BuildError naming the fix otherwise."""
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx.split()[0]) is None:
+        raise BuildError(f"no C++ compiler found ({cxx!r} is not on PATH): install one (Debian / "
+                         "Ubuntu: `apt-get install g++`) or set CXX to its path")
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = os.path.join(tmp, "probe.cpp")
+        with open(probe, "w") as f:
+            f.write("#include <vector>\nint main() { return std::vector<int>{}.size(); }\n")
+        proc = subprocess.run([*cxx.split(), f"-std={std}", "-fsyntax-only", probe],
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        version = subprocess.run([*cxx.split(), "--version"], capture_output=True, text=True)
+        first = (version.stdout.splitlines() or ["unknown version"])[0]
+        raise BuildError(f"the C++ compiler {cxx!r} ({first}) cannot compile -std={std}, which torch "
+                         f"{torch_version}'s headers require: install a newer one (g++ >= 10 for "
+                         "C++20) and point CXX at it")
+    return cxx
 
 
 def _host_x86_level() -> str:
@@ -39,65 +147,187 @@ def _host_x86_level() -> str:
     return "x86-64-v2"
 
 
+# --- the CUDA toolkit -----------------------------------------------------------------------------
+
+
+def _has_cuda_headers(home: str) -> bool:
+    return os.path.isfile(os.path.join(home, "include", "cuda_runtime.h"))
+
+
+def _cuda_home_candidates() -> list[str]:
+    """Where a toolkit may be, in order: nvcc's own folder, then the usual install places."""
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        # The nvcc on PATH may be a wrapper script (/usr/local/bin/nvcc): its folder's parent is a
+        # toolkit only if it has the headers, which the caller checks.
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates.append("/usr/local/cuda")
+    versioned = glob.glob("/usr/local/cuda-*")
+    candidates += sorted(versioned, key=lambda p: [int(x) for x in re.findall(r"\d+", p)], reverse=True)
+    candidates.append("/opt/cuda")
+    return list(dict.fromkeys(candidates))
+
+
+def _find_cuda_home() -> tuple[str | None, str]:
+    """(toolkit folder or None, what was looked at). CUDA_HOME / CUDA_PATH win when set."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            home = os.environ[var]
+            if not _has_cuda_headers(home):
+                raise BuildError(f"{var}={home} has no include/cuda_runtime.h: point {var} at a CUDA "
+                                 "toolkit (the folder with bin/nvcc and include/), or unset it")
+            return home, f"{var}={home}"
+    candidates = _cuda_home_candidates()
+    for home in candidates:
+        if _has_cuda_headers(home) and os.path.exists(os.path.join(home, "bin", "nvcc")):
+            return home, home
+    return None, ", ".join(candidates)
+
+
+def _nvcc_version(home: str) -> str | None:
+    try:
+        out = subprocess.run([os.path.join(home, "bin", "nvcc"), "--version"], capture_output=True,
+                             text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"release (\d+\.\d+)", out)
+    return m.group(1) if m else None
+
+
+def _cuda_plan(torch) -> tuple[str | None, str]:
+    """(CUDA_HOME to build the CUDA kernels with, or None; why)."""
+    force = os.environ.get("FABNET_FORCE_CUDA")
+    if not glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")):
+        return None, "no CUDA sources"
+    if force == "0":
+        return None, "FABNET_FORCE_CUDA=0"
+    if torch.version.cuda is None:
+        if force == "1":
+            raise BuildError(f"FABNET_FORCE_CUDA=1, but torch {torch.__version__} is a CPU build: "
+                             "install a CUDA build of torch first")
+        return None, f"torch {torch.__version__} is a CPU build"
+    home, looked = _find_cuda_home()
+    if home is None:
+        why = (f"torch has CUDA {torch.version.cuda}, but no CUDA toolkit with include/cuda_runtime.h "
+               f"and bin/nvcc was found (looked in {looked}); set CUDA_HOME to build the CUDA kernels")
+        if force == "1":
+            raise BuildError(why)
+        return None, why
+    nvcc = _nvcc_version(home)
+    if nvcc is None or nvcc.split(".")[0] != torch.version.cuda.split(".")[0]:
+        why = (f"nvcc {nvcc or '(no version)'} in {home} does not match torch's CUDA "
+               f"{torch.version.cuda} (the major versions must agree); set CUDA_HOME to a CUDA "
+               f"{torch.version.cuda.split('.')[0]}.x toolkit")
+        if force == "1":
+            raise BuildError(why)
+        return None, why
+    return home, f"CUDA_HOME={home}, nvcc {nvcc}, torch CUDA {torch.version.cuda}"
+
+
+def _arch_summary(arch_list: str) -> str:
+    archs = [a.strip() for a in re.split(r"[;\s]+", arch_list) if a.strip()]
+    sass = ", ".join("sm_" + a.replace("+PTX", "").replace(".", "") for a in archs)
+    ptx = [a.replace("+PTX", "").replace(".", "") for a in archs if a.endswith("+PTX")]
+    return sass + (f" + PTX compute_{', compute_'.join(ptx)}" if ptx else "")
+
+
+# --- the extension --------------------------------------------------------------------------------
+
+
 def _extensions():
     if os.environ.get("FABNET_NO_EXTENSION") == "1":
-        _log("FABNET_NO_EXTENSION=1: building no extension")
+        _log("FABNET_NO_EXTENSION=1: building no extension (fabnet.ops runs the PyTorch reference)")
         return [], {}
-    import torch
-    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    torch = _import_target_torch()
+    from torch.utils.cpp_extension import include_paths
 
-    cpp_sources = ["csrc/fabnet.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
-    forced = os.environ.get("FABNET_FORCE_CUDA") == "1"
-    nvcc = shutil.which("nvcc") or (CUDA_HOME and os.path.join(CUDA_HOME, "bin", "nvcc"))
-    with_cuda = bool(cuda_sources) and (forced or (torch.version.cuda is not None and nvcc is not None))
+    std = _required_cxx_standard(include_paths())
+    _check_host_compiler(std, torch.__version__)
+    cuda_home, cuda_why = _cuda_plan(torch)
+    if cuda_home is not None:
+        # Before cpp_extension is imported: it reads CUDA_HOME once, at import.
+        os.environ["CUDA_HOME"] = cuda_home
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
+    from torch.utils import cpp_extension
+
+    if cuda_home is not None:
+        cpp_extension.CUDA_HOME = cuda_home
+
     # The CPU kernel is written as `omp simd` loops over blocks of pixels, so the tap gathers
-    # become vector gathers. The extension is always compiled on the machine that runs it, so it
-    # targets that machine's x86-64 level: v4 (AVX-512) took the (8, 3, 3, 128, 128) forward from
-    # 2.56 ms (v3, AVX2) to 1.32 ms on 2 EPYC cores. FABNET_CPU_ARCH overrides it ("x86-64-v3",
-    # "native", or "x86-64" for a build that runs on any x86-64 CPU).
-    # -fno-trapping-math lets gcc if-convert float compares (no code here reads FP exception flags).
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-fno-trapping-math"]
-    arch = os.environ.get("FABNET_CPU_ARCH", _host_x86_level())
-    if arch:
-        cxx_flags.append(f"-march={arch}")
-    extra = {"cxx": cxx_flags}
-    sources = cpp_sources
-    if with_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-        extra["nvcc"] = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
-        sources = cpp_sources + cuda_sources
-        ext = CUDAExtension("fabnet._C", sources, extra_compile_args=extra,
-                            define_macros=[("FABNET_WITH_CUDA", "1")])
-        _log(f"building fabnet._C with CPU and CUDA kernels for TORCH_CUDA_ARCH_LIST="
-             f"{os.environ['TORCH_CUDA_ARCH_LIST']}: {', '.join(sources)}")
+    # become vector gathers. The extension is compiled on the machine that runs it, so it targets
+    # that machine's x86-64 level: v4 (AVX-512) took the (8, 3, 3, 128, 128) forward from 2.56 ms
+    # (v3, AVX2) to 1.32 ms on 2 EPYC cores. -fno-trapping-math lets gcc if-convert float
+    # compares (no code here reads FP exception flags).
+    cxx_flags = ["-O3", f"-std={std}", "-fopenmp", "-fno-trapping-math"]
+    cpu_arch = os.environ.get("FABNET_CPU_ARCH", _host_x86_level())
+    if cpu_arch:
+        cxx_flags.append(f"-march={cpu_arch}")
+    cpp_sources = ["csrc/fabnet.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    info = {"torch": torch.__version__, "cxx_std": std, "cpu_arch": cpu_arch or "default",
+            "cuda": None, "cuda_archs": []}
+    if cuda_home is not None:
+        cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
+        nvcc_flags = ["-O3", f"-std={std}", "--use_fast_math", "-lineinfo"]
+        ext = cpp_extension.CUDAExtension(
+            "fabnet._C", cpp_sources + cuda_sources,
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            extra_link_args=["-fopenmp"], define_macros=[("FABNET_WITH_CUDA", "1")])
+        arch_list = os.environ["TORCH_CUDA_ARCH_LIST"]
+        info.update(cuda=torch.version.cuda,
+                    cuda_archs=[a.strip() for a in re.split(r"[;\s]+", arch_list) if a.strip()])
+        _log(f"building fabnet._C for torch {torch.__version__} (-std={std}): CPU kernels "
+             f"(-march={cpu_arch or 'default'}) and CUDA kernels for {_arch_summary(arch_list)} "
+             f"({cuda_why})")
     else:
-        why = ("no CUDA sources" if not cuda_sources else
-               "torch has no CUDA" if torch.version.cuda is None else "nvcc not found")
-        ext = CppExtension("fabnet._C", sources, extra_compile_args=extra,
-                           extra_link_args=["-fopenmp"])
-        _log(f"building fabnet._C with CPU kernels only (-march={arch or 'default'}; {why}; FABNET_FORCE_CUDA=1 forces CUDA): "
-             f"{', '.join(sources)}")
-    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+        ext = cpp_extension.CppExtension("fabnet._C", cpp_sources,
+                                         extra_compile_args={"cxx": cxx_flags},
+                                         extra_link_args=["-fopenmp"])
+        _log(f"building fabnet._C for torch {torch.__version__} (-std={std}): CPU kernels only "
+             f"(-march={cpu_arch or 'default'}); no CUDA kernels: {cuda_why}")
+
+    class BuildExtWithInfo(cpp_extension.BuildExtension):
+        """Writes _build_info.json beside the library: fabnet.ops reads it before loading _C."""
+
+        def build_extension(self, extension):
+            super().build_extension(extension)
+            path = os.path.join(os.path.dirname(self.get_ext_fullpath(extension.name)), BUILD_INFO)
+            with open(path, "w") as f:
+                json.dump(info, f, indent=1)
+
+        def copy_extensions_to_source(self):
+            # Editable installs build into a temporary folder and copy the library into the
+            # source tree; the build record must travel with it.
+            super().copy_extensions_to_source()
+            package_dir = self.get_finalized_command("build_py").get_package_dir("fabnet")
+            with open(os.path.join(package_dir, BUILD_INFO), "w") as f:
+                json.dump(info, f, indent=1)
+
+    return [ext], {"build_ext": BuildExtWithInfo.with_options(use_ninja=True)}
 
 
-ext_modules, cmdclass = _extensions()
+def main():
+    ext_modules, cmdclass = _extensions()
+    setup(
+        name="fabnet",
+        version="0.1.0",
+        description="FAb-Net self-supervised facial-attribute embeddings with a fused warp/blend/L1 kernel",
+        python_requires=">=3.10",
+        packages=find_packages(include=["fabnet", "fabnet.*"]) + ["fabnet.kernels"],
+        package_dir={"fabnet.kernels": "kernels"},
+        ext_modules=ext_modules,
+        cmdclass=cmdclass,
+        install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "matplotlib"],
+        extras_require={
+            "dali": ["nvidia-dali-cuda130"],
+            "triton": ["triton"],
+            "video": ["av"],
+            "test": ["pytest", "pytest-benchmark"],
+        },
+        entry_points={"console_scripts": ["fabnet=fabnet.cli:main"]},
+    )
 
-setup(
-    name="fabnet",
-    version="0.1.0",
-    description="FAb-Net self-supervised facial-attribute embeddings with a fused warp/blend/L1 kernel",
-    python_requires=">=3.10",
-    packages=find_packages(include=["fabnet", "fabnet.*"]) + ["fabnet.kernels"],
-    package_dir={"fabnet.kernels": "kernels"},
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-    install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "matplotlib"],
-    extras_require={
-        "dali": ["nvidia-dali-cuda130"],
-        "triton": ["triton"],
-        "video": ["av"],
-        "test": ["pytest", "pytest-benchmark"],
-    },
-    entry_points={"console_scripts": ["fabnet=fabnet.cli:main"]},
-)
+
+# setuptools runs this file as __main__; tests import it for its helpers.
+if __name__ == "__main__":
+    main()

@@ -64,9 +64,9 @@ class ExtensionBackend(Backend):
         if not extension.available():
             return [extension.LOAD_ERROR]
         reasons = []
-        if self.device_type == "cuda" and not extension.built_with_cuda():
-            reasons.append("fabnet._C was built without CUDA kernels (needs torch with CUDA and nvcc, "
-                           f"or FABNET_FORCE_CUDA=1, then `{extension.REBUILD_COMMAND}`)")
+        if self.device_type == "cuda":
+            on_cuda = args is not None and args.sources.device.type == "cuda"
+            reasons += extension.cuda_reasons(args.sources.device if on_cuda else None)
         if args is not None and args.sources.device.type != self.device_type:
             reasons.append(f"inputs are on {args.sources.device}, this backend runs on {self.device_type}")
         return reasons

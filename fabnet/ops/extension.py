@@ -13,16 +13,29 @@ import warnings
 
 import torch
 
+from fabnet.ops import build_info
 from fabnet.ops.autograd import backward_formulas, setup_context
 
-REBUILD_COMMAND = "pip install --no-build-isolation -e ."
+REBUILD_COMMAND = build_info.REBUILD_COMMAND
+BUILD_INFO = build_info.read()
 
-try:
-    from fabnet import _C  # noqa: F401  (loading the library registers torch.ops.fabnet.*)
 
-    LOAD_ERROR: str | None = None
-except ImportError as err:  # not built, or built against another torch
-    LOAD_ERROR = f"fabnet._C could not be loaded ({err}); rebuild it with `{REBUILD_COMMAND}`"
+def _load(info: dict | None, torch_version: str) -> str | None:
+    """Loads fabnet._C built as ``info`` says; the reason it could not be loaded, or None."""
+    # A library built for another torch is refused before it is loaded: its C++ symbols may be
+    # missing (an ImportError naming a mangled symbol) or, worse, present with another layout.
+    mismatch = build_info.torch_mismatch(info, torch_version)
+    if mismatch:
+        return mismatch
+    try:
+        from fabnet import _C  # noqa: F401  (loading the library registers torch.ops.fabnet.*)
+    except ImportError as err:
+        return f"fabnet._C could not be loaded ({err}); rebuild it with `{REBUILD_COMMAND}`"
+    return None
+
+
+LOAD_ERROR: str | None = _load(BUILD_INFO, torch.__version__)
+if LOAD_ERROR is not None:
     warnings.warn(f"{LOAD_ERROR}. fabnet.ops falls back to the PyTorch reference.", stacklevel=2)
 
 
@@ -35,6 +48,24 @@ def built_with_cuda() -> bool:
     if not available():
         return False
     return torch._C._dispatch_has_kernel_for_dispatch_key("fabnet::warp_blend", "CUDA")
+
+
+def cuda_reasons(device: torch.device | None = None) -> list[str]:
+    """Why the CUDA kernels cannot run on ``device`` (default: the current CUDA device)."""
+    if not built_with_cuda():
+        return ["fabnet._C was built without CUDA kernels (needs a CUDA build of torch and a CUDA "
+                f"toolkit of the same major version, then `{REBUILD_COMMAND}`; FABNET_FORCE_CUDA=1 "
+                "makes the build say why not)"]
+    if not torch.cuda.is_available():
+        return ["no CUDA device is usable here (torch.cuda.is_available() is False)"]
+    index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
+    archs = (BUILD_INFO or {}).get("cuda_archs")
+    if archs:  # no record: an extension built by other means, trusted as it is
+        reason = build_info.cuda_arch_reason(archs, torch.cuda.get_device_capability(index),
+                                             f"cuda:{index} ({torch.cuda.get_device_name(index)})")
+        if reason:
+            return [reason]
+    return []
 
 
 if available():

@@ -17,13 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.ops.setup_script import cxx_standard
+
 REPO = Path(__file__).resolve().parents[2]
 CSRC = REPO / "csrc"
 CU_FILES = sorted((CSRC / "cuda").glob("*.cu"))
 ARCHS = ("80", "90")
 # setup.py's nvcc flags for the extension, plus the ones torch's BuildExtension adds to every
 # CUDA file (no implicit half / bfloat16 conversions or operators, relaxed constexpr).
-NVCC_FLAGS = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+CXX_STD = cxx_standard()  # what torch's headers require: C++20 from torch 2.14 on
+NVCC_FLAGS = ["-O3", f"-std={CXX_STD}", "--use_fast_math", "-lineinfo"]
 try:
     from torch.utils.cpp_extension import COMMON_NVCC_FLAGS
 
@@ -164,7 +167,7 @@ def test_binding_compiles_against_torch_headers(tmp_path):
         pytest.skip("no host C++ compiler")
     # The CPU wheel lacks the generated c10/cuda/impl/cuda_cmake_macros.h; on Linux it only
     # defines C10_CUDA_BUILD_SHARED_LIBS, which matters for Windows exports.
-    cmd = [cxx, "-fsyntax-only", "-std=c++17", "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE",
+    cmd = [cxx, "-fsyntax-only", f"-std={CXX_STD}", "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE",
            "-DFABNET_WITH_CUDA=1", *(f"-I{p}" for p in include_paths()), *cuda_includes,
            f"-I{CSRC}", str(CSRC / "cuda" / "warp_blend_binding.cpp")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
