@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 _COMMAND_MODULES = (
@@ -37,13 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What bad input raises (a missing file, a value out of range, a refused checkpoint): the user
+# gets one line and exit code 2, as for argparse's own errors; anything else is a bug and keeps
+# its traceback. FABNET_DEBUG=1 shows the traceback of these too.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as err:
+        if os.environ.get("FABNET_DEBUG") == "1":
+            raise
+        print(f"fabnet {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

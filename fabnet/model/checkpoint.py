@@ -9,18 +9,27 @@ A checkpoint is a ``torch.save``d dict:
     step, epoch   optimiser steps done; epoch the data loader is in
     batch_in_epoch  batches of ``epoch`` already consumed (the data position)
     optimizer, scheduler, curriculum   their state dicts (training checkpoints)
-    rng           {"torch", "numpy", "python"} generator states of rank 0
+    rng           {"torch", "numpy", "python", "cuda"} generator states of rank 0, as tensors
+                  and plain values (``rng_state`` / ``set_rng_state`` in fabnet.train)
     train_config  the TrainConfig as a dict
     best_val      best validation loss so far (inf before the first validation)
 
 Only ``format``, ``model_config`` and ``model`` are needed to load a model.
+
+Files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings and containers
+only, so that a crafted file cannot run code when it is loaded. Files written before the numpy
+generator state was stored as plain values hold it as a numpy array; exactly the numpy types
+that array needs are allowed besides (``_LEGACY_NUMPY_GLOBALS``), nothing else.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 
+import numpy as np
 import torch
 
 from fabnet.model.fabnet import FabNet
@@ -38,6 +47,8 @@ def save_checkpoint(state: dict, path: str) -> str:
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=folder)
+    # mkstemp creates the file 0600; a checkpoint gets the permissions any new file would get.
+    os.fchmod(fd, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
@@ -51,13 +62,49 @@ def save_checkpoint(state: dict, path: str) -> str:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# What np.random.get_state()'s array pickles as (files written before the state became a list).
+_LEGACY_NUMPY_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct
+_LEGACY_NUMPY_GLOBALS.append(_reconstruct)
+
+# torch.load's wording varies by version: "Unsupported global: GLOBAL a.b" (2.4 - 2.5),
+# "unsupported GLOBAL a.b whose module a is blocked" (2.6 on).
+_UNSUPPORTED_GLOBAL = re.compile(r"(?i)unsupported(?: global:)? GLOBAL ([\w.]+)")
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that would need arbitrary Python objects (and so could run code) to load."""
+
+
 def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """The checkpoint dict at ``path``; FileNotFoundError/ValueError with what to do next."""
+    """The checkpoint dict at ``path``; FileNotFoundError/ValueError with what to do next.
+
+    Raises UnsafeCheckpointError, naming the offending type, for a file that holds anything but
+    tensors, numbers, strings and containers: it is not unpickled.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path!r} (pass the path of a .pt file written by "
                                 "`fabnet train`, e.g. RUN/checkpoints/last.pt)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(_LEGACY_NUMPY_GLOBALS):
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = _UNSUPPORTED_GLOBAL.search(str(err))
+        offending = found.group(1) if found else "an object torch cannot load as plain data"
+        raise UnsafeCheckpointError(
+            f"{path!r} refused: it holds {offending}, which only unpickling arbitrary code could "
+            "rebuild; fabnet checkpoints hold tensors, numbers, strings and containers only. If you "
+            "wrote this file yourself and trust it, re-save it without that object (load it with "
+            "torch.load(path, weights_only=False) and torch.save only what fabnet needs)") from None
     except Exception as err:  # truncated or foreign bytes: torch.load's own message names neither file nor cause
         raise ValueError(f"{path!r} is not a readable fabnet checkpoint (torch.load failed: {type(err).__name__}: "
                          f"{err}); was it cut off while being copied?") from err

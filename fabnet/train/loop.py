@@ -255,13 +255,19 @@ def _check_resume(cfg: TrainConfig, state: dict, path: str, world_size: int) -> 
 
 
 def _rng_state() -> dict:
-    return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
+    # The numpy state as plain values (name, key as a tensor, position, Gaussian cache): a
+    # checkpoint must load with torch.load(weights_only=True), which refuses numpy arrays.
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = [name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+    return dict(torch=torch.get_rng_state(), numpy=numpy_state, python=random.getstate(),
                 cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, key, pos, has_gauss, cached = state["numpy"]
+    key = key.numpy() if isinstance(key, torch.Tensor) else np.asarray(key)  # older files: an array
+    np.random.set_state((name, key.astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
