@@ -51,4 +51,20 @@ inline void check_warp_blend_args(const at::Tensor& sources, const at::Tensor& f
   }
 }
 
+// One axis of F.affine_grid's identity grid, (n,) in the accumulation type of `like`'s dtype,
+// on its device: the very ops of ATen's linspace_from_neg_one (AffineGridGenerator.cpp), so the
+// values are affine_grid's bit for bit (for half types, affine_grid's in float32: coordinates
+// are computed in float32, as grid_sample computes them on inputs cast to float32). A formula
+// such as start + step * i is not: at zero offsets it put a sample a rounding error off the pixel
+// centre, on the other side of it, and took the derivative from the other cell (128 of 512
+// flow-gradient values off, by up to 10.6, at (1, 1, 1, 16, 16) float32 with align_corners).
+// Without `residual` the grid adds nothing: zeros.
+inline at::Tensor identity_axis(int64_t n, bool align_corners, bool residual, const at::Tensor& like) {
+  const auto acc = like.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  if (!residual || n <= 1) return at::zeros({n}, like.options().dtype(acc));
+  auto range = at::linspace(-1, 1, n, like.options().dtype(acc));
+  if (!align_corners) range = range * (n - 1) / n;
+  return range.contiguous();
+}
+
 }  // namespace fabnet

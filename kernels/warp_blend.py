@@ -62,31 +62,23 @@ def _acc(x, F64: tl.constexpr):
 
 
 @triton.jit
-def _unnormalise(g, i, n_out, size, RESIDUAL: tl.constexpr, ALIGN: tl.constexpr,
-                 BORDER: tl.constexpr, F64: tl.constexpr):
+def _unnormalise(g, size, ALIGN: tl.constexpr, BORDER: tl.constexpr):
     """Grid coordinate -> source pixel coordinate and its derivative, along one axis.
 
-    g: (BLOCK,) flow values; i: (BLOCK,) output indices along the axis; n_out: output extent;
-    size: source extent. Returns (coordinate, d coordinate / d g), both (BLOCK,).
+    g: (BLOCK,) grid values (the identity already added); size: source extent. Returns
+    (coordinate, d coordinate / d g), both (BLOCK,).
     """
     # Scalars enter through zeros_like(g) + n: an int argument equal to 1 is specialised to a
     # constexpr by Triton and has no .to().
-    nn = tl.zeros_like(g) + n_out
     ss = tl.zeros_like(g) + size
-    if RESIDUAL:
-        # F.affine_grid's identity: linspace(-1, 1, n), scaled by (n - 1) / n without
-        # align_corners, and 0 for a single pixel.
-        ii = _acc(i, F64)
-        if ALIGN:
-            g = g + tl.where(nn > 1, ii * 2 / tl.maximum(nn - 1, 1) - 1, 0)
-        else:
-            g = g + (ii * 2 + 1 - nn) / nn
-    # F.grid_sample's unnormalisation, written the same way for bit-level agreement.
+    # F.grid_sample's unnormalisation, rounded as ATen rounds it (csrc/warp_blend_math.h,
+    # Axis::to_pixel): without align_corners one fused multiply-add, as ATen's kernels are
+    # compiled; a point on a pixel centre then lands on it exactly.
     if ALIGN:
         coord = (g + 1) / 2 * (ss - 1)
         d = (ss - 1) / 2
     else:
-        coord = ((g + 1) * ss - 1) / 2
+        coord = tl.fma(g + 1, ss, -1.0) / 2
         d = ss / 2
     if BORDER:
         # Clamp into the source; like grid_sample, zero gradient on and past the border.
@@ -102,13 +94,19 @@ def _unnormalise(g, i, n_out, size, RESIDUAL: tl.constexpr, ALIGN: tl.constexpr,
 
 
 @triton.jit
-def _taps(flow_k_ptr, s_fd, f_off, h, w, H, W, Hs, Ws, m,
+def _taps(flow_k_ptr, idx_ptr, idy_ptr, s_fd, f_off, h, w, H, W, Hs, Ws, m,
           RESIDUAL: tl.constexpr, ALIGN: tl.constexpr, BORDER: tl.constexpr, F64: tl.constexpr):
-    """Bilinear cell of source k for each pixel: (x0, y0, tx, ty, dx, dy), each (BLOCK,)."""
+    """Bilinear cell of source k for each pixel: (x0, y0, tx, ty, dx, dy), each (BLOCK,).
+
+    idx_ptr / idy_ptr: F.affine_grid's identity axes, (W,) and (H,) in the accumulation type
+    (identity_axes below), added when RESIDUAL."""
     gx = _acc(tl.load(flow_k_ptr + f_off, mask=m, other=0), F64)
     gy = _acc(tl.load(flow_k_ptr + s_fd + f_off, mask=m, other=0), F64)
-    ix, dx = _unnormalise(gx, w, W, Ws, RESIDUAL, ALIGN, BORDER, F64)
-    iy, dy = _unnormalise(gy, h, H, Hs, RESIDUAL, ALIGN, BORDER, F64)
+    if RESIDUAL:
+        gx = gx + tl.load(idx_ptr + w, mask=m, other=0)
+        gy = gy + tl.load(idy_ptr + h, mask=m, other=0)
+    ix, dx = _unnormalise(gx, Ws, ALIGN, BORDER)
+    iy, dy = _unnormalise(gy, Hs, ALIGN, BORDER)
     fx = tl.floor(ix)
     fy = tl.floor(iy)
     return fx.to(tl.int64), fy.to(tl.int64), ix - fx, iy - fy, dx, dy
@@ -196,7 +194,7 @@ def _pixel_block(programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK: tl.constexpr,
 
 @triton.jit
 def warp_blend_forward_kernel(
-    src_ptr, flow_ptr, logit_ptr, tgt_ptr, out_ptr,
+    src_ptr, flow_ptr, logit_ptr, tgt_ptr, out_ptr, idx_ptr, idy_ptr,
     K, C, Hs, Ws, H, W, programs,
     s_sb, s_sk, s_sc, s_sy, s_sx,
     s_fb, s_fk, s_fd, s_fy, s_fx,
@@ -224,7 +222,7 @@ def warp_blend_forward_kernel(
         else:
             alpha = zero + 1
             e = zero + 1
-        x0, y0, tx, ty, dx, dy = _taps(flow_ptr + b * s_fb + k * s_fk, s_fd, f_off, h, w, H, W,
+        x0, y0, tx, ty, dx, dy = _taps(flow_ptr + b * s_fb + k * s_fk, idx_ptr, idy_ptr, s_fd, f_off, h, w, H, W,
                                        Hs, Ws, pm, RESIDUAL, ALIGN, BORDER, F64)
         v00, v01, v10, v11 = _gather(src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0, s_sy, s_sx,
                                      Hs, Ws, m2, F64)
@@ -253,7 +251,7 @@ def warp_blend_forward_kernel(
 @triton.jit
 def warp_blend_backward_kernel(
     src_ptr, flow_ptr, logit_ptr, tgt_ptr, grad_ptr,
-    gsrc_ptr, gflow_ptr, glogit_ptr, gtgt_ptr,
+    gsrc_ptr, gflow_ptr, glogit_ptr, gtgt_ptr, idx_ptr, idy_ptr,
     K, C, Hs, Ws, H, W, programs, n_loss,
     s_sb, s_sk, s_sc, s_sy, s_sx,
     s_fb, s_fk, s_fd, s_fy, s_fx,
@@ -305,7 +303,7 @@ def warp_blend_backward_kernel(
         for k in range(K):
             wk = _source_weight(logit_ptr + b * s_lb + k * s_lk, l_off, active, run_max, denom, zero,
                                 K, HAS_LOGITS, F64)
-            x0, y0, tx, ty, dx, dy = _taps(flow_ptr + b * s_fb + k * s_fk, s_fd, f_off, h, w, H, W,
+            x0, y0, tx, ty, dx, dy = _taps(flow_ptr + b * s_fb + k * s_fk, idx_ptr, idy_ptr, s_fd, f_off, h, w, H, W,
                                            Hs, Ws, active, RESIDUAL, ALIGN, BORDER, F64)
             v00, v01, v10, v11 = _gather(src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0, s_sy, s_sx,
                                          Hs, Ws, a2, F64)
@@ -329,7 +327,7 @@ def warp_blend_backward_kernel(
         for k in range(K):
             wk = _source_weight(logit_ptr + b * s_lb + k * s_lk, l_off, active, run_max, denom, zero,
                                 K, HAS_LOGITS, F64)
-            x0, y0, tx, ty, dx, dy = _taps(flow_ptr + b * s_fb + k * s_fk, s_fd, f_off, h, w, H, W,
+            x0, y0, tx, ty, dx, dy = _taps(flow_ptr + b * s_fb + k * s_fk, idx_ptr, idy_ptr, s_fd, f_off, h, w, H, W,
                                            Hs, Ws, active, RESIDUAL, ALIGN, BORDER, F64)
             if NEED_FLOW or NEED_LOGIT:
                 v00, v01, v10, v11 = _gather(src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0,
@@ -388,6 +386,23 @@ def _new(shape, like: torch.Tensor, dtype: torch.dtype | None = None, poison: bo
     return torch.empty(shape, dtype=dtype, device=like.device)
 
 
+def identity_axes(H: int, W: int, *, residual: bool, align_corners: bool, like: torch.Tensor):
+    """F.affine_grid's identity grid as two axes, x: (W,) and y: (H,), in the accumulation type.
+
+    The ops of ATen's linspace_from_neg_one (as csrc/checks.h's identity_axis), so the values are
+    affine_grid's bit for bit; zeros without ``residual`` (nothing is added then).
+    """
+    acc = _acc_dtype(like.dtype)
+
+    def axis(n):
+        if not residual or n <= 1:
+            return torch.zeros(n, dtype=acc, device=like.device)
+        r = torch.linspace(-1, 1, n, dtype=acc, device=like.device)
+        return r if align_corners else r * (n - 1) / n
+
+    return axis(W), axis(H)
+
+
 def forward(sources, flows, logits, target, *, residual: bool, border: bool, align_corners: bool,
             wrap=_identity, poison: bool = False) -> torch.Tensor:
     """The blend (B, C, H, W) when ``target`` is None, else the per-sample L1 (B,)."""
@@ -406,8 +421,9 @@ def forward(sources, flows, logits, target, *, residual: bool, border: bool, ali
     programs = triton.cdiv(H * W, block)
     if loss:
         out = _new((B, programs), sources, dtype=_acc_dtype(sources.dtype), poison=poison)
+    identity = identity_axes(H, W, residual=residual, align_corners=align_corners, like=sources)
     wrap(warp_blend_forward_kernel)[(B * programs,)](
-        *pointers, out, K, C, Hs, Ws, H, W, programs, *strides,
+        *pointers, out, *identity, K, C, Hs, Ws, H, W, programs, *strides,
         HAS_LOGITS=logits is not None, RESIDUAL=residual, ALIGN=align_corners, BORDER=border,
         LOSS=loss, F64=sources.dtype == torch.float64, BLOCK=block,
         BLOCK_C=triton.next_power_of_2(C), num_warps=FORWARD_WARPS)
@@ -442,8 +458,9 @@ def backward(grad, sources, flows, logits, target, *, residual: bool, border: bo
         block = _block(H * W, BACKWARD_BLOCK)
         programs = triton.cdiv(H * W, block)
         g_strides = tuple(grad.stride()) if not loss else (grad.stride(0), 0, 0, 0)
+        identity = identity_axes(H, W, residual=residual, align_corners=align_corners, like=sources)
         wrap(warp_blend_backward_kernel)[(B * programs,)](
-            *pointers, grad, g_src, g_flow, g_logit, g_tgt,
+            *pointers, grad, g_src, g_flow, g_logit, g_tgt, *identity,
             K, C, Hs, Ws, H, W, programs, C * H * W, *strides, *g_strides,
             HAS_LOGITS=logits is not None, RESIDUAL=residual, ALIGN=align_corners, BORDER=border,
             LOSS=loss, NEED_SRC=need_sources, NEED_FLOW=need_flows, NEED_LOGIT=need_logits,

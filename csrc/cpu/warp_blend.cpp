@@ -103,6 +103,9 @@ struct Problem {
   const scalar_t* logits;  // (B, K, H, W) or nullptr for equal weights
   int64_t B, K, C, H, W;
   Axis<acc_t> ax, ay;
+  at::Tensor identity_x_owner, identity_y_owner;  // F.affine_grid's identity, (W,) and (H,)
+  const acc_t* identity_x;
+  const acc_t* identity_y;
   Padding padding;
   bool residual;
   bool pairs;  // float sources with unit x stride, Ws >= 2, AVX-512: read taps as pairs
@@ -117,6 +120,10 @@ struct Problem {
         B(s.size(0)), K(s.size(1)), C(s.size(2)), H(f.size(3)), W(f.size(4)),
         ax(Axis<acc_t>::make(s.size(4), f.size(4), align_corners)),
         ay(Axis<acc_t>::make(s.size(3), f.size(3), align_corners)),
+        identity_x_owner(identity_axis(f.size(4), align_corners, res, f)),
+        identity_y_owner(identity_axis(f.size(3), align_corners, res, f)),
+        identity_x(identity_x_owner.data_ptr<acc_t>()),
+        identity_y(identity_y_owner.data_ptr<acc_t>()),
         padding(pad),
         residual(res),
         pairs(std::is_same<scalar_t, float>::value && kHavePairLoads && s.stride(4) == 1 &&
@@ -166,9 +173,8 @@ struct Problem {
     const int64_t hw = H * W;
     const scalar_t* fx = flows + (b * K + k) * 2 * hw + h * W + x0;
     const scalar_t* fy = fx + hw;
-    const acc_t base_y = residual ? ay.identity(h) : acc_t(0);
-    const acc_t start_x = residual ? ax.identity(x0) : acc_t(0);
-    const acc_t step_x = residual ? ax.base_step : acc_t(0);
+    const acc_t base_y = identity_y[h];
+    const acc_t* __restrict base_x = identity_x + x0;
     const acc_t xmax = acc_t(ax.size - 1), ymax = acc_t(ay.size - 1);
     const int32_t xlast = static_cast<int32_t>(ax.size - 1), ylast = static_cast<int32_t>(ay.size - 1);
     const int32_t sy = src_y, sx = src_x;
@@ -180,13 +186,13 @@ struct Problem {
     acc_t* __restrict py = t.ty;
     acc_t* __restrict ddx = t.dx;
     acc_t* __restrict ddy = t.dy;
-    const acc_t scale_x = ax.scale, scale_y = ay.scale, offset_x = ax.offset, offset_y = ay.offset;
+    const acc_t scale_x = ax.scale, scale_y = ay.scale;
+    const Axis<acc_t> axis_x = ax, axis_y = ay;
     const acc_t lo = acc_t(-2), xhi = xmax + acc_t(2), yhi = ymax + acc_t(2), zero = acc_t(0);
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-      // int32 -> float converts in SIMD on AVX2; int64 -> float does not.
-      acc_t ix = (static_cast<acc_t>(fx[i]) + (start_x + step_x * acc_t(static_cast<int32_t>(i)))) * scale_x + offset_x;
-      acc_t iy = (static_cast<acc_t>(fy[i]) + base_y) * scale_y + offset_y;
+      acc_t ix = axis_x.to_pixel(static_cast<acc_t>(fx[i]) + base_x[i]);
+      acc_t iy = axis_y.to_pixel(static_cast<acc_t>(fy[i]) + base_y);
       acc_t dx = scale_x, dy = scale_y;
       if constexpr (border) {  // like grid_sample: clamp, with zero gradient on and past the border
         dx = (ix > zero & ix < xmax) ? dx : zero;

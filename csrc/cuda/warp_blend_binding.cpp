@@ -39,10 +39,12 @@ void check_cuda(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor; got one on ", t.device());
 }
 
-// Checks shared by every op, then the raw view of the inputs.
+// Checks shared by every op, then the raw view of the inputs. `identity` keeps F.affine_grid's
+// identity axes (read by the kernels) alive until the caller's launches are enqueued.
 cuda::WarpBlendProblem make_problem(const at::Tensor& sources, const at::Tensor& flows,
                                     const c10::optional<at::Tensor>& logits, const at::Tensor* target,
-                                    bool residual, c10::string_view padding_mode, bool align_corners) {
+                                    bool residual, c10::string_view padding_mode, bool align_corners,
+                                    std::array<at::Tensor, 2>& identity) {
   check_warp_blend_args(sources, flows, logits, target);
   check_cuda(sources, "sources");
   const Padding pad = parse_padding(std::string(padding_mode));
@@ -64,6 +66,10 @@ cuda::WarpBlendProblem make_problem(const at::Tensor& sources, const at::Tensor&
   p.target = target != nullptr ? target->data_ptr() : nullptr;
   for (int i = 0; i < 4; ++i) p.target_stride[i] = target != nullptr ? target->stride(i) : 0;
   p.residual = residual;
+  identity = {identity_axis(p.W, align_corners, residual, flows),
+              identity_axis(p.H, align_corners, residual, flows)};
+  p.identity_x = identity[0].data_ptr();
+  p.identity_y = identity[1].data_ptr();
   p.border = pad == Padding::kBorder;
   p.align_corners = align_corners;
   return p;
@@ -74,8 +80,9 @@ at::Tensor empty_grad(const at::Tensor& like) { return at::empty({0}, like.optio
 at::Tensor warp_blend_cuda(const at::Tensor& sources, const at::Tensor& flows,
                            const c10::optional<at::Tensor>& logits, bool residual,
                            c10::string_view padding_mode, bool align_corners) {
+  std::array<at::Tensor, 2> identity;
   const cuda::WarpBlendProblem p =
-      make_problem(sources, flows, logits, nullptr, residual, padding_mode, align_corners);
+      make_problem(sources, flows, logits, nullptr, residual, padding_mode, align_corners, identity);
   const c10::cuda::CUDAGuard guard(sources.device());
   at::Tensor out = at::empty({p.B, p.C, p.H, p.W}, sources.options());
   if (out.numel() == 0) return out;
@@ -87,8 +94,9 @@ at::Tensor warp_blend_cuda(const at::Tensor& sources, const at::Tensor& flows,
 at::Tensor warp_blend_l1_cuda(const at::Tensor& sources, const at::Tensor& flows,
                               const c10::optional<at::Tensor>& logits, const at::Tensor& target,
                               bool residual, c10::string_view padding_mode, bool align_corners) {
+  std::array<at::Tensor, 2> identity;
   const cuda::WarpBlendProblem p =
-      make_problem(sources, flows, logits, &target, residual, padding_mode, align_corners);
+      make_problem(sources, flows, logits, &target, residual, padding_mode, align_corners, identity);
   const c10::cuda::CUDAGuard guard(sources.device());
   at::Tensor loss = at::empty({p.B}, sources.options());
   if (p.B == 0) return loss;
@@ -110,8 +118,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     const at::Tensor& grad, const at::Tensor& sources, const at::Tensor& flows,
     const c10::optional<at::Tensor>& logits, const at::Tensor* target, bool residual,
     c10::string_view padding_mode, bool align_corners, std::array<bool, 4> mask) {
+  std::array<at::Tensor, 2> identity;
   const cuda::WarpBlendProblem p =
-      make_problem(sources, flows, logits, target, residual, padding_mode, align_corners);
+      make_problem(sources, flows, logits, target, residual, padding_mode, align_corners, identity);
   check_cuda(grad, "grad");
   TORCH_CHECK(grad.device() == sources.device(), "grad must be on ", sources.device(), "; got ", grad.device());
   TORCH_CHECK(grad.scalar_type() == sources.scalar_type(), "grad must have the dtype of sources (",

@@ -132,6 +132,8 @@ struct Args {
   int64_t ss[5], fs[5], ls[4], ts[4];
   int64_t K, C, Hs, Ws, H, W;
   Axis<acc_t> ax, ay;
+  const acc_t* __restrict__ identity_x;  // (W,) F.affine_grid's identity (zeros without residual)
+  const acc_t* __restrict__ identity_y;  // (H,)
   bool border, residual;
 };
 
@@ -144,7 +146,7 @@ struct Cell {
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t source_coord(acc_t g, const Axis<acc_t>& a, bool border, acc_t* d) {
-  acc_t coord = g * a.scale + a.offset;
+  acc_t coord = a.to_pixel(g);
   *d = a.scale;
   if (border) coord = clamp_with_grad(coord, a.size, d);
   // Far-away and non-finite points sample nothing; bounding them keeps the int cast defined
@@ -157,9 +159,9 @@ __device__ __forceinline__ acc_t source_coord(acc_t g, const Axis<acc_t>& a, boo
 template <typename T, typename acc_t>
 __device__ __forceinline__ Cell<acc_t> make_cell(const Args<T>& a, acc_t gx, acc_t gy, int64_t h,
                                                  int64_t w) {
-  if (a.residual) {  // F.affine_grid's identity grid
-    gx += a.ax.identity(w);
-    gy += a.ay.identity(h);
+  if (a.residual) {  // F.affine_grid's identity grid, as affine_grid computed it (checks.h)
+    gx += a.identity_x[w];
+    gy += a.identity_y[h];
   }
   Cell<acc_t> c;
   const acc_t ix = source_coord(gx, a.ax, a.border, &c.dx);
@@ -489,6 +491,8 @@ Args<T> make_args(const WarpBlendProblem& p) {
   a.ay = Axis<acc_t>::make(p.Hs, p.H, p.align_corners);
   a.border = p.border;
   a.residual = p.residual;
+  a.identity_x = static_cast<const acc_t*>(p.identity_x);
+  a.identity_y = static_cast<const acc_t*>(p.identity_y);
   return a;
 }
 

@@ -28,6 +28,8 @@ struct WarpBlendProblem {
   const void* target;        // (B, C, H, W) for the loss, nullptr for the blend
   int64_t target_stride[4];
   bool residual;             // flows are offsets from F.affine_grid's identity
+  const void* identity_x;    // (W,) that identity's x, in the accumulation type (zeros if !residual)
+  const void* identity_y;    // (H,) its y
   bool border;               // padding_mode "border" (else "zeros")
   bool align_corners;
 };

@@ -1,7 +1,8 @@
 // C entry points over the CUDA launchers for test_cuda_emulation.py (ctypes), built together with
 // csrc/cuda/warp_blend_kernels.cu by the host compiler with -DFABNET_CUDA_EMULATION.
 //
-// sizes: B, K, C, Hs, Ws, H, W; strides in elements; logits / target may be null.
+// sizes: B, K, C, Hs, Ws, H, W; strides in elements; logits / target may be null; identity: the
+// (W,) and (H,) axes of F.affine_grid's identity in the accumulation type (zeros without residual).
 #include <cstdint>
 
 #include "cuda/warp_blend_kernels.h"
@@ -11,7 +12,7 @@ namespace {
 fabnet::cuda::WarpBlendProblem problem(int dtype, const int64_t* sizes, const void* sources,
                                        const int64_t* ss, const void* flows, const int64_t* fs,
                                        const void* logits, const int64_t* ls, const void* target,
-                                       const int64_t* ts, int flags) {
+                                       const int64_t* ts, int flags, const void* const* identity) {
   fabnet::cuda::WarpBlendProblem p;
   p.dtype = static_cast<fabnet::cuda::DType>(dtype);
   p.B = sizes[0];
@@ -30,6 +31,8 @@ fabnet::cuda::WarpBlendProblem problem(int dtype, const int64_t* sizes, const vo
   for (int i = 0; i < 4; ++i) p.logits_stride[i] = logits ? ls[i] : 0;
   for (int i = 0; i < 4; ++i) p.target_stride[i] = target ? ts[i] : 0;
   p.residual = flags & 1;
+  p.identity_x = identity[0];
+  p.identity_y = identity[1];
   p.border = flags & 2;
   p.align_corners = flags & 4;
   return p;
@@ -41,31 +44,34 @@ extern "C" {
 
 void emu_forward(int dtype, const int64_t* sizes, const void* sources, const int64_t* ss,
                  const void* flows, const int64_t* fs, const void* logits, const int64_t* ls,
-                 int flags, void* out) {
-  const auto p = problem(dtype, sizes, sources, ss, flows, fs, logits, ls, nullptr, nullptr, flags);
+                 int flags, const void* const* identity, void* out) {
+  const auto p = problem(dtype, sizes, sources, ss, flows, fs, logits, ls, nullptr, nullptr, flags, identity);
   fabnet::cuda::warp_blend_forward_cuda(p, out, nullptr);
 }
 
 int64_t emu_num_partials(int dtype, const int64_t* sizes, const void* sources, const int64_t* ss,
                          const void* flows, const int64_t* fs, const void* logits, const int64_t* ls,
-                         const void* target, const int64_t* ts, int flags) {
+                         const void* target, const int64_t* ts, int flags,
+                         const void* const* identity) {
   return fabnet::cuda::warp_blend_l1_num_partials(
-      problem(dtype, sizes, sources, ss, flows, fs, logits, ls, target, ts, flags));
+      problem(dtype, sizes, sources, ss, flows, fs, logits, ls, target, ts, flags, identity));
 }
 
 void emu_l1(int dtype, const int64_t* sizes, const void* sources, const int64_t* ss,
             const void* flows, const int64_t* fs, const void* logits, const int64_t* ls,
-            const void* target, const int64_t* ts, int flags, void* partials, void* loss) {
-  const auto p = problem(dtype, sizes, sources, ss, flows, fs, logits, ls, target, ts, flags);
+            const void* target, const int64_t* ts, int flags, const void* const* identity,
+            void* partials, void* loss) {
+  const auto p = problem(dtype, sizes, sources, ss, flows, fs, logits, ls, target, ts, flags, identity);
   fabnet::cuda::warp_blend_l1_partials_cuda(p, partials, nullptr);
   fabnet::cuda::warp_blend_l1_finalize_cuda(p, partials, loss, nullptr);
 }
 
 void emu_backward(int dtype, const int64_t* sizes, const void* sources, const int64_t* ss,
                   const void* flows, const int64_t* fs, const void* logits, const int64_t* ls,
-                  const void* target, const int64_t* ts, int flags, const void* grad,
+                  const void* target, const int64_t* ts, int flags,
+                  const void* const* identity, const void* grad,
                   const int64_t* gs, void* g_sources, void* g_flows, void* g_logits, void* g_target) {
-  const auto p = problem(dtype, sizes, sources, ss, flows, fs, logits, ls, target, ts, flags);
+  const auto p = problem(dtype, sizes, sources, ss, flows, fs, logits, ls, target, ts, flags, identity);
   fabnet::cuda::WarpBlendGrads g;
   g.grad = grad;
   for (int i = 0; i < 4; ++i) g.grad_stride[i] = gs[i];

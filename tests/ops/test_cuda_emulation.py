@@ -82,16 +82,24 @@ class Emulated:
                        _ptr(flows), _strides(flows, 5), _ptr(logits), _strides(logits, 4)]
         self.flags = int(residual) | (2 if padding_mode == "border" else 0) | (4 if align_corners else 0)
         self.acc = torch.float64 if sources.dtype == torch.float64 else torch.float32
+        # What the binding passes: F.affine_grid's identity axes, taken from affine_grid itself.
+        H, W = flows.shape[3:]
+        if residual:
+            grid = reference.identity_grid(1, H, W, align_corners=align_corners, dtype=self.acc, device=flows.device)
+            self.identity = (grid[0, 0, :, 0].contiguous(), grid[0, :, 0, 1].contiguous())
+        else:
+            self.identity = (torch.zeros(W, dtype=self.acc), torch.zeros(H, dtype=self.acc))
+        self.identity_ptrs = (ctypes.c_void_p * 2)(*(t.data_ptr() for t in self.identity))
 
     def forward(self) -> torch.Tensor:
         B, K, C, Hs, Ws, H, W = self.shape
         out = torch.full((B, C, H, W), float("nan"), dtype=self.t[0].dtype)  # poisoned
-        self.lib.emu_forward(*self.common, self.flags, _ptr(out))
+        self.lib.emu_forward(*self.common, self.flags, self.identity_ptrs, _ptr(out))
         return out
 
     def l1(self) -> torch.Tensor:
         target = self.t[3]
-        tail = [_ptr(target), _strides(target, 4), self.flags]
+        tail = [_ptr(target), _strides(target, 4), self.flags, self.identity_ptrs]
         n = self.lib.emu_num_partials(*self.common, *tail)
         partials = torch.full((self.shape[0], n), float("nan"), dtype=self.acc)
         loss = torch.full((self.shape[0],), float("nan"), dtype=self.t[0].dtype)
@@ -107,7 +115,8 @@ class Emulated:
         g_logit = torch.full(logits.shape, **nan) if (mask[2] and logits is not None) else None
         g_tgt = torch.full(target.shape, **nan) if (loss and mask[3]) else None
         g_strides = _i64(list(grad.stride()) + [0] * (4 - grad.dim()))
-        self.lib.emu_backward(*self.common, _ptr(target), _strides(target, 4), self.flags, _ptr(grad),
+        self.lib.emu_backward(*self.common, _ptr(target), _strides(target, 4), self.flags, self.identity_ptrs,
+                              _ptr(grad),
                               g_strides, _ptr(g_src), _ptr(g_flow), _ptr(g_logit), _ptr(g_tgt))
         return [g_src.to(sources.dtype) if g_src is not None else None, g_flow, g_logit, g_tgt]
 
@@ -213,3 +222,22 @@ def test_loss_reduction_is_deterministic(lib):
     first = emulated.l1()
     assert torch.isfinite(first).all()
     assert torch.equal(emulated.l1(), first)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 16, 16, 16, 16), (1, 1, 1, 7, 7, 7, 7), (2, 2, 3, 9, 13, 9, 13)],
+                         ids=str)
+def test_zero_offsets_take_the_references_cells(lib, shape, align_corners, dtype):
+    """At zero offsets every sample sits on a pixel centre: the flow gradient must be taken
+    towards the next pixel, as grid_sample takes it (tests/ops/test_pixel_centres.py)."""
+    from tests.ops.test_pixel_centres import flow_grad, zero_offset_inputs
+
+    sources, flows, logits, upstream = zero_offset_inputs(shape, dtype)
+    options = dict(residual=True, padding_mode="border", align_corners=align_corners)
+    emulated = Emulated(lib, sources, flows, logits, None, **options)
+    _, g_flows, _, _ = emulated.backward(upstream, [False, True, False, False], loss=False)
+    _, g_ref = flow_grad("reference", sources, flows, logits, upstream,
+                         padding_mode="border", align_corners=align_corners)
+    atol, rtol = TOLERANCE[dtype]
+    torch.testing.assert_close(g_flows, g_ref, atol=max(atol, 1e-5 if dtype == torch.float32 else 0), rtol=rtol)
