@@ -99,7 +99,10 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         found = _UNSUPPORTED_GLOBAL.search(str(err))
-        offending = found.group(1) if found else "an object torch cannot load as plain data"
+        if found is None:  # not a refusal: bytes that are no checkpoint at all
+            raise ValueError(f"{path!r} is not a readable fabnet checkpoint (torch.load failed: "
+                             f"{err}); was it cut off while being copied?") from err
+        offending = found.group(1)
         raise UnsafeCheckpointError(
             f"{path!r} refused: it holds {offending}, which only unpickling arbitrary code could "
             "rebuild; fabnet checkpoints hold tensors, numbers, strings and containers only. If you "

@@ -25,6 +25,17 @@ class _RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> str:
+    """4 identities x 2 tracks x 4 frames at 48 px: enough for every command to reach its checkpoint."""
+    from fabnet.data.synth import synthesize
+
+    root = str(tmp_path_factory.mktemp("synth") / "data")
+    synthesize(root, identities=4, tracks_per_identity=2, frames_per_track=4, size=48, seed=0,
+               progress=False, previews=False)
+    return root
+
+
 def _crafted(tmp_path, model: FabNet | None = None) -> tuple[str, str]:
     marker = str(tmp_path / "pwned")
     model = model or FabNet(32, 1)
@@ -49,12 +60,10 @@ def test_crafted_checkpoint_is_refused_without_running(tmp_path):
     ["train", "--data", "{data}", "--out", "{out}/run", "--size", "32", "--steps", "1", "--init", "{ck}"],
     ["train", "--data", "{data}", "--out", "{out}/run", "--size", "32", "--steps", "1", "--resume", "{ck}"],
 ])
-def test_crafted_checkpoint_through_the_cli(tmp_path, command):
+def test_crafted_checkpoint_through_the_cli(tmp_path, tiny_data, command):
     """The commands that read checkpoints exit 2 with the refusal, and the code never runs."""
     path, marker = _crafted(tmp_path)
-    data = tmp_path / "data"
-    data.mkdir()
-    args = [a.format(ck=path, data=data, out=tmp_path) for a in command]
+    args = [a.format(ck=path, data=tiny_data, out=tmp_path) for a in command]
     proc = subprocess.run([sys.executable, "-m", "fabnet", *args], capture_output=True, text=True,
                           timeout=300)
     assert not os.path.exists(marker), f"fabnet {command[0]} ran the checkpoint's code"

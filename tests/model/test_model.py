@@ -133,7 +133,9 @@ def test_zero_flows_reproduce_the_source():
     target, sources = _frames(2, 1, 32)
     out = model.generate(target, sources)
     torch.testing.assert_close(out["generated"], sources[:, 0])
-    assert torch.count_nonzero(model(sources[:, 0], sources)) == 0
+    # Within rounding, not exactly: the identity is F.affine_grid's, whose points miss pixel
+    # centres by an ulp with align_corners, and grid_sample's own copy is off by as much.
+    assert model(sources[:, 0], sources).max() < 1e-6
     # offsets of +2 in x push every sample past the right edge: border padding repeats the last column
     last.bias.data = torch.tensor([10.0, 0.0])  # tanh(10) ~ 1: x offset ~ 1 (half the frame)
     shifted = model.generate(target, sources)["generated"]
