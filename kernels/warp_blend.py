@@ -66,7 +66,9 @@ def _unnormalise(g, size, ALIGN: tl.constexpr, BORDER: tl.constexpr):
     """Grid coordinate -> source pixel coordinate and its derivative, along one axis.
 
     g: (BLOCK,) grid values (the identity already added); size: source extent. Returns
-    (coordinate, d coordinate / d g), both (BLOCK,).
+    (coordinate, d coordinate / d g, placed), each (BLOCK,); ``placed`` is False where
+    grid_sample's result is NaN (zeros padding: a NaN or infinite coordinate; border padding: a
+    NaN one), and the caller makes the fraction NaN there (as csrc/cuda's source_coord).
     """
     # Scalars enter through zeros_like(g) + n: an int argument equal to 1 is specialised to a
     # constexpr by Triton and has no .to().
@@ -81,16 +83,19 @@ def _unnormalise(g, size, ALIGN: tl.constexpr, BORDER: tl.constexpr):
         coord = tl.fma(g + 1, ss, -1.0) / 2
         d = ss / 2
     if BORDER:
+        placed = coord == coord  # before the clamp, which would turn NaN into 0
         # Clamp into the source; like grid_sample, zero gradient on and past the border.
         hi = ss - 1
         d = tl.where((coord > 0) & (coord < hi), d, 0)
         coord = tl.where(coord > 0, coord, 0)
         coord = tl.where(coord < hi, coord, hi)
+    else:
+        placed = coord - coord == 0  # inf - inf is NaN
     # Far-away and non-finite points sample nothing; bounding them keeps the int cast defined
     # (a NaN fails both comparisons and lands on -2, where every tap is outside).
     coord = tl.where(coord > -2, coord, -2)
     coord = tl.where(coord < ss + 1, coord, ss + 1)
-    return coord, d
+    return coord, d, placed
 
 
 @triton.jit
@@ -105,11 +110,13 @@ def _taps(flow_k_ptr, idx_ptr, idy_ptr, s_fd, f_off, h, w, H, W, Hs, Ws, m,
     if RESIDUAL:
         gx = gx + tl.load(idx_ptr + w, mask=m, other=0)
         gy = gy + tl.load(idy_ptr + h, mask=m, other=0)
-    ix, dx = _unnormalise(gx, Ws, ALIGN, BORDER)
-    iy, dy = _unnormalise(gy, Hs, ALIGN, BORDER)
+    ix, dx, placed_x = _unnormalise(gx, Ws, ALIGN, BORDER)
+    iy, dy, placed_y = _unnormalise(gy, Hs, ALIGN, BORDER)
     fx = tl.floor(ix)
     fy = tl.floor(iy)
-    return fx.to(tl.int64), fy.to(tl.int64), ix - fx, iy - fy, dx, dy
+    tx = tl.where(placed_x, ix - fx, float("nan"))
+    ty = tl.where(placed_y, iy - fy, float("nan"))
+    return fx.to(tl.int64), fy.to(tl.int64), tx, ty, dx, dy
 
 
 @triton.jit

@@ -43,7 +43,7 @@ constexpr bool kHavePairLoads = false;
 // exp for x <= 0 (softmax after subtracting the max), vectorisable: 2^n * p(r) with
 // r = x - n ln2 in [-ln2/2, ln2/2] and a degree-6 polynomial; max relative error ~2e-7.
 inline float exp_nonpositive(float x) {
-  x = x > -87.0f ? x : -87.0f;
+  x = x < -87.0f ? -87.0f : x;  // NaN stays NaN (a NaN logit makes its pixel's softmax NaN)
   const float n = std::floor(x * 1.44269504f + 0.5f);
   const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
   float p = 1.0f / 720.0f;
@@ -69,6 +69,7 @@ struct TapBlock {
   acc_t valid[4][kBlock];     // 1 inside the source, 0 outside
   acc_t tx[kBlock], ty[kBlock];
   acc_t dx[kBlock], dy[kBlock];  // d(source pixel) / d(grid coordinate), 0 where border clamps
+  acc_t poison_x[kBlock], poison_y[kBlock];  // NaN where grid_sample's coordinate is NaN, else 0
   // The same taps as two pairs of adjacent pixels (Problem::pairs): rows y0 and y1 both start at
   // column bx = clamp(x0, 0, Ws - 2), so every pair lies inside the source. The bilinear value is
   // pair_weight . (left y0, right y0, left y1, right y1); nw_is_left says whether the nw / sw tap
@@ -186,24 +187,39 @@ struct Problem {
     acc_t* __restrict py = t.ty;
     acc_t* __restrict ddx = t.dx;
     acc_t* __restrict ddy = t.dy;
+    acc_t* __restrict pzx = t.poison_x;
+    acc_t* __restrict pzy = t.poison_y;
     const acc_t scale_x = ax.scale, scale_y = ay.scale;
     const Axis<acc_t> axis_x = ax, axis_y = ay;
     const acc_t lo = acc_t(-2), xhi = xmax + acc_t(2), yhi = ymax + acc_t(2), zero = acc_t(0);
+    const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       acc_t ix = axis_x.to_pixel(static_cast<acc_t>(fx[i]) + base_x[i]);
       acc_t iy = axis_y.to_pixel(static_cast<acc_t>(fy[i]) + base_y);
       acc_t dx = scale_x, dy = scale_y;
-      if constexpr (border) {  // like grid_sample: clamp, with zero gradient on and past the border
-        dx = (ix > zero & ix < xmax) ? dx : zero;
-        dy = (iy > zero & iy < ymax) ? dy : zero;
+      // A coordinate grid_sample cannot place makes its fraction NaN, as in grid_sample: with
+      // zeros padding a NaN or infinite one (inf - inf is NaN), with border padding a NaN one
+      // (an infinite one clamps to the edge). The blend is then NaN, and so is the gradient of
+      // the other coordinate; the taps stay outside, so no NaN reaches the source gradient.
+      acc_t poison_x, poison_y;
+      if constexpr (border) {
+        poison_x = ix != ix ? nan : zero;
+        poison_y = iy != iy ? nan : zero;
+        dx = (ix > zero & ix < xmax) ? dx : zero;  // like grid_sample: clamp, with zero gradient
+        dy = (iy > zero & iy < ymax) ? dy : zero;  // on and past the border
         ix = std::min(std::max(zero, ix), xmax);
         iy = std::min(std::max(zero, iy), ymax);
+      } else {
+        poison_x = ix - ix == zero ? zero : nan;
+        poison_y = iy - iy == zero ? zero : nan;
       }
       // Far-away or non-finite points sample nothing; bounding them keeps the int cast defined
-      // (std::max(lo, NaN) is lo).
+      // (std::max(lo, NaN) is lo); the poison is added back to the fractions below.
       px[i] = std::min(std::max(lo, ix), xhi);
       py[i] = std::min(std::max(lo, iy), yhi);
+      pzx[i] = poison_x;
+      pzy[i] = poison_y;
       if constexpr (with_taps) {
         ddx[i] = dx;
         ddy[i] = dy;
@@ -233,7 +249,7 @@ struct Problem {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       const acc_t fx0 = std::floor(px[i]), fy0 = std::floor(py[i]);
-      const acc_t tx = px[i] - fx0, ty = py[i] - fy0;
+      const acc_t tx = px[i] - fx0 + pzx[i], ty = py[i] - fy0 + pzy[i];
       const int32_t x0i = static_cast<int32_t>(fx0), y0i = static_cast<int32_t>(fy0);
       const int32_t x1i = x0i + 1, y1i = y0i + 1;
       const acc_t vx0 = (x0i >= 0 & x0i <= xlast) ? acc_t(1) : acc_t(0);
@@ -734,8 +750,10 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
               const acc_t* u = up.data() + c * kBlock;
               for (int64_t i = 0; i < n; ++i) {
                 const acc_t gw = w[k * kBlock + i] * u[i];
+                // Taps outside add nothing, even where a NaN fraction made their weight NaN
+                // (their offsets are clamped onto real pixels).
                 for (int j = 0; j < 4; ++j)
-                  plane[t.offset[j][i]] += gw * t.weight[j][i];
+                  plane[t.offset[j][i]] += t.valid[j][i] != acc_t(0) ? gw * t.weight[j][i] : acc_t(0);
               }
             }
           }

@@ -144,11 +144,17 @@ struct Cell {
   acc_t tx, ty, dx, dy;
 };
 
+// `poison`: NaN where grid_sample's result is NaN, else 0 (added to the cell's fraction, so the
+// blend and the other coordinate's gradient are NaN there): with zeros padding a NaN or infinite
+// coordinate (inf - inf is NaN), with border padding a NaN one (an infinite one clamps).
 template <typename acc_t>
-__device__ __forceinline__ acc_t source_coord(acc_t g, const Axis<acc_t>& a, bool border, acc_t* d) {
+__device__ __forceinline__ acc_t source_coord(acc_t g, const Axis<acc_t>& a, bool border, acc_t* d,
+                                              acc_t* poison) {
   acc_t coord = a.to_pixel(g);
   *d = a.scale;
-  if (border) coord = clamp_with_grad(coord, a.size, d);
+  if (border) coord = clamp_with_grad(coord, a.size, d);  // passes NaN through
+  const bool placed = border ? coord == coord : coord - coord == acc_t(0);
+  *poison = placed ? acc_t(0) : acc_t(NAN);
   // Far-away and non-finite points sample nothing; bounding them keeps the int cast defined
   // (a NaN fails the first comparison and lands on -2, where every tap is outside).
   coord = coord > acc_t(-2) ? coord : acc_t(-2);
@@ -164,13 +170,14 @@ __device__ __forceinline__ Cell<acc_t> make_cell(const Args<T>& a, acc_t gx, acc
     gy += a.identity_y[h];
   }
   Cell<acc_t> c;
-  const acc_t ix = source_coord(gx, a.ax, a.border, &c.dx);
-  const acc_t iy = source_coord(gy, a.ay, a.border, &c.dy);
+  acc_t poison_x, poison_y;
+  const acc_t ix = source_coord(gx, a.ax, a.border, &c.dx, &poison_x);
+  const acc_t iy = source_coord(gy, a.ay, a.border, &c.dy, &poison_y);
   const acc_t fx = floor(ix), fy = floor(iy);
   c.x0 = static_cast<int64_t>(fx);
   c.y0 = static_cast<int64_t>(fy);
-  c.tx = ix - fx;
-  c.ty = iy - fy;
+  c.tx = ix - fx + poison_x;
+  c.ty = iy - fy + poison_y;
   return c;
 }
 

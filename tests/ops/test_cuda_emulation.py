@@ -241,3 +241,28 @@ def test_zero_offsets_take_the_references_cells(lib, shape, align_corners, dtype
                          padding_mode="border", align_corners=align_corners)
     atol, rtol = TOLERANCE[dtype]
     torch.testing.assert_close(g_flows, g_ref, atol=max(atol, 1e-5 if dtype == torch.float32 else 0), rtol=rtol)
+
+
+@pytest.mark.parametrize("where", ["flow", "logit"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=str)
+def test_non_finite_values_show(lib, value, where):
+    """NaN and infinity as grid_sample and softmax show them (tests/ops/test_non_finite.py)."""
+    from tests.ops.test_non_finite import _inputs
+
+    sources, flows, logits, target = _inputs(torch.float64)
+    if where == "flow":
+        flows[0, 1, 0, 3, 3] = value
+    else:
+        logits[0, 1, 3, 3] = value
+    options = dict(residual=True, padding_mode="zeros", align_corners=False)
+    emulated = Emulated(lib, sources, flows, logits, target, **options)
+    upstream = torch.ones(2, 3, 6, 8, dtype=torch.float64)
+    got = [emulated.forward(), *emulated.backward(upstream, [True, True, True, False], loss=False)[:3]]
+    leaves = [t.clone().requires_grad_() for t in (sources, flows, logits)]
+    ref = reference.warp_blend_reference(*leaves, padding_mode="zeros", align_corners=False, residual=True)
+    want = [ref.detach(), *torch.autograd.grad(ref, leaves, upstream)]
+    for name, g, w in zip(["blend", "grad sources", "grad flows", "grad logits"], got, want):
+        assert torch.equal(torch.isnan(g), torch.isnan(w)), f"{name}: NaN pattern differs"
+        torch.testing.assert_close(g, w, atol=1e-9, rtol=1e-9, equal_nan=True, msg=name)
+    loss = emulated.l1()
+    assert torch.isnan(loss[0]) == (where == "flow" or value != float("-inf"))
