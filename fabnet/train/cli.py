@@ -8,7 +8,8 @@ Two stages, as the paper trains them:
 
 Under ``torchrun --nproc_per_node N -m fabnet train ...`` each process trains one data shard
 with DistributedDataParallel (nccl on GPUs, gloo on CPUs); rank 0 writes logs and checkpoints.
-Exit codes: 0 done, 130 / 143 stopped by SIGINT / SIGTERM (a checkpoint was saved), 2 bad input.
+Exit codes: 0 done, 130 / 143 stopped by SIGINT / SIGTERM (a checkpoint was saved), 2 bad input,
+1 a non-finite loss or gradient (training stopped before that update; checkpoints kept).
 """
 
 from __future__ import annotations
@@ -90,13 +91,16 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from fabnet.train.loop import train
+    from fabnet.train.loop import NonFiniteError, train
 
     try:
         result = train(config_from_args(args))
     except (ValueError, FileNotFoundError) as err:
         print(f"fabnet train: error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteError as err:
+        print(f"fabnet train: error: {err}", file=sys.stderr)
+        return 1
     if result.interrupted:
         reason = result.stop_reason
         print(f"fabnet train: stopped at step {result.step} ({reason}); checkpoint {result.checkpoint}; "

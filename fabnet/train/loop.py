@@ -273,6 +273,31 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class NonFiniteError(RuntimeError):
+    """Training met a non-finite loss, gradient or weight; nothing non-finite was saved."""
+
+
+def _non_finite_parameters(model: torch.nn.Module) -> list[str]:
+    return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+
+
+def _check_finite(step: int, losses: torch.Tensor, model: torch.nn.Module, world, last_path: str, lr: float) -> None:
+    """NonFiniteError naming ``step`` when a loss or a gradient is NaN or infinite (on any rank)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    # One reduction over every gradient: torch._foreach_norm reads each once (0.3 ms of a ~100 ms
+    # step at S = 32, width 64, on 2 cores).
+    norm = torch.stack(torch._foreach_norm(grads)).sum() if grads else losses.new_zeros(())
+    bad_losses = int((~torch.isfinite(losses.detach())).sum())
+    bad = bad_losses > 0 or not bool(torch.isfinite(norm))
+    if not D.any_rank(world, bad):
+        return
+    what = (f"the loss is not finite for {bad_losses} of {losses.numel()} samples" if bad_losses
+            else "a gradient is not finite")
+    kept = f"the last checkpoint {last_path!r} is kept" if os.path.exists(last_path) else "no checkpoint was written"
+    raise NonFiniteError(f"step {step}: {what}; training stopped before the update, {kept}. Lower --lr (now "
+                         f"{lr:g}), or look for non-finite values in the data")
+
+
 class _Signals:
     """SIGINT / SIGTERM set a flag; the loop saves a checkpoint and stops after the current step."""
 
@@ -440,6 +465,11 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
     def checkpoint(path: str) -> None:
         if not world.is_main:
             return
+        bad = _non_finite_parameters(model)
+        if bad:  # the finite-gradient check makes this unreachable but for an update that overflows
+            raise NonFiniteError(f"step {step}: {len(bad)} parameter tensors are not finite ({', '.join(bad[:3])}, "
+                                 f"...); {path!r} was not overwritten; lower --lr (now "
+                                 f"{optimizer.param_groups[0]['lr']:g})")
         save_checkpoint(dict(
             format=FORMAT, model_config=model.config(), model=model.state_dict(), step=step, epoch=epoch,
             batch_in_epoch=batch_in_epoch, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
@@ -518,6 +548,9 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
             loss = curriculum.select(losses)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            # Before the update: a non-finite loss or gradient stops training with the model
+            # (and every checkpoint on disk) as they were after the last finite step.
+            _check_finite(step + 1, losses, model, world, last_path, optimizer.param_groups[0]["lr"])
             optimizer.step()
             step += 1
             steps_here += 1
