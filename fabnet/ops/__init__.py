@@ -18,7 +18,22 @@ gather-only backward. ``warp_blend_l1`` never materialises the blend. On the CPU
 flows and/or logits need gradients (float32/float64), its forward also computes the per-sample
 gradients in the same pass and the backward scales them (``fabnet::warp_blend_l1_with_grads``).
 dtypes: float32, float64, bfloat16, float16 (accumulation in float32, or float64 for float64
-inputs).
+inputs; for half types the coordinates, the identity grid included, are float32).
+
+Exactly where ``F.grid_sample`` puts them: with ``residual`` the identity grid is
+``F.affine_grid``'s, bit for bit, and a point on a pixel centre lands on it, so zero offsets take
+the flow gradient from the same side as the reference.
+
+Non-finite values show, as in grid_sample and torch.softmax: with zeros padding a NaN or
+infinite coordinate gives NaN at that pixel (and, as grid_sample, a NaN gradient for the other
+coordinate; the sources' gradient stays finite); with border padding an infinite coordinate
+clamps to the edge and a NaN one gives NaN (grid_sample has no single answer there: its CPU
+kernel crashes, its CUDA kernel clamps NaN to 0). A NaN or +inf logit makes that pixel's
+softmax, and so its blend, NaN.
+
+Empty inputs give empty outputs, as in grid_sample: B, C, H or W may be 0 (the loss of a sample
+without pixels is NaN, the mean of nothing; every gradient has its input's shape). K, Hs and Ws
+must be at least 1.
 """
 
 from __future__ import annotations

@@ -71,14 +71,14 @@ def validate(sources, flows, logits, target, *, residual, padding_mode, align_co
     if sources.dim() != 5:
         raise ValueError(f"sources must have shape (B, K, C, Hs, Ws), got {_shape(sources)}")
     B, K, C, Hs, Ws = sources.shape
-    if K < 1 or C < 1 or Hs < 1 or Ws < 1:
-        raise ValueError(f"sources must have K, C, Hs, Ws >= 1, got {_shape(sources)}")
+    # As F.grid_sample: empty batches, channels and outputs give empty results; a source needs
+    # pixels to sample from, and the softmax at least one source.
+    if K < 1 or Hs < 1 or Ws < 1:
+        raise ValueError(f"sources must have K, Hs, Ws >= 1, got {_shape(sources)}")
     if flows.dim() != 5 or flows.shape[0] != B or flows.shape[1] != K or flows.shape[2] != 2:
         raise ValueError(f"flows must have shape (B, K, 2, H, W) with B={B}, K={K} (from sources); "
                          f"got {_shape(flows)}")
     H, W = flows.shape[3], flows.shape[4]
-    if H < 1 or W < 1:
-        raise ValueError(f"flows must have H, W >= 1, got {_shape(flows)}")
     if logits is not None:
         if logits.dim() == 5 and logits.shape[2] == 1:
             logits = logits.squeeze(2)

@@ -13,10 +13,15 @@ import torch.nn.functional as F
 
 def identity_grid(batch: int, height: int, width: int, *, align_corners: bool,
                   dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The identity sampling grid, (batch, height, width, 2), x first, as ``F.affine_grid`` makes it."""
-    theta = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=dtype, device=device)
-    theta = theta.unsqueeze(0).expand(batch, 2, 3)
-    return F.affine_grid(theta, [batch, 1, height, width], align_corners=align_corners)
+    """The identity sampling grid, (batch, height, width, 2), x first, as ``F.affine_grid`` makes it.
+
+    Empty sizes give an empty grid (affine_grid itself refuses them); every sample's grid is
+    the same, so it is made once and expanded.
+    """
+    if batch == 0 or height == 0 or width == 0:
+        return torch.empty(batch, height, width, 2, dtype=dtype, device=device)
+    theta = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=dtype, device=device)
+    return F.affine_grid(theta, [1, 1, height, width], align_corners=align_corners).expand(batch, -1, -1, -1)
 
 
 def sampling_grid(flows: torch.Tensor, *, residual: bool, align_corners: bool) -> torch.Tensor:
