@@ -19,6 +19,7 @@ import os
 
 import torch
 
+from fabnet.arguments import require_int
 from fabnet.data import dali_backend, pil_backend
 from fabnet.data.index import group_tracks, load_index
 from fabnet.data.sampling import parse_crop, plan_epoch
@@ -85,12 +86,6 @@ class FrameLoader:
         return self._dali.epoch(batches)
 
 
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def make_loader(root, *, split: str = "train", batch_size: int, num_sources: int, size: int,
                 backend: str = "auto", seed: int = 0, shard_id: int = 0, num_shards: int = 1,
                 device="cpu", num_workers: int | None = None, num_threads: int | None = None,
@@ -122,10 +117,10 @@ def make_loader(root, *, split: str = "train", batch_size: int, num_sources: int
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    _positive_int("batch_size", batch_size)
-    _positive_int("num_sources", num_sources)
-    _positive_int("size", size, 8)
-    _positive_int("num_shards", num_shards)
+    require_int("batch_size", batch_size)
+    require_int("num_sources", num_sources)
+    require_int("size", size, 8)
+    require_int("num_shards", num_shards)
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"shard_id must be in [0, num_shards={num_shards}), got {shard_id!r}")
     train = split == "train"
@@ -147,13 +142,13 @@ def make_loader(root, *, split: str = "train", batch_size: int, num_sources: int
     if not tracks:
         raise ValueError(f"no track of split {split!r} under {os.fspath(root)!r} has num_sources + 1 = "
                          f"{num_sources + 1} readable frames; lower num_sources")  # fmt: skip
-    epoch_length = len(tracks) if epoch_length is None else _positive_int("epoch_length", epoch_length)
+    epoch_length = len(tracks) if epoch_length is None else require_int("epoch_length", epoch_length)
     if epoch_length < num_shards:
         raise ValueError(f"epoch_length ({epoch_length}) must be at least num_shards ({num_shards})")
     return FrameLoader(
         tracks, backend=backend, num_sources=num_sources, batch_size=batch_size, size=size, seed=seed,
         shard_id=shard_id, num_shards=num_shards, shuffle=train if shuffle is None else bool(shuffle),
         drop_last=train if drop_last is None else bool(drop_last), epoch_length=epoch_length, crop=crop,
-        device=device, num_workers=cpus if num_workers is None else _positive_int("num_workers", num_workers, 0),
-        num_threads=cpus if num_threads is None else _positive_int("num_threads", num_threads),
+        device=device, num_workers=cpus if num_workers is None else require_int("num_workers", num_workers, 0),
+        num_threads=cpus if num_threads is None else require_int("num_threads", num_threads),
     )  # fmt: skip

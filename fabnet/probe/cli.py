@@ -9,28 +9,35 @@ from __future__ import annotations
 import argparse
 import os
 
-from fabnet.data.cli import _int_at_least  # the argparse type `fabnet synth` uses for its counts
+from fabnet.arguments import (existing_dir, existing_file, positive_float, positive_int, writable_dir,
+                              writable_file)
 from fabnet.probe.tasks import MAIN_METRIC, TASKS
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint",
+    source.add_argument("--checkpoint", type=existing_file,
                         help="a .pt written by `fabnet train` (RUN/checkpoints/last.pt) or by the demo's baselines")
-    source.add_argument("--pixels", type=_int_at_least(1), metavar="S",
+    source.add_argument("--pixels", type=positive_int, metavar="S",
                         help="no network: the crop resized to S x S, its 3 S^2 pixels as the embedding "
                              "(the no-learning reference)")
-    p.add_argument("--data", required=True, help="data root (ROOT/<identity>/<video>/<track>/<frame>.jpg + labels.csv)")
-    p.add_argument("--crop", default="center",
+    p.add_argument("--data", required=True, type=existing_dir, help="data root (ROOT/<identity>/<video>/<track>/<frame>.jpg + labels.csv)")
+    p.add_argument("--crop", type=_crop, default="center",
                    help="evaluation crop: center (180/256 of the side, the training mean; default), full, or a fraction")
-    p.add_argument("--batch-size", type=int, default=128, help="frames per encoder forward (default 128)")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="frames per encoder forward (default 128)")
 
 
 def _crop(value: str):
-    try:
-        return float(value)
-    except ValueError:
+    """"center", "full", or the crop's side as a fraction of the frame's, in (0, 1]."""
+    if value in ("center", "full"):
         return value
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected center, full or a fraction in (0, 1], got {value!r}") from None
+    if not 0 < fraction <= 1:
+        raise argparse.ArgumentTypeError(f"expected center, full or a fraction in (0, 1], got {value}")
+    return fraction
 
 
 def _source(args):
@@ -50,7 +57,7 @@ def cmd_embed(args) -> int:
     from fabnet.probe.pipeline import embed_splits, save_embeddings
 
     splits = [args.split] if args.split else ["all"]
-    emb = embed_splits(_source(args), args.data, splits, crop=_crop(args.crop), batch_size=args.batch_size,
+    emb = embed_splits(_source(args), args.data, splits, crop=args.crop, batch_size=args.batch_size,
                        progress=True)  # fmt: skip
     if args.out.endswith(".npz"):
         import numpy as np
@@ -71,7 +78,7 @@ def cmd_probe(args) -> int:
     from fabnet.probe.pipeline import dump_json, embed_splits, format_table, probe_task
 
     tasks = list(TASKS) if args.task == "all" else [args.task]
-    emb = embed_splits(_source(args), args.data, crop=_crop(args.crop), batch_size=args.batch_size)
+    emb = embed_splits(_source(args), args.data, crop=args.crop, batch_size=args.batch_size)
     cfg = ProbeConfig(lr=args.lr, batch_size=args.probe_batch_size, max_epochs=args.max_epochs,
                       patience=args.patience, seed=args.seed)  # fmt: skip
     results = {}
@@ -96,7 +103,7 @@ def cmd_probe(args) -> int:
 def cmd_retrieve(args) -> int:
     from fabnet.probe.pipeline import embed_splits, retrieval_figure
 
-    emb = embed_splits(_source(args), args.data, [args.split], crop=_crop(args.crop), batch_size=args.batch_size)
+    emb = embed_splits(_source(args), args.data, [args.split], crop=args.crop, batch_size=args.batch_size)
     e = next(iter(emb.values()))
     what = os.path.basename(args.checkpoint) if args.checkpoint else f"raw pixels ({args.pixels} px)"
     summary = retrieval_figure(e, args.out, queries=args.queries, k=args.k, seed=args.seed,
@@ -130,7 +137,7 @@ def register(subparsers) -> None:
                               description="Write the 256-d embeddings of every frame (with its path and "
                                           "identity) computed by a checkpoint's frozen encoder.")
     _add_common(p)
-    p.add_argument("--out", required=True, help="output file: .pt (torch.save dict per split) or .npz")
+    p.add_argument("--out", required=True, type=writable_file, help="output file: .pt (torch.save dict per split) or .npz")
     p.add_argument("--split", choices=("train", "val", "test"), default=None, help="one split only (default: all frames)")
     p.set_defaults(func=cmd_embed)
 
@@ -140,13 +147,13 @@ def register(subparsers) -> None:
                                           + ", ".join(f"{t}: {m}" for t, m in MAIN_METRIC.items()) + ".")
     _add_common(p)
     p.add_argument("--task", required=True, choices=TASKS + ("all",))
-    p.add_argument("--json", default=None, help="also write the metrics as JSON here")
+    p.add_argument("--json", type=writable_file, default=None, help="also write the metrics as JSON here")
     p.add_argument("--name", default=None,
                    help="method name in the table / JSON (default: checkpoint file name, or pixelsS)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, the paper's)")
-    p.add_argument("--probe-batch-size", type=int, default=64)
-    p.add_argument("--max-epochs", type=int, default=300)
-    p.add_argument("--patience", type=int, default=20, help="epochs without validation improvement before stopping")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3, the paper's)")
+    p.add_argument("--probe-batch-size", type=positive_int, default=64)
+    p.add_argument("--max-epochs", type=positive_int, default=300)
+    p.add_argument("--patience", type=positive_int, default=20, help="epochs without validation improvement before stopping")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_probe)
 
@@ -154,11 +161,12 @@ def register(subparsers) -> None:
                               description="Rank frames of other identities by cosine similarity to each query's "
                                           "embedding and save a PNG: query column + top-k neighbours.")
     _add_common(p)
-    p.add_argument("--queries", type=int, default=6, help="number of query frames (rows)")
-    p.add_argument("--k", type=int, default=6, help="neighbours per query (columns)")
+    p.add_argument("--queries", type=positive_int, default=6, help="number of query frames (rows)")
+    p.add_argument("--k", type=positive_int, default=6,
+                   help="neighbours per query (columns; at most the number of other-identity frames)")
     p.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
                    help="frames to query and search (default: test)")
-    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--out", required=True, type=writable_file, help="output PNG")
     p.add_argument("--seed", type=int, default=0, help="choice of the queries")
     p.set_defaults(func=cmd_retrieve)
 
@@ -167,14 +175,14 @@ def register(subparsers) -> None:
                                           "curriculum from the 1-source model; autoencoder and random-init baselines; "
                                           "linear probes for every task; retrieval. Writes DIR/report.md, "
                                           "DIR/report.json and figures. About 20 min on 2 CPU cores (--quick: ~4).")
-    p.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
+    p.add_argument("--out", type=writable_dir, default="demo_out", help="output directory (default demo_out)")
     p.add_argument("--quick", action="store_true", help="smaller data and fewer steps (a smoke run, ~4 min on 2 cores)")
     p.add_argument("--seed", type=int, default=None, help="seed of data, training and probes")
-    p.add_argument("--lr", type=float, default=None, help="learning rate of FAb-Net and the trained baselines")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate of FAb-Net and the trained baselines")
+    p.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
                    help="processes rendering the synthetic data (default: 2, or 1 on a 1-core machine)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    p.add_argument("--data", default=None, help="reuse / keep the synthetic data here (default DIR/data)")
+    p.add_argument("--data", type=writable_dir, default=None, help="reuse / keep the synthetic data here (default DIR/data)")
     p.set_defaults(func=cmd_demo)
 
 

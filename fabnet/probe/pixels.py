@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from fabnet.data.loader import _positive_int
+from fabnet.arguments import require_int
 
 
 class PixelEncoder(torch.nn.Module):
@@ -19,7 +19,7 @@ class PixelEncoder(torch.nn.Module):
 
     def __init__(self, size: int):
         super().__init__()
-        self.size = _positive_int("size", size)
+        self.size = require_int("size", size)
         self.embedding_dim = 3 * size * size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

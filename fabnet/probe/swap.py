@@ -78,13 +78,13 @@ def target_swap_study(checkpoint: str, records, *, samples: int = 256, seed: int
     import torch
 
     from fabnet import ops
-    from fabnet.data.loader import _positive_int
+    from fabnet.arguments import require_int
     from fabnet.model import build_model, load_checkpoint
     from fabnet.model.fabnet import OP_KWARGS
     from fabnet.probe.frames import embed_records, record_crops
 
-    _positive_int("samples", samples)
-    _positive_int("batch_size", batch_size)
+    require_int("samples", samples)
+    require_int("batch_size", batch_size)
     state = load_checkpoint(checkpoint, "cpu")
     if "model_config" not in state or not any(key.startswith("flow_decoder.") for key in state["model"]):
         raise ValueError(f"checkpoint {checkpoint!r} has no flow decoder (a baseline?); the target-swap "

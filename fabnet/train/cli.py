@@ -18,7 +18,9 @@ import argparse
 import signal
 import sys
 
-# From the torch-free module: `fabnet --help` builds this parser without loading torch.
+# From torch-free modules: `fabnet --help` builds this parser without loading torch.
+from fabnet.arguments import (device, finite_float, non_negative_float, non_negative_int, positive_float,
+                              positive_int, power_of_two_in, writable_dir)
 from fabnet.model.defaults import DEFAULT_WIDTH
 
 
@@ -26,24 +28,24 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train FAb-Net on face tracks",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="data root ROOT/<identity>/<video>/<track>/<frame>.jpg")
-    p.add_argument("--out", required=True, help="run directory (metrics.jsonl, checkpoints/, figures/)")
-    p.add_argument("--size", type=int, default=256, help="frame side, a power of two in [32, 256] (default 256)")
-    p.add_argument("--sources", type=int, default=1, help="K source frames per target (default 1)")
-    p.add_argument("--width", type=int, default=DEFAULT_WIDTH,
+    p.add_argument("--out", required=True, type=writable_dir, help="run directory (metrics.jsonl, checkpoints/, figures/)")
+    p.add_argument("--size", type=power_of_two_in(32, 256), default=256, help="frame side, a power of two in [32, 256] (default 256)")
+    p.add_argument("--sources", type=positive_int, default=1, help="K source frames per target (default 1)")
+    p.add_argument("--width", type=positive_int, default=DEFAULT_WIDTH,
                    help=f"channels after the encoder's first conv, doubling to at most 8x (default {DEFAULT_WIDTH}, "
                         "pix2pix's; 16, the authors' release, trains ~4x faster on a CPU)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="per process; default 32 with --curriculum, 8 without (the paper's)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, default=None, help="optimiser steps (default 1000)")
-    length.add_argument("--epochs", type=int, default=None, help="passes over the training plan")
-    p.add_argument("--epoch-length", type=int, default=None, help="samples per epoch (default: one per track)")
+    length.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (default 1000)")
+    length.add_argument("--epochs", type=positive_int, default=None, help="passes over the training plan")
+    p.add_argument("--epoch-length", type=positive_int, default=None, help="samples per epoch (default: one per track)")
     p.add_argument("--curriculum", action="store_true", help="sorted-loss window curriculum 0-50%% -> 40-90%%")
-    p.add_argument("--patience", type=int, default=2,
+    p.add_argument("--patience", type=positive_int, default=2,
                    help="validation rounds without improvement that make a plateau (default 2)")
-    p.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (paper: 1e-3)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="SGD learning rate (paper: 1e-3)")
+    p.add_argument("--momentum", type=finite_float(0.0, 1.0, high_open=True), default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--weight-decay", type=non_negative_float, default=0.0)
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
                    help="sgd (the paper's, default) or adam (betas 0.9/0.999) for short runs")
     p.add_argument("--init", default=None, help="start from this checkpoint (encoder + flow decoder)")
@@ -51,21 +53,22 @@ def register(subparsers) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                    help="continue OUT/checkpoints/last.pt (or CKPT)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-every", type=int, default=100, help="validate every N steps (default 100)")
-    p.add_argument("--val-batches", type=int, default=4, help="validation batches per process (default 4)")
+    p.add_argument("--val-every", type=positive_int, default=100, help="validate every N steps (default 100)")
+    p.add_argument("--val-batches", type=positive_int, default=4, help="validation batches per process (default 4)")
     p.add_argument("--no-initial-val", action="store_true", help="skip the validation before the first step")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="write last.pt every N steps (default 100)")
-    p.add_argument("--log-every", type=int, default=10, help="metrics.jsonl record every N steps (default 10)")
-    p.add_argument("--figure-every", type=int, default=500, help="figures every N steps, 0: only at the end")
+    p.add_argument("--checkpoint-every", type=non_negative_int, default=100,
+                   help="write last.pt every N steps; 0: only at the end (default 100)")
+    p.add_argument("--log-every", type=positive_int, default=10, help="metrics.jsonl record every N steps (default 10)")
+    p.add_argument("--figure-every", type=non_negative_int, default=500, help="figures every N steps, 0: only at the end")
     p.add_argument("--no-figures", action="store_true", help="write no PNG figures")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--data-backend", default="auto", choices=("dali", "pil", "auto"))
-    p.add_argument("--num-workers", type=int, default=2, help="data loading workers per process (default 2)")
+    p.add_argument("--num-workers", type=non_negative_int, default=2, help="data loading workers per process (default 2)")
     p.add_argument("--op-backend", default="auto", choices=("auto", "cpu", "cuda", "triton", "reference"),
                    help="backend of the fused warp/blend/L1 op")
     p.add_argument("--channels-last", action="store_true", help="channels-last convolutions (GPU)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast of encoder/decoders (GPU)")
-    p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--stop-after", type=positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

@@ -31,7 +31,8 @@ def test_synth_command(tmp_path, capsys):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--identities", "0"], "--identities: expected an integer >= 1, got 0"),
-    (["--size", "abc"], "--size: expected an integer >= 16, got 'abc'"),
+    (["--size", "abc"], "--size: expected an integer in [16, 1024], got 'abc'"),
+    (["--size", "100000"], "--size: expected an integer in [16, 1024] ("),
 ])  # fmt: skip
 def test_synth_command_rejects_bad_values(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exc:

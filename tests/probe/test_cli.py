@@ -120,7 +120,7 @@ def test_pixels_instead_of_a_checkpoint(root, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--pixels", "0"], "argument --pixels: expected an integer >= 1, got 0"),
     (["--pixels", "x"], "argument --pixels: expected an integer >= 1, got 'x'"),
-    (["--pixels", "16", "--checkpoint", "a.pt"], "not allowed with argument"),
+    (["--pixels", "16", "--checkpoint", __file__], "not allowed with argument"),
     ([], "one of the arguments --checkpoint --pixels is required"),
 ])
 def test_pixels_or_checkpoint_errors(root, argv, message, capsys):
