@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,6 +181,12 @@ def retrieval_figure(emb: Embedded, out_png: str, *, queries: int = 6, k: int = 
 
     ids = emb.identities
     q = pick_queries(ids, queries, seed)
+    # Columns beyond the candidates would be blank tiles (k = 100000 asked for a 22 GB image).
+    candidates = max((int((ids != ids[i]).sum()) for i in q), default=0)
+    if k > candidates:
+        warnings.warn(f"k={k} is more than the {candidates} frames of other identities; drawing {candidates}",
+                      stacklevel=2)
+        k = max(candidates, 1)
     nn_idx, _ = cosine_neighbours(emb.embeddings[q], emb.embeddings, ids[q], ids, k)
     pose = _pose(emb)
 

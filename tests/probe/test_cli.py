@@ -128,3 +128,15 @@ def test_pixels_or_checkpoint_errors(root, argv, message, capsys):
         main(["probe", "--data", root, "--task", "pose", *argv])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_retrieve_caps_k_at_the_candidates(root, tmp_path):
+    """--k beyond the frames of other identities draws those frames, not a blank 22 GB grid."""
+    from PIL import Image
+
+    png = tmp_path / "many.png"
+    with pytest.warns(UserWarning, match=r"k=100000 is more than the \d+ frames of other identities"):
+        assert main(["retrieve", "--pixels", "8", "--data", root, "--queries", "1", "--k", "100000",
+                     "--split", "test", "--out", str(png)]) == 0
+    width = Image.open(png).size[0]
+    assert 96 < width < 200 * 96  # the test split has a few dozen frames
