@@ -24,9 +24,11 @@ that array needs are allowed besides (``_LEGACY_NUMPY_GLOBALS``), nothing else.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
+import shutil
 import tempfile
 
 import numpy as np
@@ -55,11 +57,40 @@ def save_checkpoint(state: dict, path: str) -> str:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _cut_short(err):
+            raise CheckpointWriteError(path, err) from None
         raise
     return path
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint write cut short (no space left, a file-size limit); the old file is kept."""
+
+    def __init__(self, path: str, cause: BaseException):
+        folder = os.path.dirname(path)
+        try:
+            free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        reason = getattr(cause, "strerror", None) or "the write was cut short"
+        super().__init__(getattr(cause, "errno", None) or errno.ENOSPC,
+                         f"no space left on device writing {path} ({reason}: the disk is full or a "
+                         f"file-size limit was reached; {free}); the previous checkpoint there, if any, "
+                         "is kept")
+
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno N]"
+        return self.strerror
+
+
+def _cut_short(err: BaseException) -> bool:
+    """Whether a failed torch.save ran out of room: an OSError of a full disk or a size limit, or
+    torch's own wording for the same (its writer reports a short write as "unexpected pos")."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    return isinstance(err, RuntimeError) and ("unexpected pos" in str(err) or "file write failed" in str(err))
 
 
 def _umask() -> int:

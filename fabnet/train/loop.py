@@ -28,7 +28,9 @@ import math
 import os
 import random
 import signal
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -153,6 +155,18 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--lr must be > 0; got {cfg.lr!r}")
     if cfg.freeze_flow_decoder and cfg.init is None and not cfg.resume:
         raise ValueError("--freeze-flow-decoder needs --init CKPT (a trained flow decoder to keep fixed)")
+    _check_writable(cfg.out)
+
+
+def _check_writable(out: str) -> None:
+    """ValueError before any work when the run directory cannot be made or written to."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {out!r} is not writable ({err.strerror or err}); choose another run "
+                         "directory") from None
 
 
 def _check_data(cfg: TrainConfig) -> None:
@@ -332,6 +346,24 @@ def _to_device(batch: dict, device: torch.device):
     return target, sources
 
 
+def _read_records(path: str) -> list[dict]:
+    """The records of a metrics.jsonl; a line cut off by a crash (disk full, power loss) is dropped
+    with a warning, since every record after the resumed checkpoint is written again anyway."""
+    records, dropped = [], []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                dropped.append(number)
+    if dropped:
+        warnings.warn(f"{path}: dropped {len(dropped)} unreadable line(s) ({', '.join(map(str, dropped[:5]))}), "
+                      "cut off when the run stopped; resuming without them", stacklevel=3)
+    return records
+
+
 class _Metrics:
     """metrics.jsonl writer (rank 0); on resume, drops records after the checkpoint's step."""
 
@@ -340,8 +372,7 @@ class _Metrics:
         self.enabled = enabled
         self.records: list[dict] = []
         if enabled and resume_step is not None and os.path.exists(path):
-            with open(path) as f:
-                old = [json.loads(line) for line in f if line.strip()]
+            old = _read_records(path)
             self.records = [r for r in old if r.get("step", 0) <= resume_step]
             with open(path + ".tmp", "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in self.records)

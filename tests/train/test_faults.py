@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 
+import pytest
 import torch
 
 from fabnet.cli import main as fabnet_main
@@ -24,3 +26,63 @@ def test_non_finite_step_stops_training_and_keeps_the_checkpoint(synth_root, tmp
     if os.path.exists(last):
         state = load_checkpoint(last)
         assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+_FULL_DISK = """
+import resource, signal, sys
+# A file-size limit stands in for a full disk: writes past it fail (EFBIG) instead of killing us.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from fabnet.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_disk_full_while_writing_a_checkpoint(synth_root, tmp_path):
+    """The write fails: one line naming the file, exit 1, the last good checkpoint kept intact."""
+    import subprocess
+    import sys
+
+    from tests.train.test_train import REPO, child_env
+
+    out = str(tmp_path / "run")
+    assert fabnet_main(small_args(synth_root, out, "--steps", "2", "--val-every", "100", "--width", "8")) == 0
+    last = os.path.join(out, "checkpoints", "last.pt")
+    before = load_checkpoint(last)
+    size = os.path.getsize(last)
+    args = small_args(synth_root, out, "--steps", "4", "--val-every", "100", "--width", "8", "--resume")
+    # Room for the logs, not for another checkpoint of that size.
+    proc = subprocess.run([sys.executable, "-c", _FULL_DISK, str(size // 2), *args], cwd=REPO, env=child_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "fabnet train: error: no space left on device writing " + last in proc.stderr
+    assert "Traceback" not in proc.stderr
+    after = load_checkpoint(last)
+    assert after["step"] == before["step"] == 2
+    assert not [n for n in os.listdir(os.path.dirname(last)) if n.startswith(".tmp-")]
+
+
+def test_cut_off_metrics_line_does_not_block_resume(synth_root, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert fabnet_main(small_args(synth_root, out, "--steps", "2", "--val-every", "100", "--width", "8")) == 0
+    metrics = os.path.join(out, "metrics.jsonl")
+    with open(metrics, "a") as f:
+        f.write('{"kind": "train", "st')  # the power went here
+    with pytest.warns(UserWarning, match=r"metrics.jsonl: dropped 1 unreadable line"):
+        rc = fabnet_main(small_args(synth_root, out, "--steps", "4", "--val-every", "100", "--width", "8",
+                                    "--resume"))
+    assert rc == 0, capsys.readouterr().err
+    with open(metrics) as f:
+        records = [json.loads(line) for line in f]
+    assert records[-1]["kind"] == "end" and records[-1]["step"] == 4
+
+
+def test_unwritable_out_is_refused_before_work(synth_root, tmp_path):
+    from fabnet.train import train
+    from tests.train.test_train import small_config
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match=r"--out '.*file/run' is not writable \(Not a directory\)"):
+        train(small_config(synth_root, str(blocker / "run")))
