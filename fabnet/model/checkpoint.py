@@ -202,6 +202,30 @@ def init_from(model: FabNet, state: dict, *, path: str = "checkpoint") -> list[s
         sub = {k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(name + ".")}
         if module is None or not sub:
             continue
+        missing, unexpected = _key_mismatch(module.state_dict(), sub)
+        if missing or unexpected:
+            raise ValueError(f"--init {path!r}: its {name} does not fit this model's: missing "
+                             f"{_few(missing)}, unexpected {_few(unexpected)}")
         module.load_state_dict(sub)
         loaded.append(name)
+    if "encoder" not in loaded or "flow_decoder" not in loaded:
+        missing, unexpected = _key_mismatch(model.state_dict(), weights)
+        raise ValueError(f"--init {path!r} holds no FAb-Net encoder and flow decoder (loaded: {_few(loaded)}); "
+                         f"missing {_few(missing)}, unexpected {_few(unexpected)}; pass a checkpoint written by "
+                         "`fabnet train`")
     return loaded
+
+
+def _key_mismatch(expected: dict, given: dict) -> tuple[list[str], list[str]]:
+    """(keys of ``expected`` absent from ``given``, keys of ``given`` not in ``expected``); keys
+    of both whose tensors differ in shape count as missing."""
+    missing = [k for k, v in expected.items() if k not in given or tuple(given[k].shape) != tuple(v.shape)]
+    unexpected = [k for k in given if k not in expected]
+    return missing, unexpected
+
+
+def _few(names: list[str], count: int = 4) -> str:
+    if not names:
+        return "none"
+    more = f" and {len(names) - count} more" if len(names) > count else ""
+    return ", ".join(names[:count]) + more

@@ -249,3 +249,19 @@ def test_init_from_single_source():
         torch.testing.assert_close(k3.confidence_decoder.state_dict()[k], v)
     with pytest.raises(ValueError, match="--init"):
         init_from(FabNet(64, 3), _state(k1))
+
+
+def test_init_from_weights_that_fit_nothing_is_refused():
+    """--init with a file whose weights match none of the model's keys used to train from scratch."""
+    model = FabNet(32, 1)
+    foreign = _state(model)
+    foreign["model"] = {"backbone.conv1.weight": torch.zeros(3), "head.bias": torch.zeros(2)}
+    with pytest.raises(ValueError, match=r"holds no FAb-Net encoder and flow decoder \(loaded: none\); "
+                                         r"missing encoder\..* unexpected backbone\.conv1\.weight, head\.bias"):
+        init_from(FabNet(32, 1), foreign, path="other.pt")
+    # right names, wrong shapes: named too, not a RuntimeError from load_state_dict
+    partial = _state(model)
+    key = next(k for k in partial["model"] if k.startswith("encoder.") and k.endswith("weight"))
+    partial["model"][key] = torch.zeros(1)
+    with pytest.raises(ValueError, match=rf"its encoder does not fit this model's: missing {key[8:]}"):
+        init_from(FabNet(32, 1), partial, path="other.pt")
