@@ -21,6 +21,7 @@ import torch
 
 from fabnet.arguments import require_int
 from fabnet.data import dali_backend, pil_backend
+from fabnet.data.bad_frames import BadFrames
 from fabnet.data.index import group_tracks, load_index
 from fabnet.data.sampling import parse_crop, plan_epoch
 
@@ -46,6 +47,7 @@ class FrameLoader:
         self.num_workers, self.num_threads = num_workers, num_threads
         self.epoch = 0
         self._dali = None
+        self.bad_frames = BadFrames(self.samples_per_shard)
 
     @property
     def samples_per_shard(self) -> int:
@@ -77,13 +79,15 @@ class FrameLoader:
             raise ValueError(f"skip must be an integer >= 0, got {skip!r}")
         batches = self.plan(self.epoch)[skip:]
         self.epoch += 1
+        self.bad_frames.new_epoch()
         if self.backend == "pil":
-            return pil_backend.iterate(batches, self.size, num_workers=self.num_workers, device=self.device)
+            return pil_backend.iterate(batches, self.size, num_workers=self.num_workers, device=self.device,
+                                       bad_frames=self.bad_frames)
         if self._dali is None:
             self._dali = dali_backend.DaliRunner(self.num_sources + 1, self.batch_size, self.size,
                                                  num_threads=self.num_threads, device=self.device,
                                                  seed=self.seed)  # fmt: skip
-        return self._dali.epoch(batches)
+        return self._dali.epoch(batches, self.bad_frames)
 
 
 def make_loader(root, *, split: str = "train", batch_size: int, num_sources: int, size: int,

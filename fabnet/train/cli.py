@@ -9,8 +9,8 @@ Two stages, as the paper trains them:
 Under ``torchrun --nproc_per_node N -m fabnet train ...`` each process trains one data shard
 with DistributedDataParallel (nccl on GPUs, gloo on CPUs); rank 0 writes logs and checkpoints.
 Exit codes: 0 done, 130 / 143 stopped by SIGINT / SIGTERM (a checkpoint was saved), 2 bad input,
-1 a non-finite loss or gradient, or a checkpoint that could not be written (disk full); the
-checkpoints already on disk are kept.
+1 a non-finite loss or gradient, a checkpoint that could not be written (disk full), or more
+than 5 % of an epoch's frames unreadable; the checkpoints already on disk are kept.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from fabnet.data.bad_frames import TooManyBadFrames
     from fabnet.model.checkpoint import CheckpointWriteError
     from fabnet.train.loop import NonFiniteError, train
 
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"fabnet train: error: {err}", file=sys.stderr)
         return 2
-    except (NonFiniteError, CheckpointWriteError) as err:
+    except (NonFiniteError, CheckpointWriteError, TooManyBadFrames) as err:
         print(f"fabnet train: error: {err}", file=sys.stderr)
         return 1
     if result.interrupted:

@@ -39,6 +39,7 @@ import torch
 from fabnet import ops
 from fabnet.model import (DEFAULT_WIDTH, OP_KWARGS, FabNet, check_compatible, check_size, check_width, init_from,
                           load_checkpoint, save_checkpoint)
+from fabnet.data.bad_frames import TooManyBadFrames
 from fabnet.model.checkpoint import FORMAT
 from fabnet.train import distributed as D
 from fabnet.train.curriculum import Curriculum
@@ -559,70 +560,77 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
     steps_here = 0
     it = _epoch_batches(train_loader, epoch, batch_in_epoch)
     t_log, samples_log = time.perf_counter(), 0
-    with _Signals() as signals:
-        while step < total:
-            try:
-                batch = next(it)
-            except StopIteration:
-                epoch, batch_in_epoch = epoch + 1, 0
-                it = _epoch_batches(train_loader, epoch, 0)
-                continue
-            except Exception:
-                # Ctrl-C reaches the loader's worker processes too; when they die of it, the
-                # checkpoint of the steps done so far is still owed.
-                if signals.received is None:
-                    raise
-                interrupted = True
-                break
-            target, sources = _to_device(batch, world.device)
-            losses = ddp(target, sources)
-            loss = curriculum.select(losses)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            # Before the update: a non-finite loss or gradient stops training with the model
-            # (and every checkpoint on disk) as they were after the last finite step.
-            _check_finite(step + 1, losses, model, world, last_path, optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            step += 1
-            steps_here += 1
-            batch_in_epoch += 1
-            samples_log += target.shape[0] * world.size
-            bar.update(1)
+    try:
+        with _Signals() as signals:
+            while step < total:
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    epoch, batch_in_epoch = epoch + 1, 0
+                    it = _epoch_batches(train_loader, epoch, 0)
+                    continue
+                except Exception:
+                    # Ctrl-C reaches the loader's worker processes too; when they die of it, the
+                    # checkpoint of the steps done so far is still owed.
+                    if signals.received is None:
+                        raise
+                    interrupted = True
+                    break
+                target, sources = _to_device(batch, world.device)
+                losses = ddp(target, sources)
+                loss = curriculum.select(losses)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                # Before the update: a non-finite loss or gradient stops training with the model
+                # (and every checkpoint on disk) as they were after the last finite step.
+                _check_finite(step + 1, losses, model, world, last_path, optimizer.param_groups[0]["lr"])
+                optimizer.step()
+                step += 1
+                steps_here += 1
+                batch_in_epoch += 1
+                samples_log += target.shape[0] * world.size
+                bar.update(1)
 
-            if step % cfg.log_every == 0 or step == total:
-                l_win, l_all = D.all_mean(world, [float(loss.detach()), float(losses.detach().mean())])
-                now = time.perf_counter()
-                rate = samples_log / max(now - t_log, 1e-9)
-                t_log, samples_log = now, 0
-                lo, hi = curriculum.window
-                metrics.log(dict(kind="train", step=step, epoch=epoch, loss=l_win, loss_batch=l_all,
-                                 window=[lo, hi], lr=optimizer.param_groups[0]["lr"], samples_per_s=rate,
-                                 time=time.time()))
-                bar.set_postfix(loss=f"{l_win:.4f}", batch=f"{l_all:.4f}", window=f"{lo:.1f}-{hi:.1f}",
-                                rate=f"{rate:.1f}/s", refresh=False)
+                if step % cfg.log_every == 0 or step == total:
+                    l_win, l_all = D.all_mean(world, [float(loss.detach()), float(losses.detach().mean())])
+                    now = time.perf_counter()
+                    rate = samples_log / max(now - t_log, 1e-9)
+                    t_log, samples_log = now, 0
+                    lo, hi = curriculum.window
+                    metrics.log(dict(kind="train", step=step, epoch=epoch, loss=l_win, loss_batch=l_all,
+                                     window=[lo, hi], lr=optimizer.param_groups[0]["lr"], samples_per_s=rate,
+                                     time=time.time()))
+                    bar.set_postfix(loss=f"{l_win:.4f}", batch=f"{l_all:.4f}", window=f"{lo:.1f}-{hi:.1f}",
+                                    rate=f"{rate:.1f}/s", refresh=False)
 
-            if step % cfg.val_every == 0 or step == total:
-                val = validate()
-                info = plateau_step(curriculum, scheduler, optimizer, val, step)
-                improved_best = val < best_val
-                best_val = min(best_val, val)
-                metrics.log(dict(kind="val", step=step, epoch=epoch, val_loss=val, best=best_val, **info))
-                if world.is_main:
-                    shift = f" shift -> {info['window']}" if info["shifted"] else ""
-                    bar.write(f"step {step}: val L1 {val:.4f} (best {best_val:.4f}), plateau rounds "
-                              f"{info['bad_rounds']}/{cfg.patience}, window {info['window']}{shift}"
-                              + (f", lr -> {info['lr']:.2g}" if info["lr_reduced"] else ""))
-                if improved_best:
-                    checkpoint(best_path)
-                if cfg.figure_every and step % cfg.figure_every == 0 and step != total:
-                    figures(f"{step:06d}")
+                if step % cfg.val_every == 0 or step == total:
+                    val = validate()
+                    info = plateau_step(curriculum, scheduler, optimizer, val, step)
+                    improved_best = val < best_val
+                    best_val = min(best_val, val)
+                    metrics.log(dict(kind="val", step=step, epoch=epoch, val_loss=val, best=best_val, **info))
+                    if world.is_main:
+                        shift = f" shift -> {info['window']}" if info["shifted"] else ""
+                        bar.write(f"step {step}: val L1 {val:.4f} (best {best_val:.4f}), plateau rounds "
+                                  f"{info['bad_rounds']}/{cfg.patience}, window {info['window']}{shift}"
+                                  + (f", lr -> {info['lr']:.2g}" if info["lr_reduced"] else ""))
+                    if improved_best:
+                        checkpoint(best_path)
+                    if cfg.figure_every and step % cfg.figure_every == 0 and step != total:
+                        figures(f"{step:06d}")
 
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                checkpoint(last_path)
-            stop = signals.received is not None or (cfg.stop_after is not None and steps_here >= cfg.stop_after)
-            if D.any_rank(world, stop):
-                interrupted = True
-                break
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    checkpoint(last_path)
+                stop = signals.received is not None or (cfg.stop_after is not None and steps_here >= cfg.stop_after)
+                if D.any_rank(world, stop):
+                    interrupted = True
+                    break
+    except TooManyBadFrames as err:
+        # The data root changed under the run: keep what was learned, then stop.
+        bar.close()
+        checkpoint(last_path)
+        raise TooManyBadFrames(f"step {step}: {err}; checkpoint {last_path!r} written: fix or re-index the "
+                               "data, then continue with --resume") from None
     bar.close()
     checkpoint(last_path)
     why = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 
 import pytest
 import torch
@@ -86,3 +87,27 @@ def test_unwritable_out_is_refused_before_work(synth_root, tmp_path):
     blocker.write_text("x")
     with pytest.raises(ValueError, match=r"--out '.*file/run' is not writable \(Not a directory\)"):
         train(small_config(synth_root, str(blocker / "run")))
+
+
+def test_frames_breaking_mid_run_checkpoint_then_stop(synth_root, tmp_path, monkeypatch, capsys):
+    """Past 5 % unreadable samples in an epoch the run writes last.pt and exits 1, naming files."""
+    from fabnet.data import pil_backend
+
+    real = pil_backend.read_crop
+    calls = {"n": 0}
+
+    def failing_after_a_while(path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 40 and zlib.crc32(path.encode()) % 3 == 0:  # a third of the files go bad mid-run
+            raise OSError(f"[Errno 5] Input/output error: {path!r}")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pil_backend, "read_crop", failing_after_a_while)
+    out = str(tmp_path / "run")
+    with pytest.warns(UserWarning, match="skipping unreadable frame"):
+        rc = fabnet_main(small_args(synth_root, out, "--steps", "50", "--val-every", "100", "--width", "8"))
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "samples had unreadable frames, more than 5%" in err and "continue with --resume" in err
+    state = load_checkpoint(os.path.join(out, "checkpoints", "last.pt"))
+    assert 0 < state["step"] < 50
