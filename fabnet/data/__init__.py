@@ -26,7 +26,7 @@ from fabnet._lazy import lazy_exports
 # through this package and must not load torch.
 _EXPORTS = {
     "load_frames": "fabnet.data.frames",
-    "DataWarning": "fabnet.data.index",
+    "DataWarning": "fabnet.data.labels",
     "group_tracks": "fabnet.data.index",
     "load_index": "fabnet.data.index",
     "ATTRIBUTE_NAMES": "fabnet.data.labels",

@@ -20,16 +20,12 @@ from collections import OrderedDict
 
 import numpy as np
 
-from fabnet.data.labels import SPLITS, FrameRecord, read_labels
+from fabnet.data.labels import SPLITS, DataWarning, FrameRecord, read_labels
 
 CACHE_FILE = ".fabnet-index.json"
 SPLIT_FRACTIONS = (0.75, 0.15, 0.10)  # train / val / test, by identity, as in the paper
 _JPEG_EXTENSIONS = (".jpg", ".jpeg")
 _MAX_NAMED = 20  # files named in one warning before "... and N more"
-
-
-class DataWarning(UserWarning):
-    """Frames or tracks of a data root left out (unreadable files, short tracks)."""
 
 
 def _check_jpeg(path: str) -> tuple[bool, int, int, str]:
@@ -179,6 +175,11 @@ def load_index(root: str, split: str | None = None, *, split_seed: int = 0, cach
     records = read_labels(root)
     if records is None:
         records = _scan(root)
+    else:
+        unlisted = len({r.relpath for r in _scan(root)} - {r.relpath for r in records})
+        if unlisted:
+            warnings.warn(f"{unlisted} frame(s) under {root} are not in labels.csv and are left out",
+                          DataWarning, stacklevel=2)
     if not records:
         raise FileNotFoundError(
             f"no frames under {root!r}: expected ROOT/<identity>/<video>/<track>/<frame>.jpg "

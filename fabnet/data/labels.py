@@ -39,6 +39,8 @@ import csv
 import json
 import math
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +48,10 @@ import numpy as np
 from fabnet.data.render import EYE_CORNERS, LANDMARK_NAMES, MOUTH_CORNERS, NOSE_TIP, OUTER_EYE_CORNERS
 
 LABELS_FILE = "labels.csv"
+
+
+class DataWarning(UserWarning):
+    """Frames or tracks of a data root left out (unreadable files, short tracks, table problems)."""
 LABEL_INFO_FILE = "labels.json"
 POSE_NAMES = ("yaw", "pitch", "roll")
 EXPRESSION_NAMES = ("neutral", "smile", "surprise", "sleepy")
@@ -139,13 +145,21 @@ def read_labels(root: str) -> list[FrameRecord] | None:
         while f"x{len(lm_cols)}" in col and f"y{len(lm_cols)}" in col:
             lm_cols.append((col[f"x{len(lm_cols)}"], col[f"y{len(lm_cols)}"]))
         pose_cols = [col.get(n) for n in POSE_NAMES]
-        records = []
+        records, lines_of = [], {}
         for line, row in enumerate(reader, start=2):
             if not row:
                 continue
+            rel = row[0].replace("\\", "/")
+            parts = rel.split("/")
+            if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel) or ".." in parts:
+                raise ValueError(f"{path}, line {line}: path {rel!r} leaves the data root; paths must be "
+                                 "relative to ROOT, without '..'")
+            if rel in lines_of:
+                lines_of[rel].append(line)
+                continue
+            lines_of[rel] = [line]
             try:
                 get = lambda name, default="": row[col[name]] if name in col else default  # noqa: E731
-                rel = row[0].replace("\\", "/")
                 records.append(FrameRecord(
                     path=os.path.join(root, *rel.split("/")), relpath=rel,
                     identity=get("identity"), video=get("video"), track=get("track"),
@@ -159,6 +173,12 @@ def read_labels(root: str) -> list[FrameRecord] | None:
                 ))  # fmt: skip
             except (ValueError, IndexError) as err:
                 raise ValueError(f"{path}, line {line}: cannot parse row {row[:6]}...: {err}") from err
+    repeated = {rel: lines for rel, lines in lines_of.items() if len(lines) > 1}
+    if repeated:
+        # A frame listed twice would be drawn as a source of itself.
+        named = "; ".join(f"{rel} (lines {', '.join(map(str, lines))})" for rel, lines in list(repeated.items())[:3])
+        warnings.warn(f"{path}: {len(repeated)} frame(s) listed more than once, the first row of each kept: "
+                      f"{named}", DataWarning, stacklevel=3)
     return records
 
 

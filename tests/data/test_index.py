@@ -175,3 +175,37 @@ def test_malformed_label_table_names_the_line(tmp_path):
     (root / "labels.csv").write_text("identity,path\n")
     with pytest.raises(ValueError, match="first header column must be 'path'"):
         load_index(str(root))
+
+
+def _rewrite_labels(root, edit):
+    path = os.path.join(root, "labels.csv")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    with open(path, "w") as f:
+        f.write("\n".join(edit(lines)) + "\n")
+
+
+@pytest.mark.parametrize("bad_path", ["../../../etc/hostname", "a/../../x.jpg", "/etc/hostname"])
+def test_labels_paths_may_not_leave_the_root(synth_root, tmp_path, bad_path):
+    root = copy_root(synth_root, tmp_path / "root")
+    _rewrite_labels(root, lambda lines: lines[:2] + [bad_path + lines[2][lines[2].index(","):]] + lines[3:])
+    with pytest.raises(ValueError, match=r"labels.csv, line 3: path .* leaves the data root"):
+        load_index(root)
+
+
+def test_duplicated_labels_rows_are_dropped_with_a_warning(synth_root, tmp_path):
+    root = copy_root(synth_root, tmp_path / "root")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        before = load_index(root)
+    _rewrite_labels(root, lambda lines: lines + lines[1:3])
+    with pytest.warns(DataWarning, match=r"2 frame\(s\) listed more than once, the first row of each kept"):
+        after = load_index(root)
+    assert [r.relpath for r in after] == [r.relpath for r in before]
+
+
+def test_frames_missing_from_labels_are_counted(synth_root, tmp_path):
+    root = copy_root(synth_root, tmp_path / "root")
+    _rewrite_labels(root, lambda lines: lines[:-3])
+    with pytest.warns(DataWarning, match=r"3 frame\(s\) under .* are not in labels.csv and are left out"):
+        load_index(root)
