@@ -24,12 +24,15 @@ that array needs are allowed besides (``_LEGACY_NUMPY_GLOBALS``), nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pickle
 import re
 import shutil
+import signal
 import tempfile
+import threading
 
 import numpy as np
 import torch
@@ -52,11 +55,11 @@ def save_checkpoint(state: dict, path: str) -> str:
     # mkstemp creates the file 0600; a checkpoint gets the permissions any new file would get.
     os.fchmod(fd, 0o666 & ~_umask())
     try:
-        with os.fdopen(fd, "wb") as f:
+        with _signals_deferred(), os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -64,6 +67,26 @@ def save_checkpoint(state: dict, path: str) -> str:
             raise CheckpointWriteError(path, err) from None
         raise
     return path
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT / SIGTERM until the block ends, then deliver them: a Ctrl-C inside torch.save
+    surfaced as a short write ("unexpected pos"), and a checkpoint write takes well under a second."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for sig in received:
+            os.kill(os.getpid(), sig)
 
 
 class CheckpointWriteError(OSError):

@@ -120,14 +120,22 @@ def cmd_retrieve(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from fabnet.probe.demo import DemoConfig, run_demo
+    import signal
+    import sys
+
+    from fabnet.probe.demo import DemoConfig, DemoInterrupted, run_demo
 
     cfg = DemoConfig.quick() if args.quick else DemoConfig.full()
     if args.seed is not None:
         cfg.seed = args.seed
     if args.lr is not None:
         cfg.lr = args.lr
-    run_demo(cfg, args.out, workers=args.workers, keep_data=args.data, progress=args.progress)
+    try:
+        run_demo(cfg, args.out, workers=args.workers, keep_data=args.data, progress=args.progress)
+    except DemoInterrupted as stop:
+        print(f"\nfabnet demo: interrupted during {stop.stage}; what was trained is kept in {args.out}; "
+              "run the same command to continue", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
 
 

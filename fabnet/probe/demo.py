@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import shutil
@@ -137,19 +138,75 @@ def _synth(cfg: DemoConfig, root: str, workers: int, progress: bool = False) -> 
     return {"reused": False, "wall_s": round(time.perf_counter() - t0, 1)}
 
 
+class DemoInterrupted(Exception):
+    """Ctrl-C (or SIGTERM) stopped the demo during ``stage``; what was trained is on disk."""
+
+    def __init__(self, stage: str):
+        super().__init__(stage)
+        self.stage = stage
+
+
+def _finished_run(run: str, steps: int):
+    """The TrainResult of a training run in ``run`` that reached ``steps``, read from its files
+    (so a demo run again with the same --out reuses it); None if there is none."""
+    from fabnet.train.loop import TrainResult, read_metrics
+
+    last = os.path.join(run, "checkpoints", "last.pt")
+    metrics = os.path.join(run, "metrics.jsonl")
+    if not (os.path.exists(last) and os.path.exists(metrics)):
+        return None
+    records = read_metrics(metrics)
+    ends = [r for r in records if r.get("kind") == "end"]
+    if not ends or ends[-1].get("interrupted") or ends[-1].get("step") != steps:
+        return None
+    best = os.path.join(run, "checkpoints", "best.pt")
+    return TrainResult(checkpoint=last, best_val=ends[-1].get("best_val", math.inf), metrics=records, step=steps,
+                       epoch=ends[-1].get("epoch", 0), run_dir=run,
+                       best_checkpoint=best if os.path.exists(best) else None)  # fmt: skip
+
+
 def _train_fabnet(cfg: DemoConfig, data: str, run: str, *, num_sources: int, steps: int, batch: int,
                   curriculum: bool, init: str | None, patience: int, progress: bool):  # fmt: skip
+    """Train one FAb-Net stage; a stage finished earlier in ``run`` is reused, one interrupted is
+    resumed. KeyboardInterrupt when a signal stops it (its checkpoint is saved)."""
     from fabnet.train import TrainConfig, train
 
+    done = _finished_run(run, steps)
+    if done is not None:
+        _log(f"reusing the finished run in {run}")
+        return done
+    resume = os.path.exists(os.path.join(run, "checkpoints", "last.pt"))
+    if resume:
+        _log(f"resuming the interrupted run in {run}")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     kwargs = dict(data=data, out=run, size=cfg.size, num_sources=num_sources, batch_size=batch, steps=steps,
                   curriculum=curriculum, patience=patience, lr=cfg.lr, momentum=cfg.momentum,
-                  weight_decay=cfg.weight_decay, init=init,
+                  weight_decay=cfg.weight_decay, init=init, resume=resume,
                   # The release trains encoder + confidence decoder in the K-source stage.
                   freeze_flow_decoder=num_sources > 1, seed=cfg.seed, val_every=cfg.val_every,
                   val_batches=2, checkpoint_every=0, log_every=5, figure_every=0, figure_samples=4,
                   device="cpu", data_backend="pil", num_workers=0, progress=progress)  # fmt: skip
-    return train(TrainConfig(**{k: v for k, v in kwargs.items() if k in fields}))
+    result = train(TrainConfig(**{k: v for k, v in kwargs.items() if k in fields}))
+    if result.interrupted:  # the signal was taken by train(), which saved a checkpoint first
+        raise KeyboardInterrupt
+    return result
+
+
+def _baseline(bcfg, train_records, path: str, images, progress: bool):
+    """A baseline's BaselineResult: the checkpoint at ``path`` when it was trained with ``bcfg``
+    (a demo run again with the same --out), else trained now."""
+    from fabnet.model.checkpoint import load_checkpoint
+    from fabnet.probe.baselines import BaselineResult, train_baseline
+
+    if os.path.exists(path):
+        try:
+            state = load_checkpoint(path)
+        except (OSError, ValueError):
+            state = {}
+        if state.get("baseline_config") == asdict(bcfg):
+            _log(f"reusing {path}")
+            return BaselineResult(path, list(state.get("losses", [])), 0.0, asdict(bcfg))
+    return train_baseline(bcfg, train_records, path, images=images, progress=progress)
 
 
 def _fig_dir(out: str) -> str:
@@ -563,6 +620,12 @@ def write_report(report: dict, out: str) -> str:
     return path
 
 
+class _Stage:
+    """The stage the demo is in, named in the message when it is interrupted."""
+
+    name = "setup"
+
+
 def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | None = None,
              progress: bool = True) -> dict:  # fmt: skip
     """Run every stage; returns the report dict (also DIR/report.json, DIR/report.md).
@@ -570,10 +633,23 @@ def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | No
     out: output directory. workers: processes rendering the data. keep_data: the synthetic
     data root (default DIR/data; reused when it was made with the same sizes and seed).
     progress: tqdm bars for training, baselines and embedding.
+
+    Ctrl-C stops the whole demo with DemoInterrupted naming the stage; trained stages and
+    checkpoints stay in DIR, and the same call with the same ``out`` continues: finished
+    training runs and baselines are reused, an interrupted FAb-Net run is resumed.
     """
+    stage = _Stage()
+    try:
+        return _run_stages(cfg, out, workers=workers, keep_data=keep_data, progress=progress, stage=stage)
+    except KeyboardInterrupt:
+        raise DemoInterrupted(stage.name) from None
+
+
+def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | None, progress: bool,
+                stage: _Stage) -> dict:  # fmt: skip
     from fabnet.data.index import load_index
     from fabnet.data.labels import label_info
-    from fabnet.probe.baselines import BaselineConfig, preload, train_baseline
+    from fabnet.probe.baselines import BaselineConfig, preload
     from fabnet.probe.linear import ProbeConfig
     from fabnet.probe.pipeline import dump_json, embed_splits, format_table, probe_task, retrieval_figure
 
@@ -590,6 +666,7 @@ def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | No
     def timed(key: str, t0: float) -> None:
         wall[key] = round(time.perf_counter() - t0, 1)
 
+    stage.name = "synthetic data"
     _log(f"{cfg.name} demo into {out}: synthesising data")
     t0 = time.perf_counter()
     synth_info = _synth(cfg, data, workers, progress)
@@ -598,6 +675,7 @@ def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | No
     counts = {s: sum(r.split == s for r in records) for s in ("train", "val", "test")}
     test_ids = sorted({r.identity for r in records if r.split == "test"})
 
+    stage.name = "FAb-Net 1 source"
     _log(f"training FAb-Net, 1 source, {cfg.steps_1src} steps")
     t0 = time.perf_counter()
     r1 = _train_fabnet(cfg, data, os.path.join(out, "runs", "fabnet_1src"), num_sources=1, steps=cfg.steps_1src,
@@ -607,6 +685,7 @@ def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | No
     checkpoints["fabnet_1src"] = r1.checkpoint
     curves["fabnet_1src"] = _fabnet_curves(r1)
 
+    stage.name = "FAb-Net 3 sources + curriculum"
     _log(f"training FAb-Net, 3 sources + curriculum from the 1-source model, {cfg.steps_3src} steps")
     t0 = time.perf_counter()
     r3 = _train_fabnet(cfg, data, os.path.join(out, "runs", "fabnet_3src_curriculum"), num_sources=3,
@@ -618,6 +697,7 @@ def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | No
     for name, res in (("fabnet_1src", r1), ("fabnet_3src_curriculum", r3)):
         for path in _copy_training_figures(res.run_dir, fig_dir, name):
             figures[os.path.splitext(os.path.basename(path))[0]] = path
+    stage.name = "confidence and swap studies"
     t0 = time.perf_counter()
     test_records = [r for r in records if r.split == "test"]
     confidence = confidence_study(r3.checkpoint, test_records,
@@ -644,8 +724,8 @@ def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | No
         bcfg = BaselineConfig(method=method, size=cfg.size, steps=steps, batch_size=batch, optimizer="sgd",
                               lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                               seed=cfg.seed)  # fmt: skip
-        res = train_baseline(bcfg, train_records, os.path.join(out, "runs", method, "checkpoint.pt"), images=images,
-                             progress=progress)  # fmt: skip
+        stage.name = f"baseline {method}"
+        res = _baseline(bcfg, train_records, os.path.join(out, "runs", method, "checkpoint.pt"), images, progress)
         timed(f"train_{method}", t0)
         checkpoints[method] = res.checkpoint
         if res.losses:
@@ -664,6 +744,7 @@ def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | No
 
     encoders = {**checkpoints, "pixels": PixelEncoder(cfg.size)}  # a checkpoint path or the encoder itself
     for method, encoder in encoders.items():
+        stage.name = f"embedding and probing {method}"
         _log(f"embedding and probing {method}")
         t0 = time.perf_counter()
         emb = embed_splits(encoder, data, progress=progress)
@@ -730,4 +811,4 @@ def _torch_version() -> str:
     return torch.__version__
 
 
-__all__ = ["DemoConfig", "METHODS", "loss_figure", "probe_bar_chart", "run_demo", "write_report"]
+__all__ = ["DemoConfig", "DemoInterrupted", "METHODS", "loss_figure", "probe_bar_chart", "run_demo", "write_report"]

@@ -347,7 +347,7 @@ def _to_device(batch: dict, device: torch.device):
     return target, sources
 
 
-def _read_records(path: str) -> list[dict]:
+def read_metrics(path: str) -> list[dict]:
     """The records of a metrics.jsonl; a line cut off by a crash (disk full, power loss) is dropped
     with a warning, since every record after the resumed checkpoint is written again anyway."""
     records, dropped = [], []
@@ -373,7 +373,7 @@ class _Metrics:
         self.enabled = enabled
         self.records: list[dict] = []
         if enabled and resume_step is not None and os.path.exists(path):
-            old = _read_records(path)
+            old = read_metrics(path)
             self.records = [r for r in old if r.get("step", 0) <= resume_step]
             with open(path + ".tmp", "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in self.records)

@@ -83,3 +83,43 @@ def test_report_md_lists_every_method_and_figure(demo_dir):
     report = json.loads((demo_dir / "report.json").read_text())
     for rel in report["figures"].values():
         assert f"]({rel})" in text, rel
+
+
+def test_ctrl_c_stops_the_whole_demo_and_the_same_command_continues(tmp_path):
+    """One Ctrl-C: exit 130 with a line naming the stage, checkpoints kept; the same command then
+    resumes the interrupted FAb-Net run, and a second Ctrl-C in a later stage behaves the same."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "fabnet", "demo", "--quick", "--no-progress", "--out", str(out)]
+
+    def interrupt_when(exists) -> subprocess.CompletedProcess:
+        proc = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t0 = time.time()
+        while not exists() and proc.poll() is None and time.time() - t0 < 300:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+        return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+    metrics = out / "runs" / "fabnet_1src" / "metrics.jsonl"
+    first = interrupt_when(lambda: metrics.exists() and '"kind": "train"' in metrics.read_text())
+    assert first.returncode == 130, first.stderr[-2000:]
+    assert "fabnet demo: interrupted during FAb-Net" in first.stderr and "run the same command" in first.stderr
+    assert "Traceback" not in first.stderr
+    assert (out / "runs" / "fabnet_1src" / "checkpoints" / "last.pt").exists()
+    assert not (out / "report.md").exists()
+
+    second = interrupt_when(lambda: (out / "runs" / "autoencoder").exists())
+    assert "resuming the interrupted run" in second.stdout
+    assert second.returncode == 130, second.stderr[-2000:]
+    assert "interrupted during baseline" in second.stderr and "Traceback" not in second.stderr
+
+    third = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "reusing the finished run" in third.stdout and (out / "report.md").exists()
