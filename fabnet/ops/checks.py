@@ -6,6 +6,7 @@ argument, what was expected and what came.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -88,5 +89,49 @@ def validate(sources, flows, logits, target, *, residual, padding_mode, align_co
     if needs_target and _shape(target) != (B, C, H, W):
         raise ValueError(f"target must have shape (B, C, H, W) = {(B, C, H, W)} "
                          f"(B, C from sources, H, W from flows); got {_shape(target)}")
+    check_footprint(sources, flows, logits, target if needs_target else None, C=C, H=H, W=W)
     return WarpBlendArgs(sources, flows, logits, target if needs_target else None,
                          residual, padding_mode, align_corners)
+
+
+# The CPU kernel addresses a source plane with int32 offsets (so that its tap gathers vectorise).
+PLANE_INDEX_LIMIT = 2**31
+
+
+def _memory_limit(device: torch.device) -> tuple[int, str]:
+    """Bytes a call may allocate on ``device``, and what that number is."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device), f"free on {device}"
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "physical memory"
+    except (ValueError, OSError, AttributeError):  # no sysconf: no limit known
+        return 2**63, "unknown"
+
+
+def check_footprint(sources, flows, logits, target, *, C: int, H: int, W: int) -> None:
+    """ValueError before any allocation when a call cannot fit: a source plane past the kernels'
+    int32 offsets, or outputs and gradients larger than the device's memory."""
+    if torch.compiler.is_compiling():  # traced shapes; the compiled call checks nothing at run time
+        return
+    Hs, Ws = sources.shape[3], sources.shape[4]
+    span = (Hs - 1) * abs(sources.stride(3)) + (Ws - 1) * abs(sources.stride(4)) + 1
+    if span > PLANE_INDEX_LIMIT:
+        raise ValueError(f"sources: one (Hs, Ws) = ({Hs}, {Ws}) plane spans {span} elements with strides "
+                         f"{tuple(sources.stride())}; the kernels address a plane with 32-bit offsets (at most "
+                         f"{PLANE_INDEX_LIMIT}); make sources contiguous or split the frames")
+    B = sources.shape[0]
+    item = sources.element_size()
+    acc = 8 if sources.dtype == torch.float64 else 4
+    # The output, plus what a backward allocates: each gradient asked for (sources' accumulated in
+    # the accumulation type first) and, for the loss, the recomputed blend is never materialised.
+    need = (B if target is not None else B * C * H * W) * item
+    if sources.requires_grad:
+        need += sources.numel() * (item + acc)
+    for t in (flows, logits, target):
+        if t is not None and t.requires_grad:
+            need += t.numel() * item
+    limit, what = _memory_limit(sources.device)
+    if need > limit:
+        raise ValueError(f"this call needs {need / 2**30:.1f} GiB for its output and gradients, more than the "
+                         f"{limit / 2**30:.1f} GiB of {what}; split the batch")

@@ -52,3 +52,20 @@ def test_cpp_op_checks_direct_callers():
                                        args["target"][:, :1], True, "zeros", True)
     with pytest.raises(RuntimeError, match="padding_mode"):
         torch.ops.fabnet.warp_blend(args["sources"], args["flows"], None, True, "mirror", True)
+
+
+def test_a_call_larger_than_memory_is_refused_before_allocating():
+    """Expanded (stride-0) inputs cost nothing; the output they ask for would not fit."""
+    sources = torch.zeros(1, 1, 1, 1, 1).expand(2**20, 1, 3, 8, 8)
+    flows = torch.zeros(1, 1, 1, 1, 1).expand(2**20, 1, 2, 2**11, 2**11)
+    with pytest.raises(ValueError, match=r"this call needs \d+\.\d GiB for its output and gradients, more than "
+                                         r"the \d+\.\d GiB of physical memory; split the batch"):
+        ops.warp_blend(sources, flows)
+
+
+def test_a_plane_past_32_bit_offsets_is_refused():
+    # Meta tensors: the layout without the 8 GB of storage it would take.
+    sources = torch.empty_strided((1, 1, 1, 2, 2), (0, 0, 0, 2**31, 1), device="meta")
+    flows = torch.empty(1, 1, 2, 2, 2, device="meta")
+    with pytest.raises(ValueError, match=r"one \(Hs, Ws\) = \(2, 2\) plane spans 2147483650 elements"):
+        ops.warp_blend(sources, flows)
