@@ -3,6 +3,8 @@
     warp_blend(sources, flows, logits=None, *, residual=False, padding_mode="zeros",
                align_corners=False, backend="auto") -> (B, C, H, W)
     warp_blend_l1(sources, flows, logits, target, *, ...same...) -> (B,)
+    grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=None)
+        -> (N, C, H, W): F.grid_sample's signature, the K = 1 case (fabnet.ops.grid_sample)
 
 sources: (B, K, C, Hs, Ws), K >= 1 frames per sample. flows: (B, K, 2, H, W), channel 0 = x,
 channel 1 = y in ``F.grid_sample``'s normalised coordinates, or offsets from the identity grid
@@ -43,9 +45,10 @@ import torch
 from fabnet.ops import extension
 from fabnet.ops.backends import BACKENDS, backends, select
 from fabnet.ops.checks import validate
+from fabnet.ops.grid_sample import grid_sample
 from fabnet.ops.reference import warp_blend_l1_reference, warp_blend_reference
 
-__all__ = ["warp_blend", "warp_blend_l1", "backends", "BACKENDS", "warp_blend_reference",
+__all__ = ["warp_blend", "warp_blend_l1", "grid_sample", "backends", "BACKENDS", "warp_blend_reference",
            "warp_blend_l1_reference", "extension"]
 
 
