@@ -110,7 +110,7 @@ def test_loader_throughput(benchmark, provider, size, bench_root):
     frames, last = benchmark.pedantic(epoch, rounds=ROUNDS, iterations=1, warmup_rounds=0 if disabled else 1)
     assert frames == B * (K + 1) * batches
     assert last["target"].shape == (B, 3, size, size) and last["sources"].shape == (B, K, 3, size, size)
-    assert 0 <= float(last["sources"].min()) and float(last["sources"].max()) <= 1
+    assert float(last["sources"].min()) >= 0 and float(last["sources"].max()) <= 1
     benchmark.extra_info["frames_per_round"] = frames
     stats = getattr(benchmark, "stats", None)
     if stats:

@@ -6,7 +6,6 @@ stays fast.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 

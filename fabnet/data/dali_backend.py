@@ -225,7 +225,7 @@ class DaliRunner:
                     }
             except TooManyBadFrames:
                 raise
-            except Exception as err:  # a file that passed the header check but does not decode
+            except Exception:  # a file that passed the header check but does not decode
                 found = self._find_undecodable(batches[done : done + 4])
                 if not found:
                     raise

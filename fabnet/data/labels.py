@@ -159,7 +159,7 @@ def read_labels(root: str) -> list[FrameRecord] | None:
                 continue
             lines_of[rel] = [line]
             try:
-                get = lambda name, default="": row[col[name]] if name in col else default  # noqa: E731
+                get = lambda name, default="", row=row: row[col[name]] if name in col else default
                 records.append(FrameRecord(
                     path=os.path.join(root, *rel.split("/")), relpath=rel,
                     identity=get("identity"), video=get("video"), track=get("track"),

@@ -9,7 +9,7 @@ take the gather-only path) and never for a logits gradient without logits.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

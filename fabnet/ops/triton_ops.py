@@ -21,7 +21,6 @@ On CPU tensors the kernels run only in Triton's interpreter, which must be switc
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import torch
 
@@ -90,14 +89,14 @@ def _options(padding_mode: str, residual: bool, align_corners: bool) -> dict:
 if _kernels is not None:
 
     @torch.library.triton_op("fabnet::triton_warp_blend", mutates_args=())
-    def _warp_blend_op(sources: torch.Tensor, flows: torch.Tensor, logits: Optional[torch.Tensor],
+    def _warp_blend_op(sources: torch.Tensor, flows: torch.Tensor, logits: torch.Tensor | None,
                        residual: bool, padding_mode: str, align_corners: bool) -> torch.Tensor:
         return _kernels.forward(sources, flows, logits, None,
                                 **_options(padding_mode, residual, align_corners))
 
     @torch.library.triton_op("fabnet::triton_warp_blend_l1", mutates_args=())
     def _warp_blend_l1_op(sources: torch.Tensor, flows: torch.Tensor,
-                          logits: Optional[torch.Tensor], target: torch.Tensor, residual: bool,
+                          logits: torch.Tensor | None, target: torch.Tensor, residual: bool,
                           padding_mode: str, align_corners: bool) -> torch.Tensor:
         return _kernels.forward(sources, flows, logits, target,
                                 **_options(padding_mode, residual, align_corners))
@@ -105,7 +104,7 @@ if _kernels is not None:
     @torch.library.triton_op("fabnet::triton_warp_blend_backward", mutates_args=())
     def _warp_blend_backward_op(
             grad: torch.Tensor, sources: torch.Tensor, flows: torch.Tensor,
-            logits: Optional[torch.Tensor], residual: bool, padding_mode: str, align_corners: bool,
+            logits: torch.Tensor | None, residual: bool, padding_mode: str, align_corners: bool,
             need_sources: bool, need_flows: bool, need_logits: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         g_sources, g_flows, g_logits, _ = _kernels.backward(
@@ -117,7 +116,7 @@ if _kernels is not None:
     @torch.library.triton_op("fabnet::triton_warp_blend_l1_backward", mutates_args=())
     def _warp_blend_l1_backward_op(
             grad: torch.Tensor, sources: torch.Tensor, flows: torch.Tensor,
-            logits: Optional[torch.Tensor], target: torch.Tensor, residual: bool,
+            logits: torch.Tensor | None, target: torch.Tensor, residual: bool,
             padding_mode: str, align_corners: bool, need_sources: bool, need_flows: bool,
             need_logits: bool, need_target: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

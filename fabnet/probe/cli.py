@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from fabnet.arguments import (existing_dir, existing_file, positive_float, positive_int, writable_dir,
-                              writable_file)
+from fabnet.arguments import existing_dir, existing_file, positive_float, positive_int, writable_dir, writable_file
 from fabnet.probe.tasks import MAIN_METRIC, TASKS
 
 

@@ -104,11 +104,11 @@ class DemoConfig:
     name: str = "custom"
 
     @classmethod
-    def full(cls) -> "DemoConfig":
+    def full(cls) -> DemoConfig:
         return cls(name="full")
 
     @classmethod
-    def quick(cls) -> "DemoConfig":
+    def quick(cls) -> DemoConfig:
         # Every stage runs, on a toy budget: the numbers of a quick run say nothing about the method.
         return cls(identities=24, tracks_per_identity=2, frames_per_track=8, image_size=48, size=32,
                    steps_1src=20, batch_1src=8, steps_3src=8, batch_3src=4, val_every=10, patience_1src=2,

@@ -20,8 +20,16 @@ import signal
 import sys
 
 # From torch-free modules: `fabnet --help` builds this parser without loading torch.
-from fabnet.arguments import (device, finite_float, non_negative_float, non_negative_int, positive_float,
-                              positive_int, power_of_two_in, writable_dir)
+from fabnet.arguments import (
+    device,
+    finite_float,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    power_of_two_in,
+    writable_dir,
+)
 from fabnet.model.defaults import DEFAULT_WIDTH
 
 

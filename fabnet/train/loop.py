@@ -22,6 +22,7 @@ epoch, so the order continues exactly).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -37,9 +38,18 @@ import numpy as np
 import torch
 
 from fabnet import ops
-from fabnet.model import (DEFAULT_WIDTH, OP_KWARGS, FabNet, check_compatible, check_size, check_width, init_from,
-                          load_checkpoint, save_checkpoint)
 from fabnet.data.bad_frames import TooManyBadFrames
+from fabnet.model import (
+    DEFAULT_WIDTH,
+    OP_KWARGS,
+    FabNet,
+    check_compatible,
+    check_size,
+    check_width,
+    init_from,
+    load_checkpoint,
+    save_checkpoint,
+)
 from fabnet.model.checkpoint import FORMAT
 from fabnet.train import distributed as D
 from fabnet.train.curriculum import Curriculum
@@ -322,10 +332,8 @@ class _Signals:
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
                 self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
         return self
 
     def _handle(self, signum, frame):

@@ -36,7 +36,8 @@ def _break(path: str, how: str) -> None:
         with open(path, "wb") as f:
             f.write(b"not a jpeg at all" * 10)
     elif how == "truncated":  # the header survives, the entropy-coded data does not
-        data = open(path, "rb").read()
+        with open(path, "rb") as f:
+            data = f.read()
         with open(path, "wb") as f:
             f.write(data[: len(data) // 3])
 

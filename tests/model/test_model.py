@@ -8,9 +8,20 @@ import torch
 import torch.nn as nn
 
 from fabnet import ops
-from fabnet.model import (FORMAT, OP_KWARGS, Decoder, Encoder, FabNet, build_model, check_compatible, init_from,
-                          level_channels, load_checkpoint, load_encoder, save_checkpoint)
-
+from fabnet.model import (
+    FORMAT,
+    OP_KWARGS,
+    Decoder,
+    Encoder,
+    FabNet,
+    build_model,
+    check_compatible,
+    init_from,
+    level_channels,
+    load_checkpoint,
+    load_encoder,
+    save_checkpoint,
+)
 
 
 def _frames(B, K, S, seed=0):

@@ -217,8 +217,8 @@ def test_emulated_cuda_kernels(lib, config):
 
 def test_loss_reduction_is_deterministic(lib):
     """The per-block partial sums and their fixed-order finalisation give identical losses."""
-    s, f, l, t = make_inputs(Case(3, 2, 3, 20, 20, 30, 40), dtype=torch.float32, residual=True)
-    emulated = Emulated(lib, s, f, l, t, residual=True, padding_mode="border", align_corners=True)
+    s, f, lg, t = make_inputs(Case(3, 2, 3, 20, 20, 30, 40), dtype=torch.float32, residual=True)
+    emulated = Emulated(lib, s, f, lg, t, residual=True, padding_mode="border", align_corners=True)
     first = emulated.l1()
     assert torch.isfinite(first).all()
     assert torch.equal(emulated.l1(), first)

@@ -37,8 +37,8 @@ TOLERANCE = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-12, 1e-10)}
 
 
 def _skip_unless_available(backend: str, inputs, options):
-    s, f, l, t = inputs
-    args = validate(s, f, l, t, needs_target=True, **options)
+    s, f, lg, t = inputs
+    args = validate(s, f, lg, t, needs_target=True, **options)
     reasons = ops.backends(args)[backend]
     if reasons:
         pytest.skip(f"{backend}: " + "; ".join(reasons))
@@ -145,10 +145,10 @@ def test_opcheck(backend, requires_grad):
         blend_op, l1_op = torch.ops.fabnet.triton_warp_blend, torch.ops.fabnet.triton_warp_blend_l1
     else:
         blend_op, l1_op = torch.ops.fabnet.warp_blend, torch.ops.fabnet.warp_blend_l1
-    s, f, l, t = (x.requires_grad_(requires_grad) for x in inputs)
-    torch.library.opcheck(blend_op, (s, f, l, True, "border", True))
+    s, f, lg, t = (x.requires_grad_(requires_grad) for x in inputs)
+    torch.library.opcheck(blend_op, (s, f, lg, True, "border", True))
     torch.library.opcheck(blend_op, (s, f, None, False, "zeros", False))
-    torch.library.opcheck(l1_op, (s, f, l, t, True, "border", True))
+    torch.library.opcheck(l1_op, (s, f, lg, t, True, "border", True))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -165,9 +165,9 @@ def test_compile_fullgraph(backend, dtype):
         return losses, blend
 
     compiled = torch.compile(step, fullgraph=True)
-    s, f, l, t = inputs
-    leaves = [f.clone().requires_grad_(), l.clone().requires_grad_()]
-    eager_leaves = [f.clone().requires_grad_(), l.clone().requires_grad_()]
+    s, f, lg, t = inputs
+    leaves = [f.clone().requires_grad_(), lg.clone().requires_grad_()]
+    eager_leaves = [f.clone().requires_grad_(), lg.clone().requires_grad_()]
     losses, blend = compiled(s, leaves[0], leaves[1], t)
     e_losses, e_blend = step(s, eager_leaves[0], eager_leaves[1], t)
     torch.testing.assert_close(losses, e_losses)

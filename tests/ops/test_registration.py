@@ -57,9 +57,9 @@ def test_compile_fullgraph_matches_eager(compile_backend):
     results = []
     for fn in (step, compiled):
         f = flows.detach().requires_grad_()
-        l = logits.detach().requires_grad_()
-        value = fn(sources, f, l, target)
-        results.append((value, *torch.autograd.grad(value, [f, l])))
+        lg = logits.detach().requires_grad_()
+        value = fn(sources, f, lg, target)
+        results.append((value, *torch.autograd.grad(value, [f, lg])))
     for got, want in zip(results[1], results[0]):
         torch.testing.assert_close(got, want)
 

@@ -157,17 +157,17 @@ def _training_launches():
     training = dict(residual=True, border=True, align_corners=True)
     plain = dict(residual=False, border=False, align_corners=False)
     for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
-        s, f, l, t = make_inputs(Case(2, 3, 3, 32, 32, 32, 32), dtype=dtype, residual=True)
+        s, f, lg, t = make_inputs(Case(2, 3, 3, 32, 32, 32, 32), dtype=dtype, residual=True)
         grad_loss = torch.ones(2, dtype=dtype)
-        kw.forward(s, f, l, t, **training, wrap=recorder)                       # the loss
-        kw.backward(grad_loss, s, f, l, t, **training, need_sources=False, need_flows=True,
+        kw.forward(s, f, lg, t, **training, wrap=recorder)                       # the loss
+        kw.backward(grad_loss, s, f, lg, t, **training, need_sources=False, need_flows=True,
                     need_logits=True, need_target=False, wrap=recorder)         # training backward
         if dtype in (torch.float32, torch.bfloat16):
             kw.forward(s, f, None, None, **plain, wrap=recorder)                # the blend
-            kw.backward(torch.ones(2, 3, 32, 32, dtype=dtype), s, f, l, None, **plain,
+            kw.backward(torch.ones(2, 3, 32, 32, dtype=dtype), s, f, lg, None, **plain,
                         need_sources=True, need_flows=True, need_logits=True, need_target=False,
                         wrap=recorder)
-            kw.backward(grad_loss, s, f, l, t, **training, need_sources=True, need_flows=True,
+            kw.backward(grad_loss, s, f, lg, t, **training, need_sources=True, need_flows=True,
                         need_logits=True, need_target=True, wrap=recorder)      # every gradient
     return recorder.launches
 

@@ -168,9 +168,9 @@ def main(argv: list[str]) -> int:
     # The registration checks that run on real tensors (the fake-tensor and compile checks need a
     # GPU: torch does not trace interpreted kernels).
     try:
-        s, f, l, t = make_inputs(Case(2, 2, 3, 5, 6, 4, 7), residual=True)
+        s, f, lg, t = make_inputs(Case(2, 2, 3, 5, 6, 4, 7), residual=True)
         for grad in (False, True):
-            leaves = [x.requires_grad_(grad) for x in (s, f, l)] + [t]
+            leaves = [x.requires_grad_(grad) for x in (s, f, lg)] + [t]
             torch.library.opcheck(torch.ops.fabnet.triton_warp_blend_l1,
                                   (*leaves, True, "border", True),
                                   test_utils=("test_schema", "test_autograd_registration"))
@@ -183,7 +183,7 @@ def main(argv: list[str]) -> int:
                                False, True, False, False), test_utils=("test_schema",))
         torch.library.opcheck(torch.ops.fabnet.triton_warp_blend_backward,
                               (torch.rand(2, 3, 4, 7, dtype=torch.float64), s.detach(), f.detach(),
-                               l.detach(), False, "zeros", False, False, False, True),
+                               lg.detach(), False, "zeros", False, False, False, True),
                               test_utils=("test_schema",))
         results["opcheck"] = {"ok": True}
     except Exception as err:

@@ -134,7 +134,7 @@ def test_resume_gives_identical_state(synth_root, tmp_path):
     assert a["curriculum"] == b["curriculum"]
     for k, v in a["model"].items():
         torch.testing.assert_close(b["model"][k], v, rtol=1e-5, atol=1e-6, msg=k)
-    for (k, va), vb in zip(a["optimizer"]["state"].items(), b["optimizer"]["state"].values()):
+    for va, vb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         torch.testing.assert_close(vb["momentum_buffer"], va["momentum_buffer"], rtol=1e-4, atol=1e-6)
     steps = [m["step"] for m in read_metrics(str(tmp_path / "part")) if m["kind"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6]  # no step lost or repeated in the log
