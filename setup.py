@@ -61,8 +61,7 @@ def _target_torch_site() -> str | None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONNOUSERSITE")}
     code = "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))"
     try:
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = proc.stdout.strip().splitlines()
@@ -86,11 +85,13 @@ def _import_target_torch():
             f"torch is not installed for {sys.executable} ({err}). fabnet's kernels are compiled "
             "against the torch that will import them: install torch first (e.g. `pip install "
             "torch`), then run `pip install -e .` again; or set FABNET_NO_EXTENSION=1 to install "
-            "without kernels (fabnet.ops then runs the PyTorch reference).") from None
+            "without kernels (fabnet.ops then runs the PyTorch reference)."
+        ) from None
     if site is not None and not os.path.realpath(torch.__file__).startswith(os.path.realpath(site)):
         raise BuildError(
             f"the build environment's torch ({torch.__file__}) is not the one {sys.executable} "
-            f"imports (in {site}); build with `pip install --no-build-isolation -e .`")
+            f"imports (in {site}); build with `pip install --no-build-isolation -e .`"
+        )
     return torch
 
 
@@ -114,20 +115,23 @@ def _check_host_compiler(std: str, torch_version: str) -> str:
     """The C++ compiler, checked to compile ``std``; BuildError naming the fix otherwise."""
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx.split()[0]) is None:
-        raise BuildError(f"no C++ compiler found ({cxx!r} is not on PATH): install one (Debian / "
-                         "Ubuntu: `apt-get install g++`) or set CXX to its path")
+        raise BuildError(
+            f"no C++ compiler found ({cxx!r} is not on PATH): install one (Debian / "
+            "Ubuntu: `apt-get install g++`) or set CXX to its path"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         probe = os.path.join(tmp, "probe.cpp")
         with open(probe, "w") as f:
             f.write("#include <vector>\nint main() { return std::vector<int>{}.size(); }\n")
-        proc = subprocess.run([*cxx.split(), f"-std={std}", "-fsyntax-only", probe],
-                              capture_output=True, text=True)
+        proc = subprocess.run([*cxx.split(), f"-std={std}", "-fsyntax-only", probe], capture_output=True, text=True)
     if proc.returncode != 0:
         version = subprocess.run([*cxx.split(), "--version"], capture_output=True, text=True)
         first = (version.stdout.splitlines() or ["unknown version"])[0]
-        raise BuildError(f"the C++ compiler {cxx!r} ({first}) cannot compile -std={std}, which torch "
-                         f"{torch_version}'s headers require: install a newer one (g++ >= 10 for "
-                         "C++20) and point CXX at it")
+        raise BuildError(
+            f"the C++ compiler {cxx!r} ({first}) cannot compile -std={std}, which torch "
+            f"{torch_version}'s headers require: install a newer one (g++ >= 10 for "
+            "C++20) and point CXX at it"
+        )
     return cxx
 
 
@@ -175,8 +179,10 @@ def _find_cuda_home() -> tuple[str | None, str]:
         if os.environ.get(var):
             home = os.environ[var]
             if not _has_cuda_headers(home):
-                raise BuildError(f"{var}={home} has no include/cuda_runtime.h: point {var} at a CUDA "
-                                 "toolkit (the folder with bin/nvcc and include/), or unset it")
+                raise BuildError(
+                    f"{var}={home} has no include/cuda_runtime.h: point {var} at a CUDA "
+                    "toolkit (the folder with bin/nvcc and include/), or unset it"
+                )
             return home, f"{var}={home}"
     candidates = _cuda_home_candidates()
     for home in candidates:
@@ -187,8 +193,9 @@ def _find_cuda_home() -> tuple[str | None, str]:
 
 def _nvcc_version(home: str) -> str | None:
     try:
-        out = subprocess.run([os.path.join(home, "bin", "nvcc"), "--version"], capture_output=True,
-                             text=True, timeout=60).stdout
+        out = subprocess.run(
+            [os.path.join(home, "bin", "nvcc"), "--version"], capture_output=True, text=True, timeout=60
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     m = re.search(r"release (\d+\.\d+)", out)
@@ -204,21 +211,27 @@ def _cuda_plan(torch) -> tuple[str | None, str]:
         return None, "FABNET_FORCE_CUDA=0"
     if torch.version.cuda is None:
         if force == "1":
-            raise BuildError(f"FABNET_FORCE_CUDA=1, but torch {torch.__version__} is a CPU build: "
-                             "install a CUDA build of torch first")
+            raise BuildError(
+                f"FABNET_FORCE_CUDA=1, but torch {torch.__version__} is a CPU build: "
+                "install a CUDA build of torch first"
+            )
         return None, f"torch {torch.__version__} is a CPU build"
     home, looked = _find_cuda_home()
     if home is None:
-        why = (f"torch has CUDA {torch.version.cuda}, but no CUDA toolkit with include/cuda_runtime.h "
-               f"and bin/nvcc was found (looked in {looked}); set CUDA_HOME to build the CUDA kernels")
+        why = (
+            f"torch has CUDA {torch.version.cuda}, but no CUDA toolkit with include/cuda_runtime.h "
+            f"and bin/nvcc was found (looked in {looked}); set CUDA_HOME to build the CUDA kernels"
+        )
         if force == "1":
             raise BuildError(why)
         return None, why
     nvcc = _nvcc_version(home)
     if nvcc is None or nvcc.split(".")[0] != torch.version.cuda.split(".")[0]:
-        why = (f"nvcc {nvcc or '(no version)'} in {home} does not match torch's CUDA "
-               f"{torch.version.cuda} (the major versions must agree); set CUDA_HOME to a CUDA "
-               f"{torch.version.cuda.split('.')[0]}.x toolkit")
+        why = (
+            f"nvcc {nvcc or '(no version)'} in {home} does not match torch's CUDA "
+            f"{torch.version.cuda} (the major versions must agree); set CUDA_HOME to a CUDA "
+            f"{torch.version.cuda.split('.')[0]}.x toolkit"
+        )
         if force == "1":
             raise BuildError(why)
         return None, why
@@ -264,27 +277,40 @@ def _extensions():
     if cpu_arch:
         cxx_flags.append(f"-march={cpu_arch}")
     cpp_sources = ["csrc/fabnet.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    info = {"torch": torch.__version__, "cxx_std": std, "cpu_arch": cpu_arch or "default",
-            "cuda": None, "cuda_archs": []}
+    info = {
+        "torch": torch.__version__,
+        "cxx_std": std,
+        "cpu_arch": cpu_arch or "default",
+        "cuda": None,
+        "cuda_archs": [],
+    }
     if cuda_home is not None:
         cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
         nvcc_flags = ["-O3", f"-std={std}", "--use_fast_math", "-lineinfo"]
         ext = cpp_extension.CUDAExtension(
-            "fabnet._C", cpp_sources + cuda_sources,
+            "fabnet._C",
+            cpp_sources + cuda_sources,
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
-            extra_link_args=["-fopenmp"], define_macros=[("FABNET_WITH_CUDA", "1")])
+            extra_link_args=["-fopenmp"],
+            define_macros=[("FABNET_WITH_CUDA", "1")],
+        )
         arch_list = os.environ["TORCH_CUDA_ARCH_LIST"]
-        info.update(cuda=torch.version.cuda,
-                    cuda_archs=[a.strip() for a in re.split(r"[;\s]+", arch_list) if a.strip()])
-        _log(f"building fabnet._C for torch {torch.__version__} (-std={std}): CPU kernels "
-             f"(-march={cpu_arch or 'default'}) and CUDA kernels for {_arch_summary(arch_list)} "
-             f"({cuda_why})")
+        info.update(
+            cuda=torch.version.cuda, cuda_archs=[a.strip() for a in re.split(r"[;\s]+", arch_list) if a.strip()]
+        )
+        _log(
+            f"building fabnet._C for torch {torch.__version__} (-std={std}): CPU kernels "
+            f"(-march={cpu_arch or 'default'}) and CUDA kernels for {_arch_summary(arch_list)} "
+            f"({cuda_why})"
+        )
     else:
-        ext = cpp_extension.CppExtension("fabnet._C", cpp_sources,
-                                         extra_compile_args={"cxx": cxx_flags},
-                                         extra_link_args=["-fopenmp"])
-        _log(f"building fabnet._C for torch {torch.__version__} (-std={std}): CPU kernels only "
-             f"(-march={cpu_arch or 'default'}); no CUDA kernels: {cuda_why}")
+        ext = cpp_extension.CppExtension(
+            "fabnet._C", cpp_sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]
+        )
+        _log(
+            f"building fabnet._C for torch {torch.__version__} (-std={std}): CPU kernels only "
+            f"(-march={cpu_arch or 'default'}); no CUDA kernels: {cuda_why}"
+        )
 
     class BuildExtWithInfo(cpp_extension.BuildExtension):
         """Writes _build_info.json beside the library: fabnet.ops reads it before loading _C."""

@@ -31,14 +31,18 @@ def main(cuobjdump: str) -> None:
     import fabnet.ops as ops
 
     print(f"torch {torch.__version__} (CUDA {torch.version.cuda}); fabnet._C at {fabnet._C.__file__}")
-    ops_with_cpu = sorted(name for name in torch._C._dispatch_get_all_op_names()
-                          if name.startswith("fabnet::")
-                          and torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU"))
+    ops_with_cpu = sorted(
+        name
+        for name in torch._C._dispatch_get_all_op_names()
+        if name.startswith("fabnet::") and torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
+    )
     if not ops_with_cpu:
         fail("no fabnet op has a CPU kernel")
     for name in ops_with_cpu:
         has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
-        print(f"  {name}: CPU yes, CUDA {'yes' if has_cuda else 'no (CPU-only by design)' if name in CPU_ONLY_OPS else 'no'}")
+        print(
+            f"  {name}: CPU yes, CUDA {'yes' if has_cuda else 'no (CPU-only by design)' if name in CPU_ONLY_OPS else 'no'}"
+        )
         if not has_cuda and name not in CPU_ONLY_OPS:
             fail(f"{name} has a CPU kernel but no CUDA kernel")
 
@@ -48,8 +52,9 @@ def main(cuobjdump: str) -> None:
         proc = subprocess.run([cuobjdump, f"--list-{kind}", library], capture_output=True, text=True)
         if proc.returncode != 0:
             fail(f"{cuobjdump} --list-{kind} failed: {proc.stderr.strip()}")
-        listing[kind] = {part for line in proc.stdout.splitlines() for part in line.split(".")
-                         if part.startswith("sm_")}
+        listing[kind] = {
+            part for line in proc.stdout.splitlines() for part in line.split(".") if part.startswith("sm_")
+        }
         print(f"  {kind}: {sorted(listing[kind])}")
     if not listing["elf"] >= EXPECTED_CUBINS:
         fail(f"cubins {sorted(listing['elf'])} lack {sorted(EXPECTED_CUBINS - listing['elf'])}")

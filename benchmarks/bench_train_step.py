@@ -20,8 +20,14 @@ from fabnet.train.curriculum import Curriculum
 
 CASES = [
     pytest.param("cpu", 64, 32, 3, id="cpu-S64-B32-K3"),
-    pytest.param("cuda", 256, 32, 3, id="cuda-S256-B32-K3",
-                 marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
+    pytest.param(
+        "cuda",
+        256,
+        32,
+        3,
+        id="cuda-S256-B32-K3",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    ),
 ]
 
 
@@ -66,8 +72,14 @@ def test_train_step(benchmark, copy_gbps, dev, size, batch, k, backend_kind):
         batch = 4  # smoke run (--benchmark-disable): the same code path, a CPU step in well under a second
     step = _step_fn(device, size, batch, k, backend, channels_last=device == "cuda", bf16=device == "cuda")
     benchmark.group = f"train-step {device} S={size} B={batch} K={k}"
-    benchmark.extra_info.update(size=size, batch=batch, num_sources=k, backend=backend,
-                                frames_per_step=batch * (k + 1), threads=torch.get_num_threads())
+    benchmark.extra_info.update(
+        size=size,
+        batch=batch,
+        num_sources=k,
+        backend=backend,
+        frames_per_step=batch * (k + 1),
+        threads=torch.get_num_threads(),
+    )
     if not benchmark.disabled:
         step()  # warm-up: allocator, one-time kernel set-up
     # CPU steps take seconds: a few rounds give a stable median without a minutes-long run. One
@@ -79,5 +91,4 @@ def test_train_step(benchmark, copy_gbps, dev, size, batch, k, backend_kind):
     # batch's frames read once (B * (K + 1) * 3 * S * S float32); a step is compute-bound, so its
     # GB/s column only says how many frame bytes a second of training consumes.
     frame_bytes = batch * (k + 1) * 3 * size * size * 4
-    record(benchmark, benchmark.group, backend_kind if backend_kind == "reference" else "fused", frame_bytes,
-           copy_gbps)
+    record(benchmark, benchmark.group, backend_kind if backend_kind == "reference" else "fused", frame_bytes, copy_gbps)

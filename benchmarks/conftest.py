@@ -77,8 +77,10 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(f"copy bandwidth ({device}): {gbps:.1f} GB/s")
     # Ratios of medians, and of minima (the least disturbed call of each: on a shared machine the
     # median moves with the neighbours' load, the minimum much less).
-    tr.write_line(f"{'group':<52} {'provider':<20} {'median ms':>10} {'vs eager':>9} "
-                  f"{'vs compile':>10} {'min ms':>8} {'vs eager':>9} {'GB/s':>8} {'of copy':>8}")
+    tr.write_line(
+        f"{'group':<52} {'provider':<20} {'median ms':>10} {'vs eager':>9} "
+        f"{'vs compile':>10} {'min ms':>8} {'vs eager':>9} {'GB/s':>8} {'of copy':>8}"
+    )
     for group, providers in RECORDS.items():
         eager = providers.get("reference")
         compiled = providers.get("compiled_reference")
@@ -88,6 +90,8 @@ def pytest_terminal_summary(terminalreporter):
             vs_eager = f"{eager[0] / median:.2f}x" if eager else "-"
             vs_compile = f"{compiled[0] / median:.2f}x" if compiled else "-"
             vs_eager_min = f"{eager[1] / minimum:.2f}x" if eager else "-"
-            tr.write_line(f"{group:<52} {provider:<20} {median * 1e3:>10.3f} {vs_eager:>9} "
-                          f"{vs_compile:>10} {minimum * 1e3:>8.3f} {vs_eager_min:>9} {gbps:>8.1f} "
-                          f"{gbps / gbps_floor:>8.1%}")
+            tr.write_line(
+                f"{group:<52} {provider:<20} {median * 1e3:>10.3f} {vs_eager:>9} "
+                f"{vs_compile:>10} {minimum * 1e3:>8.3f} {vs_eager_min:>9} {gbps:>8.1f} "
+                f"{gbps / gbps_floor:>8.1%}"
+            )

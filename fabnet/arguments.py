@@ -13,9 +13,23 @@ import math
 import os
 import re
 
-__all__ = ["require_int", "int_at_least", "int_in", "positive_int", "non_negative_int", "finite_float",
-           "positive_float", "non_negative_float", "existing_dir", "existing_file", "existing_path",
-           "writable_dir", "writable_file", "device", "power_of_two_in"]
+__all__ = [
+    "require_int",
+    "int_at_least",
+    "int_in",
+    "positive_int",
+    "non_negative_int",
+    "finite_float",
+    "positive_float",
+    "non_negative_float",
+    "existing_dir",
+    "existing_file",
+    "existing_path",
+    "writable_dir",
+    "writable_file",
+    "device",
+    "power_of_two_in",
+]
 
 
 def require_int(name: str, value, minimum: int = 1) -> int:
@@ -31,9 +45,12 @@ def _fail(message: str):
 
 def int_in(minimum: int | None = None, maximum: int | None = None, why: str = ""):
     """An integer in [minimum, maximum] (either bound may be None); ``why`` explains the bound."""
-    expected = ("an integer" + (f" >= {minimum}" if minimum is not None and maximum is None else "")
-                + (f" in [{minimum}, {maximum}]" if minimum is not None and maximum is not None else "")
-                + (f" <= {maximum}" if maximum is not None and minimum is None else ""))
+    expected = (
+        "an integer"
+        + (f" >= {minimum}" if minimum is not None and maximum is None else "")
+        + (f" in [{minimum}, {maximum}]" if minimum is not None and maximum is not None else "")
+        + (f" <= {maximum}" if maximum is not None and minimum is None else "")
+    )
     suffix = f" ({why})" if why else ""
 
     def parse(text: str) -> int:
@@ -57,8 +74,9 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
-def finite_float(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-                 high_open: bool = False):
+def finite_float(
+    low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False
+):
     """A finite number within the bounds (open or closed); NaN and infinities are refused."""
     parts = []
     if low is not None:
@@ -150,7 +168,7 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 def device(text: str) -> str:
-    """"auto", "cpu", "cuda" or "cuda:N" (whether that device exists is checked when used)."""
+    """ "auto", "cpu", "cuda" or "cuda:N" (whether that device exists is checked when used)."""
     if not _DEVICE.match(text):
         _fail(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
     return text

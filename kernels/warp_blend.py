@@ -99,8 +99,24 @@ def _unnormalise(g, size, ALIGN: tl.constexpr, BORDER: tl.constexpr):
 
 
 @triton.jit
-def _taps(flow_k_ptr, idx_ptr, idy_ptr, s_fd, f_off, h, w, H, W, Hs, Ws, m,
-          RESIDUAL: tl.constexpr, ALIGN: tl.constexpr, BORDER: tl.constexpr, F64: tl.constexpr):
+def _taps(
+    flow_k_ptr,
+    idx_ptr,
+    idy_ptr,
+    s_fd,
+    f_off,
+    h,
+    w,
+    H,
+    W,
+    Hs,
+    Ws,
+    m,
+    RESIDUAL: tl.constexpr,
+    ALIGN: tl.constexpr,
+    BORDER: tl.constexpr,
+    F64: tl.constexpr,
+):
     """Bilinear cell of source k for each pixel: (x0, y0, tx, ty, dx, dy), each (BLOCK,).
 
     idx_ptr / idy_ptr: F.affine_grid's identity axes, (W,) and (H,) in the accumulation type
@@ -137,8 +153,7 @@ def _bilinear(v00, v01, v10, v11, tx, ty):
 
 
 @triton.jit
-def _source_weight(logit_k_ptr, l_off, m, run_max, denom, zero, K, HAS_LOGITS: tl.constexpr,
-                   F64: tl.constexpr):
+def _source_weight(logit_k_ptr, l_off, m, run_max, denom, zero, K, HAS_LOGITS: tl.constexpr, F64: tl.constexpr):
     """Softmax weight (BLOCK,) of one source from its logits and the final max and denominator
     over K; 1 / K without logits."""
     if HAS_LOGITS:
@@ -182,8 +197,7 @@ def _scatter(gsrc_k_ptr, c_off, x0, y0, tx, ty, Hs, Ws, gw, m2):
 
 
 @triton.jit
-def _pixel_block(programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK: tl.constexpr,
-                 BLOCK_C: tl.constexpr):
+def _pixel_block(programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr):
     """This program's index, its sample b and its BLOCK output pixels p (flat over H * W) with masks, rows,
     columns, the BLOCK_C channel lanes, and the pixels' offsets into one flow / logit plane."""
     program = tl.program_id(0).to(tl.int64)
@@ -201,19 +215,52 @@ def _pixel_block(programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK: tl.constexpr,
 
 @triton.jit
 def warp_blend_forward_kernel(
-    src_ptr, flow_ptr, logit_ptr, tgt_ptr, out_ptr, idx_ptr, idy_ptr,
-    K, C, Hs, Ws, H, W, programs,
-    s_sb, s_sk, s_sc, s_sy, s_sx,
-    s_fb, s_fk, s_fd, s_fy, s_fx,
-    s_lb, s_lk, s_ly, s_lx,
-    s_tb, s_tc, s_ty, s_tx,
-    HAS_LOGITS: tl.constexpr, RESIDUAL: tl.constexpr, ALIGN: tl.constexpr, BORDER: tl.constexpr,
-    LOSS: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr,
+    src_ptr,
+    flow_ptr,
+    logit_ptr,
+    tgt_ptr,
+    out_ptr,
+    idx_ptr,
+    idy_ptr,
+    K,
+    C,
+    Hs,
+    Ws,
+    H,
+    W,
+    programs,
+    s_sb,
+    s_sk,
+    s_sc,
+    s_sy,
+    s_sx,
+    s_fb,
+    s_fk,
+    s_fd,
+    s_fy,
+    s_fx,
+    s_lb,
+    s_lk,
+    s_ly,
+    s_lx,
+    s_tb,
+    s_tc,
+    s_ty,
+    s_tx,
+    HAS_LOGITS: tl.constexpr,
+    RESIDUAL: tl.constexpr,
+    ALIGN: tl.constexpr,
+    BORDER: tl.constexpr,
+    LOSS: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     """Blend (out: (B, C, H, W) contiguous) or, with LOSS, per-program sums of |target - blend|
     (out: (B, programs) in the accumulation type; ``programs`` per sample)."""
     program, b, p, hw, pm, h, w, c, cm, m2, f_off, l_off = _pixel_block(
-        programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK, BLOCK_C)
+        programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK, BLOCK_C
+    )
 
     zero = _acc(tl.zeros([BLOCK], tl.float32), F64)
     run_max = zero - float("inf")
@@ -229,10 +276,25 @@ def warp_blend_forward_kernel(
         else:
             alpha = zero + 1
             e = zero + 1
-        x0, y0, tx, ty, dx, dy = _taps(flow_ptr + b * s_fb + k * s_fk, idx_ptr, idy_ptr, s_fd, f_off, h, w, H, W,
-                                       Hs, Ws, pm, RESIDUAL, ALIGN, BORDER, F64)
-        v00, v01, v10, v11 = _gather(src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0, s_sy, s_sx,
-                                     Hs, Ws, m2, F64)
+        x0, y0, tx, ty, dx, dy = _taps(
+            flow_ptr + b * s_fb + k * s_fk,
+            idx_ptr,
+            idy_ptr,
+            s_fd,
+            f_off,
+            h,
+            w,
+            H,
+            W,
+            Hs,
+            Ws,
+            pm,
+            RESIDUAL,
+            ALIGN,
+            BORDER,
+            F64,
+        )
+        v00, v01, v10, v11 = _gather(src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0, s_sy, s_sx, Hs, Ws, m2, F64)
         # Written out rather than _bilinear(...): as a call, ptxas gave this kernel 61-75 registers
         # on sm_90 instead of 58-64.
         ux = (1 - tx)[:, None]
@@ -245,29 +307,71 @@ def warp_blend_forward_kernel(
     blend = acc / tl.where(pm, denom, 1)[:, None]
 
     if LOSS:
-        t = _acc(tl.load(tgt_ptr + b * s_tb + c[None, :] * s_tc + (h * s_ty + w * s_tx)[:, None],
-                         mask=m2, other=0), F64)
+        t = _acc(
+            tl.load(tgt_ptr + b * s_tb + c[None, :] * s_tc + (h * s_ty + w * s_tx)[:, None], mask=m2, other=0), F64
+        )
         diff = tl.where(m2, tl.abs(t - blend), 0)
         partial = tl.sum(tl.sum(diff, axis=1), axis=0)
         tl.store(out_ptr + program, partial)  # = out[b, program % programs]
     else:
-        tl.store(out_ptr + (b * C + c[None, :]) * hw + p[:, None],
-                 blend.to(out_ptr.dtype.element_ty), mask=m2)
+        tl.store(out_ptr + (b * C + c[None, :]) * hw + p[:, None], blend.to(out_ptr.dtype.element_ty), mask=m2)
 
 
 @triton.jit
 def warp_blend_backward_kernel(
-    src_ptr, flow_ptr, logit_ptr, tgt_ptr, grad_ptr,
-    gsrc_ptr, gflow_ptr, glogit_ptr, gtgt_ptr, idx_ptr, idy_ptr,
-    K, C, Hs, Ws, H, W, programs, n_loss,
-    s_sb, s_sk, s_sc, s_sy, s_sx,
-    s_fb, s_fk, s_fd, s_fy, s_fx,
-    s_lb, s_lk, s_ly, s_lx,
-    s_tb, s_tc, s_ty, s_tx,
-    s_gb, s_gc, s_gy, s_gx,
-    HAS_LOGITS: tl.constexpr, RESIDUAL: tl.constexpr, ALIGN: tl.constexpr, BORDER: tl.constexpr,
-    LOSS: tl.constexpr, NEED_SRC: tl.constexpr, NEED_FLOW: tl.constexpr, NEED_LOGIT: tl.constexpr,
-    NEED_TGT: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr,
+    src_ptr,
+    flow_ptr,
+    logit_ptr,
+    tgt_ptr,
+    grad_ptr,
+    gsrc_ptr,
+    gflow_ptr,
+    glogit_ptr,
+    gtgt_ptr,
+    idx_ptr,
+    idy_ptr,
+    K,
+    C,
+    Hs,
+    Ws,
+    H,
+    W,
+    programs,
+    n_loss,
+    s_sb,
+    s_sk,
+    s_sc,
+    s_sy,
+    s_sx,
+    s_fb,
+    s_fk,
+    s_fd,
+    s_fy,
+    s_fx,
+    s_lb,
+    s_lk,
+    s_ly,
+    s_lx,
+    s_tb,
+    s_tc,
+    s_ty,
+    s_tx,
+    s_gb,
+    s_gc,
+    s_gy,
+    s_gx,
+    HAS_LOGITS: tl.constexpr,
+    RESIDUAL: tl.constexpr,
+    ALIGN: tl.constexpr,
+    BORDER: tl.constexpr,
+    LOSS: tl.constexpr,
+    NEED_SRC: tl.constexpr,
+    NEED_FLOW: tl.constexpr,
+    NEED_LOGIT: tl.constexpr,
+    NEED_TGT: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     """Gradients of the blend (grad: (B, C, H, W), strided) or of the loss (LOSS; grad: (B,)).
 
@@ -277,7 +381,8 @@ def warp_blend_backward_kernel(
     gtgt (B, C, H, W); adds into gsrc, a zeroed contiguous (B, K, C, Hs, Ws) accumulation buffer.
     """
     program, b, p, hw, pm, h, w, c, cm, m2, f_off, l_off = _pixel_block(
-        programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK, BLOCK_C)
+        programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK, BLOCK_C
+    )
     zero = _acc(tl.zeros([BLOCK], tl.float32), F64)
 
     if LOSS:
@@ -286,8 +391,9 @@ def warp_blend_backward_kernel(
         scale = _acc(tl.load(grad_ptr + b * s_gb), F64) / n_loss
         active = pm & ((zero + scale) != 0)
     else:
-        u = _acc(tl.load(grad_ptr + b * s_gb + c[None, :] * s_gc + (h * s_gy + w * s_gx)[:, None],
-                         mask=m2, other=0), F64)
+        u = _acc(
+            tl.load(grad_ptr + b * s_gb + c[None, :] * s_gc + (h * s_gy + w * s_gx)[:, None], mask=m2, other=0), F64
+        )
         # Pixels whose upstream is zero in every channel contribute nothing (NaN != 0 keeps NaNs).
         active = pm & (tl.sum((u != 0).to(tl.int32), axis=1) > 0)
     a2 = active[:, None] & cm[None, :]
@@ -308,23 +414,39 @@ def warp_blend_backward_kernel(
     if LOSS or NEED_LOGIT:
         # Pass 1: recompute the blend (the L1 sign and the softmax Jacobian need it).
         for k in range(K):
-            wk = _source_weight(logit_ptr + b * s_lb + k * s_lk, l_off, active, run_max, denom, zero,
-                                K, HAS_LOGITS, F64)
-            x0, y0, tx, ty, dx, dy = _taps(flow_ptr + b * s_fb + k * s_fk, idx_ptr, idy_ptr, s_fd, f_off, h, w, H, W,
-                                           Hs, Ws, active, RESIDUAL, ALIGN, BORDER, F64)
-            v00, v01, v10, v11 = _gather(src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0, s_sy, s_sx,
-                                         Hs, Ws, a2, F64)
+            wk = _source_weight(
+                logit_ptr + b * s_lb + k * s_lk, l_off, active, run_max, denom, zero, K, HAS_LOGITS, F64
+            )
+            x0, y0, tx, ty, dx, dy = _taps(
+                flow_ptr + b * s_fb + k * s_fk,
+                idx_ptr,
+                idy_ptr,
+                s_fd,
+                f_off,
+                h,
+                w,
+                H,
+                W,
+                Hs,
+                Ws,
+                active,
+                RESIDUAL,
+                ALIGN,
+                BORDER,
+                F64,
+            )
+            v00, v01, v10, v11 = _gather(src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0, s_sy, s_sx, Hs, Ws, a2, F64)
             blend += wk[:, None] * _bilinear(v00, v01, v10, v11, tx, ty)
 
     if LOSS:
-        t = _acc(tl.load(tgt_ptr + b * s_tb + c[None, :] * s_tc + (h * s_ty + w * s_tx)[:, None],
-                         mask=a2, other=0), F64)
+        t = _acc(
+            tl.load(tgt_ptr + b * s_tb + c[None, :] * s_tc + (h * s_ty + w * s_tx)[:, None], mask=a2, other=0), F64
+        )
         diff = blend - t
         u = tl.where(diff > 0, scale, tl.where(diff < 0, -scale, 0))
         u = tl.where(a2, u, 0)
         if NEED_TGT:
-            tl.store(gtgt_ptr + (b * C + c[None, :]) * hw + p[:, None],
-                     (-u).to(gtgt_ptr.dtype.element_ty), mask=m2)
+            tl.store(gtgt_ptr + (b * C + c[None, :]) * hw + p[:, None], (-u).to(gtgt_ptr.dtype.element_ty), mask=m2)
 
     # sum_k w_k dL/dw_k = sum_c u_c blend_c: the shared term of the softmax Jacobian.
     weighted = tl.sum(u * blend, axis=1)
@@ -332,17 +454,38 @@ def warp_blend_backward_kernel(
     if NEED_FLOW or NEED_LOGIT or NEED_SRC:
         # Pass 2: per source, the sampled values and their derivatives, reduced over channels.
         for k in range(K):
-            wk = _source_weight(logit_ptr + b * s_lb + k * s_lk, l_off, active, run_max, denom, zero,
-                                K, HAS_LOGITS, F64)
-            x0, y0, tx, ty, dx, dy = _taps(flow_ptr + b * s_fb + k * s_fk, idx_ptr, idy_ptr, s_fd, f_off, h, w, H, W,
-                                           Hs, Ws, active, RESIDUAL, ALIGN, BORDER, F64)
+            wk = _source_weight(
+                logit_ptr + b * s_lb + k * s_lk, l_off, active, run_max, denom, zero, K, HAS_LOGITS, F64
+            )
+            x0, y0, tx, ty, dx, dy = _taps(
+                flow_ptr + b * s_fb + k * s_fk,
+                idx_ptr,
+                idy_ptr,
+                s_fd,
+                f_off,
+                h,
+                w,
+                H,
+                W,
+                Hs,
+                Ws,
+                active,
+                RESIDUAL,
+                ALIGN,
+                BORDER,
+                F64,
+            )
             if NEED_FLOW or NEED_LOGIT:
-                v00, v01, v10, v11 = _gather(src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0,
-                                             s_sy, s_sx, Hs, Ws, a2, F64)
+                v00, v01, v10, v11 = _gather(
+                    src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0, s_sy, s_sx, Hs, Ws, a2, F64
+                )
                 if NEED_LOGIT:
                     dw = tl.sum(u * _bilinear(v00, v01, v10, v11, tx, ty), axis=1)
-                    tl.store(glogit_ptr + (b * K + k) * hw + p,
-                             (wk * (dw - weighted)).to(glogit_ptr.dtype.element_ty), mask=pm)
+                    tl.store(
+                        glogit_ptr + (b * K + k) * hw + p,
+                        (wk * (dw - weighted)).to(glogit_ptr.dtype.element_ty),
+                        mask=pm,
+                    )
                 if NEED_FLOW:
                     ux = (1 - tx)[:, None]
                     uy = (1 - ty)[:, None]
@@ -354,8 +497,7 @@ def warp_blend_backward_kernel(
                     tl.store(g_base, (wk * d_ix * dx).to(gflow_ptr.dtype.element_ty), mask=pm)
                     tl.store(g_base + hw, (wk * d_iy * dy).to(gflow_ptr.dtype.element_ty), mask=pm)
             if NEED_SRC:
-                _scatter(gsrc_ptr + (b * K + k) * C * Hs * Ws, c * Hs * Ws, x0, y0, tx, ty, Hs, Ws,
-                         wk[:, None] * u, a2)
+                _scatter(gsrc_ptr + (b * K + k) * C * Hs * Ws, c * Hs * Ws, x0, y0, tx, ty, Hs, Ws, wk[:, None] * u, a2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,10 +521,8 @@ def _common(sources, flows, logits, target):
     """Shape, stride and pointer arguments shared by both kernels."""
     B, K, C, Hs, Ws = sources.shape
     H, W = flows.shape[3], flows.shape[4]
-    pointers = (sources, flows, logits if logits is not None else flows,
-                target if target is not None else flows)
-    strides = (_strides(sources, 5) + _strides(flows, 5) + _strides(logits, 4)
-               + _strides(target, 4))
+    pointers = (sources, flows, logits if logits is not None else flows, target if target is not None else flows)
+    strides = _strides(sources, 5) + _strides(flows, 5) + _strides(logits, 4) + _strides(target, 4)
     return (B, K, C, Hs, Ws, H, W), pointers, strides
 
 
@@ -410,8 +550,18 @@ def identity_axes(H: int, W: int, *, residual: bool, align_corners: bool, like: 
     return axis(W), axis(H)
 
 
-def forward(sources, flows, logits, target, *, residual: bool, border: bool, align_corners: bool,
-            wrap=_identity, poison: bool = False) -> torch.Tensor:
+def forward(
+    sources,
+    flows,
+    logits,
+    target,
+    *,
+    residual: bool,
+    border: bool,
+    align_corners: bool,
+    wrap=_identity,
+    poison: bool = False,
+) -> torch.Tensor:
     """The blend (B, C, H, W) when ``target`` is None, else the per-sample L1 (B,)."""
     (B, K, C, Hs, Ws, H, W), pointers, strides = _common(sources, flows, logits, target)
     loss = target is not None
@@ -430,18 +580,49 @@ def forward(sources, flows, logits, target, *, residual: bool, border: bool, ali
         out = _new((B, programs), sources, dtype=_acc_dtype(sources.dtype), poison=poison)
     identity = identity_axes(H, W, residual=residual, align_corners=align_corners, like=sources)
     wrap(warp_blend_forward_kernel)[(B * programs,)](
-        *pointers, out, *identity, K, C, Hs, Ws, H, W, programs, *strides,
-        HAS_LOGITS=logits is not None, RESIDUAL=residual, ALIGN=align_corners, BORDER=border,
-        LOSS=loss, F64=sources.dtype == torch.float64, BLOCK=block,
-        BLOCK_C=triton.next_power_of_2(C), num_warps=FORWARD_WARPS)
+        *pointers,
+        out,
+        *identity,
+        K,
+        C,
+        Hs,
+        Ws,
+        H,
+        W,
+        programs,
+        *strides,
+        HAS_LOGITS=logits is not None,
+        RESIDUAL=residual,
+        ALIGN=align_corners,
+        BORDER=border,
+        LOSS=loss,
+        F64=sources.dtype == torch.float64,
+        BLOCK=block,
+        BLOCK_C=triton.next_power_of_2(C),
+        num_warps=FORWARD_WARPS,
+    )
     if loss:
         return (out.sum(dim=1) / (C * H * W)).to(sources.dtype)
     return out
 
 
-def backward(grad, sources, flows, logits, target, *, residual: bool, border: bool,
-             align_corners: bool, need_sources: bool, need_flows: bool, need_logits: bool,
-             need_target: bool, wrap=_identity, poison: bool = False):
+def backward(
+    grad,
+    sources,
+    flows,
+    logits,
+    target,
+    *,
+    residual: bool,
+    border: bool,
+    align_corners: bool,
+    need_sources: bool,
+    need_flows: bool,
+    need_logits: bool,
+    need_target: bool,
+    wrap=_identity,
+    poison: bool = False,
+):
     """Gradients (sources, flows, logits, target); a 0-element tensor for each one not asked for.
 
     grad: (B, C, H, W) for the blend, or (B,) for the loss when ``target`` is given.
@@ -452,10 +633,16 @@ def backward(grad, sources, flows, logits, target, *, residual: bool, border: bo
     need_target = need_target and loss
     # An empty problem has all-zero gradients: allocate zeros and launch nothing.
     launch = B * H * W * C > 0
-    new = (lambda shape, like: _new(shape, like, poison=poison)) if launch else (
-        lambda shape, like: torch.zeros(shape, dtype=like.dtype, device=like.device))
-    g_src = (torch.zeros((B, K, C, Hs, Ws), dtype=_acc_dtype(sources.dtype), device=sources.device)
-             if need_sources else sources.new_empty((0,)))
+    new = (
+        (lambda shape, like: _new(shape, like, poison=poison))
+        if launch
+        else (lambda shape, like: torch.zeros(shape, dtype=like.dtype, device=like.device))
+    )
+    g_src = (
+        torch.zeros((B, K, C, Hs, Ws), dtype=_acc_dtype(sources.dtype), device=sources.device)
+        if need_sources
+        else sources.new_empty((0,))
+    )
     # Gradients not asked for are 0-element tensors, each its own: a custom op's outputs must
     # not alias one another.
     g_flow = new((B, K, 2, H, W), flows) if need_flows else sources.new_empty((0,))
@@ -467,16 +654,47 @@ def backward(grad, sources, flows, logits, target, *, residual: bool, border: bo
         g_strides = tuple(grad.stride()) if not loss else (grad.stride(0), 0, 0, 0)
         identity = identity_axes(H, W, residual=residual, align_corners=align_corners, like=sources)
         wrap(warp_blend_backward_kernel)[(B * programs,)](
-            *pointers, grad, g_src, g_flow, g_logit, g_tgt, *identity,
-            K, C, Hs, Ws, H, W, programs, C * H * W, *strides, *g_strides,
-            HAS_LOGITS=logits is not None, RESIDUAL=residual, ALIGN=align_corners, BORDER=border,
-            LOSS=loss, NEED_SRC=need_sources, NEED_FLOW=need_flows, NEED_LOGIT=need_logits,
-            NEED_TGT=need_target, F64=sources.dtype == torch.float64, BLOCK=block,
-            BLOCK_C=triton.next_power_of_2(C), num_warps=BACKWARD_WARPS)
+            *pointers,
+            grad,
+            g_src,
+            g_flow,
+            g_logit,
+            g_tgt,
+            *identity,
+            K,
+            C,
+            Hs,
+            Ws,
+            H,
+            W,
+            programs,
+            C * H * W,
+            *strides,
+            *g_strides,
+            HAS_LOGITS=logits is not None,
+            RESIDUAL=residual,
+            ALIGN=align_corners,
+            BORDER=border,
+            LOSS=loss,
+            NEED_SRC=need_sources,
+            NEED_FLOW=need_flows,
+            NEED_LOGIT=need_logits,
+            NEED_TGT=need_target,
+            F64=sources.dtype == torch.float64,
+            BLOCK=block,
+            BLOCK_C=triton.next_power_of_2(C),
+            num_warps=BACKWARD_WARPS,
+        )
     if need_sources:
         g_src = g_src.to(sources.dtype)
     return g_src, g_flow, g_logit, g_tgt
 
 
-__all__ = ["forward", "backward", "warp_blend_forward_kernel", "warp_blend_backward_kernel",
-           "FORWARD_BLOCK", "BACKWARD_BLOCK"]
+__all__ = [
+    "forward",
+    "backward",
+    "warp_blend_forward_kernel",
+    "warp_blend_backward_kernel",
+    "FORWARD_BLOCK",
+    "BACKWARD_BLOCK",
+]

@@ -18,50 +18,89 @@ def paths(tmp_path_factory):
     data.mkdir()
     afile = base / "file.txt"
     afile.write_text("not a directory")
-    return {"data": str(data), "file": str(afile), "under_file": str(afile / "sub"), "missing": str(base / "nope"),
-            "out": str(base / "out")}
+    return {
+        "data": str(data),
+        "file": str(afile),
+        "under_file": str(afile / "sub"),
+        "missing": str(base / "nope"),
+        "out": str(base / "out"),
+    }
 
 
 # (argv with {placeholders}, what stderr must hold)
 CASES = [
     # embed / probe / retrieve: existence and ranges
-    (["embed", "--checkpoint", "{missing}", "--data", "{data}", "--out", "{out}/e.npz"],
-     "argument --checkpoint: '{missing}' does not exist or is not a file"),
-    (["embed", "--pixels", "8", "--data", "{missing}", "--out", "{out}/e.npz"],
-     "argument --data: '{missing}' does not exist or is not a directory"),
+    (
+        ["embed", "--checkpoint", "{missing}", "--data", "{data}", "--out", "{out}/e.npz"],
+        "argument --checkpoint: '{missing}' does not exist or is not a file",
+    ),
+    (
+        ["embed", "--pixels", "8", "--data", "{missing}", "--out", "{out}/e.npz"],
+        "argument --data: '{missing}' does not exist or is not a directory",
+    ),
     (["embed", "--pixels", "8", "--data", "{data}", "--out", "{under_file}/e.npz"], "argument --out: "),
     (["embed", "--pixels", "8", "--data", "{data}", "--out", "{data}"], "is a directory; give a file name"),
-    (["embed", "--pixels", "8", "--data", "{data}", "--out", "{out}/e.npz", "--batch-size", "0"],
-     "argument --batch-size: expected an integer >= 1, got 0"),
-    (["embed", "--pixels", "8", "--data", "{data}", "--out", "{out}/e.npz", "--crop", "7"],
-     "argument --crop: expected center, full or a fraction in (0, 1], got 7"),
-    (["probe", "--pixels", "8", "--data", "{data}", "--task", "pose", "--lr", "-1"],
-     "argument --lr: expected a finite number > 0, got -1"),
-    (["probe", "--pixels", "8", "--data", "{data}", "--task", "pose", "--lr", "nan"],
-     "argument --lr: expected a finite number > 0, got nan"),
-    (["probe", "--pixels", "8", "--data", "{data}", "--task", "pose", "--max-epochs", "0"],
-     "argument --max-epochs: expected an integer >= 1, got 0"),
-    (["probe", "--pixels", "8", "--data", "{data}", "--task", "pose", "--json", "{under_file}/m.json"],
-     "argument --json: "),
-    (["retrieve", "--pixels", "8", "--data", "{data}", "--out", "{out}/r.png", "--k", "0"],
-     "argument --k: expected an integer >= 1, got 0"),
-    (["retrieve", "--pixels", "8", "--data", "{data}", "--out", "{out}/r.png", "--queries", "-2"],
-     "argument --queries: expected an integer >= 1, got -2"),
+    (
+        ["embed", "--pixels", "8", "--data", "{data}", "--out", "{out}/e.npz", "--batch-size", "0"],
+        "argument --batch-size: expected an integer >= 1, got 0",
+    ),
+    (
+        ["embed", "--pixels", "8", "--data", "{data}", "--out", "{out}/e.npz", "--crop", "7"],
+        "argument --crop: expected center, full or a fraction in (0, 1], got 7",
+    ),
+    (
+        ["probe", "--pixels", "8", "--data", "{data}", "--task", "pose", "--lr", "-1"],
+        "argument --lr: expected a finite number > 0, got -1",
+    ),
+    (
+        ["probe", "--pixels", "8", "--data", "{data}", "--task", "pose", "--lr", "nan"],
+        "argument --lr: expected a finite number > 0, got nan",
+    ),
+    (
+        ["probe", "--pixels", "8", "--data", "{data}", "--task", "pose", "--max-epochs", "0"],
+        "argument --max-epochs: expected an integer >= 1, got 0",
+    ),
+    (
+        ["probe", "--pixels", "8", "--data", "{data}", "--task", "pose", "--json", "{under_file}/m.json"],
+        "argument --json: ",
+    ),
+    (
+        ["retrieve", "--pixels", "8", "--data", "{data}", "--out", "{out}/r.png", "--k", "0"],
+        "argument --k: expected an integer >= 1, got 0",
+    ),
+    (
+        ["retrieve", "--pixels", "8", "--data", "{data}", "--out", "{out}/r.png", "--queries", "-2"],
+        "argument --queries: expected an integer >= 1, got -2",
+    ),
     # train
-    (["train", "--data", "{data}", "--out", "{out}/run", "--log-every", "0"],
-     "argument --log-every: expected an integer >= 1, got 0"),
-    (["train", "--data", "{data}", "--out", "{out}/run", "--device", "xyz"],
-     "argument --device: expected auto, cpu, cuda or cuda:N, got 'xyz'"),
-    (["train", "--data", "{data}", "--out", "{out}/run", "--momentum", "nan"],
-     "argument --momentum: expected a finite number >= 0 and < 1, got nan"),
-    (["train", "--data", "{data}", "--out", "{out}/run", "--lr", "inf"],
-     "argument --lr: expected a finite number > 0, got inf"),
-    (["train", "--data", "{data}", "--out", "{out}/run", "--checkpoint-every", "-1"],
-     "argument --checkpoint-every: expected an integer >= 0, got -1"),
-    (["train", "--data", "{data}", "--out", "{out}/run", "--weight-decay", "-0.1"],
-     "argument --weight-decay: expected a finite number >= 0, got -0.1"),
-    (["train", "--data", "{data}", "--out", "{out}/run", "--steps", "0"],
-     "argument --steps: expected an integer >= 1, got 0"),
+    (
+        ["train", "--data", "{data}", "--out", "{out}/run", "--log-every", "0"],
+        "argument --log-every: expected an integer >= 1, got 0",
+    ),
+    (
+        ["train", "--data", "{data}", "--out", "{out}/run", "--device", "xyz"],
+        "argument --device: expected auto, cpu, cuda or cuda:N, got 'xyz'",
+    ),
+    (
+        ["train", "--data", "{data}", "--out", "{out}/run", "--momentum", "nan"],
+        "argument --momentum: expected a finite number >= 0 and < 1, got nan",
+    ),
+    (
+        ["train", "--data", "{data}", "--out", "{out}/run", "--lr", "inf"],
+        "argument --lr: expected a finite number > 0, got inf",
+    ),
+    (
+        ["train", "--data", "{data}", "--out", "{out}/run", "--checkpoint-every", "-1"],
+        "argument --checkpoint-every: expected an integer >= 0, got -1",
+    ),
+    (
+        ["train", "--data", "{data}", "--out", "{out}/run", "--weight-decay", "-0.1"],
+        "argument --weight-decay: expected a finite number >= 0, got -0.1",
+    ),
+    (
+        ["train", "--data", "{data}", "--out", "{out}/run", "--steps", "0"],
+        "argument --steps: expected an integer >= 1, got 0",
+    ),
     (["train", "--data", "{data}", "--out", "{file}"], "argument --out: '{file}' exists and is not a directory"),
     (["train", "--data", "{data}", "--out", "{under_file}"], "cannot be created: '{file}' is a file"),
     # demo, synth, extract-frames

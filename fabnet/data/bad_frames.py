@@ -39,11 +39,13 @@ class BadFrames:
         for path, reason in bad:
             if path not in self.seen:
                 self.seen[path] = reason
-                warnings.warn(f"skipping unreadable frame {path} ({reason}); its sample is replaced",
-                              DataWarning, stacklevel=3)
+                warnings.warn(
+                    f"skipping unreadable frame {path} ({reason}); its sample is replaced", DataWarning, stacklevel=3
+                )
         self.skipped += skipped_samples
         if self.skipped > self.limit * self.samples_per_epoch:
             examples = "; ".join(f"{p} ({r})" for p, r in list(self.seen.items())[:3])
             raise TooManyBadFrames(
                 f"{self.skipped} of this epoch's {self.samples_per_epoch} samples had unreadable frames, more "
-                f"than {self.limit:.0%}: the data root changed after it was indexed? e.g. {examples}")
+                f"than {self.limit:.0%}: the data root changed after it was indexed? e.g. {examples}"
+            )

@@ -50,18 +50,33 @@ def register(subparsers) -> None:
         description="Render procedural talking heads into OUT/<identity>/<video>/<track>/<frame>.jpg with "
                     "OUT/labels.csv, plus OUT/contact_sheet.png and OUT/landmarks.png to look at.",
     )  # fmt: skip
-    p.add_argument("out", metavar="OUT", type=writable_dir,
-                   help="output directory (created; existing frames are overwritten)")
+    p.add_argument(
+        "out", metavar="OUT", type=writable_dir, help="output directory (created; existing frames are overwritten)"
+    )
     p.add_argument("--identities", type=positive_int, default=40, help="number of people (default 40)")
-    p.add_argument("--tracks-per-identity", type=positive_int, default=4,
-                   help="face tracks per person, one video each (default 4)")
-    p.add_argument("--frames-per-track", type=positive_int, default=12,
-                   help="frames per track; training needs at least K + 1 (default 12)")
+    p.add_argument(
+        "--tracks-per-identity", type=positive_int, default=4, help="face tracks per person, one video each (default 4)"
+    )
+    p.add_argument(
+        "--frames-per-track",
+        type=positive_int,
+        default=12,
+        help="frames per track; training needs at least K + 1 (default 12)",
+    )
     # 1024: four times the largest training size (256); 100000 would ask for 298 GiB of images.
-    p.add_argument("--size", type=int_in(16, 1024, "4x the largest training size"), default=128, help="image side in pixels, 16 to 1024 (default 128)")
+    p.add_argument(
+        "--size",
+        type=int_in(16, 1024, "4x the largest training size"),
+        default=128,
+        help="image side in pixels, 16 to 1024 (default 128)",
+    )
     p.add_argument("--seed", type=int, default=0, help="the data set is a function of this seed (default 0)")
-    p.add_argument("--workers", type=positive_int, default=1,
-                   help="rendering processes; the output does not depend on it (default 1)")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="rendering processes; the output does not depend on it (default 1)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
@@ -75,9 +90,17 @@ def register(subparsers) -> None:
     )  # fmt: skip
     p.add_argument("videos", metavar="VIDEOS", type=existing_path, help="a video file or a directory of videos")
     p.add_argument("out", metavar="OUT", type=writable_dir, help="output data root")
-    p.add_argument("--fps", type=positive_float, default=1.0,
-                   help="frames per second to keep (default 1, as the paper did for VoxCeleb)")
-    p.add_argument("--size", type=non_negative_int, default=0,
-                   help="resize frames so the shorter side is SIZE px; 0 keeps the video's size (default 0)")
+    p.add_argument(
+        "--fps",
+        type=positive_float,
+        default=1.0,
+        help="frames per second to keep (default 1, as the paper did for VoxCeleb)",
+    )
+    p.add_argument(
+        "--size",
+        type=non_negative_int,
+        default=0,
+        help="resize frames so the shorter side is SIZE px; 0 keeps the video's size (default 0)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract_frames)

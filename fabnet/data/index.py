@@ -77,7 +77,11 @@ def _scan(root: str) -> list[FrameRecord]:
                     continue
                 names = [n for n in os.listdir(d_tr) if n.lower().endswith(_JPEG_EXTENSIONS)]
                 # Numeric frame names sort by number (frame 10 after frame 9), others by name.
-                names.sort(key=lambda n: (0, int(m.group()), n) if (m := re.fullmatch(r"\d+", n.rsplit(".", 1)[0])) else (1, 0, n))
+                names.sort(
+                    key=lambda n: (
+                        (0, int(m.group()), n) if (m := re.fullmatch(r"\d+", n.rsplit(".", 1)[0])) else (1, 0, n)
+                    )
+                )
                 for i, name in enumerate(names):
                     rel = f"{identity}/{video}/{track}/{name}"
                     records.append(FrameRecord(path=os.path.join(d_tr, name), relpath=rel, identity=identity,
@@ -178,8 +182,9 @@ def load_index(root: str, split: str | None = None, *, split_seed: int = 0, cach
     else:
         unlisted = len({r.relpath for r in _scan(root)} - {r.relpath for r in records})
         if unlisted:
-            warnings.warn(f"{unlisted} frame(s) under {root} are not in labels.csv and are left out",
-                          DataWarning, stacklevel=2)
+            warnings.warn(
+                f"{unlisted} frame(s) under {root} are not in labels.csv and are left out", DataWarning, stacklevel=2
+            )
     if not records:
         raise FileNotFoundError(
             f"no frames under {root!r}: expected ROOT/<identity>/<video>/<track>/<frame>.jpg "

@@ -52,6 +52,8 @@ LABELS_FILE = "labels.csv"
 
 class DataWarning(UserWarning):
     """Frames or tracks of a data root left out (unreadable files, short tracks, table problems)."""
+
+
 LABEL_INFO_FILE = "labels.json"
 POSE_NAMES = ("yaw", "pitch", "roll")
 EXPRESSION_NAMES = ("neutral", "smile", "surprise", "sleepy")
@@ -99,8 +101,13 @@ def _fmt(v: float) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}".rstrip("0").rstrip(".")
 
 
-def write_labels(root: str, records: list[FrameRecord], attribute_names=ATTRIBUTE_NAMES,
-                 expression_names=EXPRESSION_NAMES, landmark_names=LANDMARK_NAMES) -> str:
+def write_labels(
+    root: str,
+    records: list[FrameRecord],
+    attribute_names=ATTRIBUTE_NAMES,
+    expression_names=EXPRESSION_NAMES,
+    landmark_names=LANDMARK_NAMES,
+) -> str:
     """Write ``ROOT/labels.csv`` (and ``labels.json`` with the class names); returns the csv path."""
     num_lm = max((len(r.landmarks) for r in records), default=0)
     header = list(BASE_COLUMNS) + [f"attr_{a}" for a in attribute_names]
@@ -152,8 +159,10 @@ def read_labels(root: str) -> list[FrameRecord] | None:
             rel = row[0].replace("\\", "/")
             parts = rel.split("/")
             if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel) or ".." in parts:
-                raise ValueError(f"{path}, line {line}: path {rel!r} leaves the data root; paths must be "
-                                 "relative to ROOT, without '..'")
+                raise ValueError(
+                    f"{path}, line {line}: path {rel!r} leaves the data root; paths must be "
+                    "relative to ROOT, without '..'"
+                )
             if rel in lines_of:
                 lines_of[rel].append(line)
                 continue
@@ -177,8 +186,11 @@ def read_labels(root: str) -> list[FrameRecord] | None:
     if repeated:
         # A frame listed twice would be drawn as a source of itself.
         named = "; ".join(f"{rel} (lines {', '.join(map(str, lines))})" for rel, lines in list(repeated.items())[:3])
-        warnings.warn(f"{path}: {len(repeated)} frame(s) listed more than once, the first row of each kept: "
-                      f"{named}", DataWarning, stacklevel=3)
+        warnings.warn(
+            f"{path}: {len(repeated)} frame(s) listed more than once, the first row of each kept: {named}",
+            DataWarning,
+            stacklevel=3,
+        )
     return records
 
 
@@ -198,5 +210,5 @@ def label_info(root: str) -> dict:
     if os.path.exists(csv_path):
         with open(csv_path, newline="") as fh:
             header = next(csv.reader(fh), [])
-        info["attribute_names"] = [n[len("attr_"):] for n in header if n.startswith("attr_")]
+        info["attribute_names"] = [n[len("attr_") :] for n in header if n.startswith("attr_")]
     return info

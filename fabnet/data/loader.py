@@ -81,8 +81,9 @@ class FrameLoader:
         self.epoch += 1
         self.bad_frames.new_epoch()
         if self.backend == "pil":
-            return pil_backend.iterate(batches, self.size, num_workers=self.num_workers, device=self.device,
-                                       bad_frames=self.bad_frames)
+            return pil_backend.iterate(
+                batches, self.size, num_workers=self.num_workers, device=self.device, bad_frames=self.bad_frames
+            )
         if self._dali is None:
             self._dali = dali_backend.DaliRunner(self.num_sources + 1, self.batch_size, self.size,
                                                  num_threads=self.num_threads, device=self.device,

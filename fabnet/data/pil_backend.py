@@ -21,8 +21,13 @@ from fabnet.data.bad_frames import BadFrames
 from fabnet.data.sampling import Sample
 
 
-def read_crop(path: str, box: tuple[int, int, int, int], size: int, draft: bool = True,
-              indexed_size: tuple[int, int] | None = None) -> np.ndarray:
+def read_crop(
+    path: str,
+    box: tuple[int, int, int, int],
+    size: int,
+    draft: bool = True,
+    indexed_size: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Decode ``path``, crop ``box`` (x0, y0, x1, y1), resize to (size, size): (S, S, 3) uint8.
 
     indexed_size: (width, height) the box was drawn for; a file replaced by one of another size
@@ -84,8 +89,15 @@ class BatchDataset(torch.utils.data.Dataset):
         }
 
 
-def iterate(batches: list[list[Sample]], size: int, *, num_workers: int, device: torch.device, draft: bool = True,
-            bad_frames: BadFrames | None = None):
+def iterate(
+    batches: list[list[Sample]],
+    size: int,
+    *,
+    num_workers: int,
+    device: torch.device,
+    draft: bool = True,
+    bad_frames: BadFrames | None = None,
+):
     """Yield loader dicts (float32 in [0, 1]) for the given batches of one epoch; unreadable
     frames go to ``bad_frames`` (a batch with no readable sample is left out)."""
     loader = torch.utils.data.DataLoader(

@@ -399,7 +399,7 @@ def landmarks_3d(ident: Identity, st: FrameState) -> np.ndarray:
     for side in (-1, 1):  # brows: outer, mid, inner on the left; inner, mid, outer on the right
         xc = side * (ident.eye_dx + 0.02)
         bw = 1.2 * ident.eye_w
-        for k in ((-0.95, 0.0, 0.85) if side < 0 else (-0.85, 0.0, 0.95)):
+        for k in (-0.95, 0.0, 0.85) if side < 0 else (-0.85, 0.0, 0.95):
             _, centre = _brow_curve(ident, st, np.asarray(xc + k * bw), side)
             pts.append((xc + k * bw, float(centre)))
     for side, k in ((-1, -1), (-1, 1), (1, -1), (1, 1)):  # eye corners
@@ -419,7 +419,12 @@ def landmarks_3d(ident: Identity, st: FrameState) -> np.ndarray:
     w, line, upper, lower, _, _ = _mouth_curves(ident, st, np.array([-1e-9, 0.0, 0.0]))
     w = float(w)
     corner_y = ident.mouth_y + st.smile * 0.07
-    mouth = [(-w, corner_y), (w, corner_y), (0.0, float(upper[1]) + ident.lip_th), (0.0, float(lower[1]) - 1.3 * ident.lip_th)]
+    mouth = [
+        (-w, corner_y),
+        (w, corner_y),
+        (0.0, float(upper[1]) + ident.lip_th),
+        (0.0, float(lower[1]) - 1.3 * ident.lip_th),
+    ]
     jc, jr = ident.jaw_center, ident.jaw
     jaw = [(0.0, jc[1] - 0.93 * jr[1]), (-0.8 * jr[0], jc[1] - 0.5 * jr[1]), (0.8 * jr[0], jc[1] - 0.5 * jr[1])]
     xy2 = np.array(mouth + jaw)

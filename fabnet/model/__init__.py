@@ -1,10 +1,10 @@
 """FAb-Net's networks and checkpoints.
 
-    Encoder(size, embedding_dim=256, width=64)  (B, 3, S, S) -> (B, 256)
-    Decoder(size, in_features=512, out_channels) (N, in_features) -> (N, out_channels, S, S), tanh
-    FabNet(size, num_sources, width=64, op_backend=...)   forward(target, sources) -> per-sample L1 (B,)
-    load_encoder(path)                          a trained, frozen Encoder in eval mode
-    load_checkpoint(path) / save_checkpoint(state, path)   (atomic)
+Encoder(size, embedding_dim=256, width=64)  (B, 3, S, S) -> (B, 256)
+Decoder(size, in_features=512, out_channels) (N, in_features) -> (N, out_channels, S, S), tanh
+FabNet(size, num_sources, width=64, op_backend=...)   forward(target, sources) -> per-sample L1 (B,)
+load_encoder(path)                          a trained, frozen Encoder in eval mode
+load_checkpoint(path) / save_checkpoint(state, path)   (atomic)
 """
 
 from fabnet._lazy import lazy_exports

@@ -99,10 +99,12 @@ class CheckpointWriteError(OSError):
         except OSError:
             free = "free space unknown"
         reason = getattr(cause, "strerror", None) or "the write was cut short"
-        super().__init__(getattr(cause, "errno", None) or errno.ENOSPC,
-                         f"no space left on device writing {path} ({reason}: the disk is full or a "
-                         f"file-size limit was reached; {free}); the previous checkpoint there, if any, "
-                         "is kept")
+        super().__init__(
+            getattr(cause, "errno", None) or errno.ENOSPC,
+            f"no space left on device writing {path} ({reason}: the disk is full or a "
+            f"file-size limit was reached; {free}); the previous checkpoint there, if any, "
+            "is kept",
+        )
 
     def __str__(self) -> str:  # the message alone, without OSError's "[Errno N]"
         return self.strerror
@@ -146,25 +148,32 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     tensors, numbers, strings and containers: it is not unpickled.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path!r} (pass the path of a .pt file written by "
-                                "`fabnet train`, e.g. RUN/checkpoints/last.pt)")
+        raise FileNotFoundError(
+            f"checkpoint not found: {path!r} (pass the path of a .pt file written by "
+            "`fabnet train`, e.g. RUN/checkpoints/last.pt)"
+        )
     try:
         with torch.serialization.safe_globals(_LEGACY_NUMPY_GLOBALS):
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         found = _UNSUPPORTED_GLOBAL.search(str(err))
         if found is None:  # not a refusal: bytes that are no checkpoint at all
-            raise ValueError(f"{path!r} is not a readable fabnet checkpoint (torch.load failed: "
-                             f"{err}); was it cut off while being copied?") from err
+            raise ValueError(
+                f"{path!r} is not a readable fabnet checkpoint (torch.load failed: "
+                f"{err}); was it cut off while being copied?"
+            ) from err
         offending = found.group(1)
         raise UnsafeCheckpointError(
             f"{path!r} refused: it holds {offending}, which only unpickling arbitrary code could "
             "rebuild; fabnet checkpoints hold tensors, numbers, strings and containers only. If you "
             "wrote this file yourself and trust it, re-save it without that object (load it with "
-            "torch.load(path, weights_only=False) and torch.save only what fabnet needs)") from None
+            "torch.load(path, weights_only=False) and torch.save only what fabnet needs)"
+        ) from None
     except Exception as err:  # truncated or foreign bytes: torch.load's own message names neither file nor cause
-        raise ValueError(f"{path!r} is not a readable fabnet checkpoint (torch.load failed: {type(err).__name__}: "
-                         f"{err}); was it cut off while being copied?") from err
+        raise ValueError(
+            f"{path!r} is not a readable fabnet checkpoint (torch.load failed: {type(err).__name__}: "
+            f"{err}); was it cut off while being copied?"
+        ) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
         raise ValueError(f"{path!r} is not a fabnet checkpoint (expected a dict with format={FORMAT!r})")
     return state
@@ -176,14 +185,20 @@ def check_compatible(state: dict, *, size: int, num_sources: int | None = None, 
     cfg = state["model_config"]
     trained_width = checkpoint_width(state)
     if width is not None and trained_width != width:
-        raise ValueError(f"{arg} {path!r} was trained with --width {trained_width}, but --width is {width}; "
-                         f"pass --width {trained_width} or another checkpoint")
+        raise ValueError(
+            f"{arg} {path!r} was trained with --width {trained_width}, but --width is {width}; "
+            f"pass --width {trained_width} or another checkpoint"
+        )
     if cfg["size"] != size:
-        raise ValueError(f"{arg} {path!r} was trained with --size {cfg['size']}, but --size is {size}; "
-                         f"pass --size {cfg['size']} or another checkpoint")
+        raise ValueError(
+            f"{arg} {path!r} was trained with --size {cfg['size']}, but --size is {size}; "
+            f"pass --size {cfg['size']} or another checkpoint"
+        )
     if num_sources is not None and cfg["num_sources"] != num_sources:
-        raise ValueError(f"{arg} {path!r} was trained with --sources {cfg['num_sources']}, but --sources is "
-                         f"{num_sources}; pass --sources {cfg['num_sources']} or another checkpoint")
+        raise ValueError(
+            f"{arg} {path!r} was trained with --sources {cfg['num_sources']}, but --sources is "
+            f"{num_sources}; pass --sources {cfg['num_sources']} or another checkpoint"
+        )
 
 
 def checkpoint_width(state: dict) -> int:
@@ -204,7 +219,7 @@ def load_encoder(checkpoint_path: str, map_location="cpu") -> Encoder:
     cfg = state["model_config"]
     encoder = Encoder(cfg["size"], cfg.get("embedding_dim", 256), width=checkpoint_width(state))
     prefix = "encoder."
-    encoder.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
+    encoder.load_state_dict({k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)})
     encoder.eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
@@ -222,20 +237,24 @@ def init_from(model: FabNet, state: dict, *, path: str = "checkpoint") -> list[s
     loaded = []
     for name in ("encoder", "flow_decoder", "confidence_decoder"):
         module = getattr(model, name)
-        sub = {k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(name + ".")}
+        sub = {k[len(name) + 1 :]: v for k, v in weights.items() if k.startswith(name + ".")}
         if module is None or not sub:
             continue
         missing, unexpected = _key_mismatch(module.state_dict(), sub)
         if missing or unexpected:
-            raise ValueError(f"--init {path!r}: its {name} does not fit this model's: missing "
-                             f"{_few(missing)}, unexpected {_few(unexpected)}")
+            raise ValueError(
+                f"--init {path!r}: its {name} does not fit this model's: missing "
+                f"{_few(missing)}, unexpected {_few(unexpected)}"
+            )
         module.load_state_dict(sub)
         loaded.append(name)
     if "encoder" not in loaded or "flow_decoder" not in loaded:
         missing, unexpected = _key_mismatch(model.state_dict(), weights)
-        raise ValueError(f"--init {path!r} holds no FAb-Net encoder and flow decoder (loaded: {_few(loaded)}); "
-                         f"missing {_few(missing)}, unexpected {_few(unexpected)}; pass a checkpoint written by "
-                         "`fabnet train`")
+        raise ValueError(
+            f"--init {path!r} holds no FAb-Net encoder and flow decoder (loaded: {_few(loaded)}); "
+            f"missing {_few(missing)}, unexpected {_few(unexpected)}; pass a checkpoint written by "
+            "`fabnet train`"
+        )
     return loaded
 
 

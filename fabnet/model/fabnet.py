@@ -63,8 +63,7 @@ class FabNet(nn.Module):
 
     def config(self) -> dict:
         """What a checkpoint needs to rebuild this module (see ``fabnet.model.checkpoint``)."""
-        return dict(size=self.size, num_sources=self.num_sources, embedding_dim=self.embedding_dim,
-                    width=self.width)
+        return dict(size=self.size, num_sources=self.num_sources, embedding_dim=self.embedding_dim, width=self.width)
 
     def _autocast(self, device: torch.device):
         if self.autocast_bf16 and device.type == "cuda":
@@ -77,8 +76,9 @@ class FabNet(nn.Module):
         if target.shape != (B, 3, S, S):
             raise ValueError(f"target must be (B, 3, {S}, {S}) for size={S}; got {tuple(target.shape)}")
         if sources.shape != (B, K, 3, S, S):
-            raise ValueError(f"sources must be (B={B}, K={K}, 3, {S}, {S}) for size={S}, "
-                             f"num_sources={K}; got {tuple(sources.shape)}")
+            raise ValueError(
+                f"sources must be (B={B}, K={K}, 3, {S}, {S}) for size={S}, num_sources={K}; got {tuple(sources.shape)}"
+            )
 
     def predict(self, target: torch.Tensor, sources: torch.Tensor):
         """Flows (B, K, 2, S, S) and logits (B, K, S, S) or None (K = 1), both float32.
@@ -103,9 +103,11 @@ class FabNet(nn.Module):
         v_t, v_s = target_embedding, source_embeddings
         B, K = v_s.shape[:2]
         if v_t.shape != (B, self.embedding_dim) or v_s.shape[2:] != (self.embedding_dim,) or K != self.num_sources:
-            raise ValueError(f"decode expects target_embedding (B, {self.embedding_dim}) and source_embeddings "
-                             f"(B, K={self.num_sources}, {self.embedding_dim}); got {tuple(v_t.shape)} and "
-                             f"{tuple(v_s.shape)}")
+            raise ValueError(
+                f"decode expects target_embedding (B, {self.embedding_dim}) and source_embeddings "
+                f"(B, K={self.num_sources}, {self.embedding_dim}); got {tuple(v_t.shape)} and "
+                f"{tuple(v_s.shape)}"
+            )
         with self._autocast(v_t.device):
             pair = torch.cat([v_s, v_t[:, None].expand(B, K, v_t.shape[1])], dim=2).flatten(0, 1)
             flows = self.flow_decoder(pair)
@@ -119,8 +121,9 @@ class FabNet(nn.Module):
     def forward(self, target: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
         """Per-sample L1 losses (B,) of the target against the blend of the warped sources."""
         flows, logits = self.predict(target, sources)
-        return ops.warp_blend_l1(sources.detach().float(), flows, logits, target.detach().float(),
-                                 backend=self.op_backend, **OP_KWARGS)
+        return ops.warp_blend_l1(
+            sources.detach().float(), flows, logits, target.detach().float(), backend=self.op_backend, **OP_KWARGS
+        )
 
     @torch.no_grad()
     def generate(self, target: torch.Tensor, sources: torch.Tensor) -> dict:

@@ -35,18 +35,25 @@ MIN_SIZE, MAX_SIZE = 32, 256
 def check_width(width, name: str = "width") -> int:
     """``width`` as an int, or ValueError if it is not an integer >= 1."""
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"{name} must be an integer >= 1 (channels after the encoder's first conv; "
-                         f"pix2pix: 64, the authors' release: 16); got {width!r}")
+        raise ValueError(
+            f"{name} must be an integer >= 1 (channels after the encoder's first conv; "
+            f"pix2pix: 64, the authors' release: 16); got {width!r}"
+        )
     return int(width)
 
 
 def check_size(size, name: str = "size") -> int:
     """``size`` as an int, or ValueError if it is not a power of two in [32, 256]."""
-    ok = isinstance(size, (int,)) and not isinstance(size, bool) and MIN_SIZE <= size <= MAX_SIZE \
+    ok = (
+        isinstance(size, (int,))
+        and not isinstance(size, bool)
+        and MIN_SIZE <= size <= MAX_SIZE
         and size & (size - 1) == 0
+    )
     if not ok:
-        raise ValueError(f"{name} must be a power of two in [{MIN_SIZE}, {MAX_SIZE}] "
-                         f"(32, 64, 128 or 256); got {size!r}")
+        raise ValueError(
+            f"{name} must be a power of two in [{MIN_SIZE}, {MAX_SIZE}] (32, 64, 128 or 256); got {size!r}"
+        )
     return int(size)
 
 
@@ -55,7 +62,7 @@ def level_channels(size: int, width: int = DEFAULT_WIDTH) -> list[int]:
     width, 2 width, 4 width, then 8 width from there on."""
     depth = int(math.log2(check_size(size)))
     width = check_width(width)
-    return [min(width * 2 ** i, 8 * width) for i in range(depth - 1)]
+    return [min(width * 2**i, 8 * width) for i in range(depth - 1)]
 
 
 class Encoder(nn.Module):
@@ -76,8 +83,10 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (self.size, self.size) or x.shape[-3] != self.in_channels:
-            raise ValueError(f"Encoder(size={self.size}) expects (B, {self.in_channels}, {self.size}, "
-                             f"{self.size}); got {tuple(x.shape)}")
+            raise ValueError(
+                f"Encoder(size={self.size}) expects (B, {self.in_channels}, {self.size}, "
+                f"{self.size}); got {tuple(x.shape)}"
+            )
         return self.net(x).flatten(1)
 
 
@@ -105,13 +114,15 @@ class Decoder(nn.Module):
         self.in_features = int(in_features)
         self.out_channels = int(out_channels)
         chans = [self.in_features] + level_channels(size, width)[::-1] + [self.out_channels]
-        self.blocks = nn.Sequential(*[UpBlock(a, b, last=(i == len(chans) - 2))
-                                      for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))])
+        self.blocks = nn.Sequential(
+            *[UpBlock(a, b, last=(i == len(chans) - 2)) for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))]
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() == 2:
             z = z[:, :, None, None]
         if z.shape[1:] != (self.in_features, 1, 1):
-            raise ValueError(f"Decoder expects (N, {self.in_features}) or (N, {self.in_features}, 1, 1); "
-                             f"got {tuple(z.shape)}")
+            raise ValueError(
+                f"Decoder expects (N, {self.in_features}) or (N, {self.in_features}, 1, 1); got {tuple(z.shape)}"
+            )
         return torch.tanh(self.blocks(z))

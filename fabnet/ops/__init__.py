@@ -48,23 +48,62 @@ from fabnet.ops.checks import validate
 from fabnet.ops.grid_sample import grid_sample
 from fabnet.ops.reference import warp_blend_l1_reference, warp_blend_reference
 
-__all__ = ["warp_blend", "warp_blend_l1", "grid_sample", "backends", "BACKENDS", "warp_blend_reference",
-           "warp_blend_l1_reference", "extension"]
+__all__ = [
+    "warp_blend",
+    "warp_blend_l1",
+    "grid_sample",
+    "backends",
+    "BACKENDS",
+    "warp_blend_reference",
+    "warp_blend_l1_reference",
+    "extension",
+]
 
 
-def warp_blend(sources: torch.Tensor, flows: torch.Tensor, logits: torch.Tensor | None = None, *,
-               residual: bool = False, padding_mode: str = "zeros", align_corners: bool = False,
-               backend: str = "auto") -> torch.Tensor:
+def warp_blend(
+    sources: torch.Tensor,
+    flows: torch.Tensor,
+    logits: torch.Tensor | None = None,
+    *,
+    residual: bool = False,
+    padding_mode: str = "zeros",
+    align_corners: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
     """Blend of K bilinearly warped sources, (B, C, H, W). See the module docstring."""
-    args = validate(sources, flows, logits, None, residual=residual, padding_mode=padding_mode,
-                    align_corners=align_corners, needs_target=False)
+    args = validate(
+        sources,
+        flows,
+        logits,
+        None,
+        residual=residual,
+        padding_mode=padding_mode,
+        align_corners=align_corners,
+        needs_target=False,
+    )
     return select(backend, args).warp_blend(args)
 
 
-def warp_blend_l1(sources: torch.Tensor, flows: torch.Tensor, logits: torch.Tensor | None,
-                  target: torch.Tensor, *, residual: bool = False, padding_mode: str = "zeros",
-                  align_corners: bool = False, backend: str = "auto") -> torch.Tensor:
+def warp_blend_l1(
+    sources: torch.Tensor,
+    flows: torch.Tensor,
+    logits: torch.Tensor | None,
+    target: torch.Tensor,
+    *,
+    residual: bool = False,
+    padding_mode: str = "zeros",
+    align_corners: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
     """Per-sample mean |target - blend| over (C, H, W), (B,). See the module docstring."""
-    args = validate(sources, flows, logits, target, residual=residual, padding_mode=padding_mode,
-                    align_corners=align_corners, needs_target=True)
+    args = validate(
+        sources,
+        flows,
+        logits,
+        target,
+        residual=residual,
+        padding_mode=padding_mode,
+        align_corners=align_corners,
+        needs_target=True,
+    )
     return select(backend, args).warp_blend_l1(args)

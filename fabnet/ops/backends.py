@@ -43,14 +43,25 @@ class ReferenceBackend(Backend):
         return []
 
     def warp_blend(self, a):
-        return reference.warp_blend_reference(a.sources, a.flows, a.logits, residual=a.residual,
-                                              padding_mode=a.padding_mode,
-                                              align_corners=a.align_corners)
+        return reference.warp_blend_reference(
+            a.sources,
+            a.flows,
+            a.logits,
+            residual=a.residual,
+            padding_mode=a.padding_mode,
+            align_corners=a.align_corners,
+        )
 
     def warp_blend_l1(self, a):
-        return reference.warp_blend_l1_reference(a.sources, a.flows, a.logits, a.target,
-                                                 residual=a.residual, padding_mode=a.padding_mode,
-                                                 align_corners=a.align_corners)
+        return reference.warp_blend_l1_reference(
+            a.sources,
+            a.flows,
+            a.logits,
+            a.target,
+            residual=a.residual,
+            padding_mode=a.padding_mode,
+            align_corners=a.align_corners,
+        )
 
 
 class ExtensionBackend(Backend):
@@ -72,18 +83,18 @@ class ExtensionBackend(Backend):
         return reasons
 
     def warp_blend(self, a):
-        return torch.ops.fabnet.warp_blend(a.sources, a.flows, a.logits, a.residual,
-                                           a.padding_mode, a.align_corners)
+        return torch.ops.fabnet.warp_blend(a.sources, a.flows, a.logits, a.residual, a.padding_mode, a.align_corners)
 
     def warp_blend_l1(self, a):
         if self.device_type == "cpu" and _only_flows_or_logits_need_grad(a):
             mask = [a.flows.requires_grad, a.logits is not None and a.logits.requires_grad]
             loss, _, _ = torch.ops.fabnet.warp_blend_l1_with_grads(
-                a.sources, a.flows, a.logits, a.target, a.residual, a.padding_mode,
-                a.align_corners, mask)
+                a.sources, a.flows, a.logits, a.target, a.residual, a.padding_mode, a.align_corners, mask
+            )
             return loss
-        return torch.ops.fabnet.warp_blend_l1(a.sources, a.flows, a.logits, a.target, a.residual,
-                                              a.padding_mode, a.align_corners)
+        return torch.ops.fabnet.warp_blend_l1(
+            a.sources, a.flows, a.logits, a.target, a.residual, a.padding_mode, a.align_corners
+        )
 
 
 def _only_flows_or_logits_need_grad(a: WarpBlendArgs) -> bool:

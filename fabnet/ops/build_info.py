@@ -30,13 +30,15 @@ def torch_mismatch(info: dict | None, torch_version: str) -> str | None:
     """Why a ``_C`` described by ``info`` cannot load beside ``torch_version`` (None: it can)."""
     if info is None or "torch" not in info or info["torch"] == torch_version:
         return None
-    return (f"fabnet._C was built for torch {info['torch']}, but this interpreter imports torch "
-            f"{torch_version}; rebuild it against this torch with `{REBUILD_COMMAND}` in the fabnet "
-            "checkout")
+    return (
+        f"fabnet._C was built for torch {info['torch']}, but this interpreter imports torch "
+        f"{torch_version}; rebuild it against this torch with `{REBUILD_COMMAND}` in the fabnet "
+        "checkout"
+    )
 
 
 def _parse_arch(entry: str) -> tuple[int, int, bool]:
-    """"9.0+PTX" -> (9, 0, True); "8.6" -> (8, 6, False); "sm_90" / "90" are accepted too."""
+    """ "9.0+PTX" -> (9, 0, True); "8.6" -> (8, 6, False); "sm_90" / "90" are accepted too."""
     text = entry.strip().lower()
     ptx = text.endswith("+ptx")
     digits = re.findall(r"\d+", text.replace("+ptx", ""))
@@ -60,6 +62,8 @@ def cuda_arch_reason(archs: list[str], capability: tuple[int, int], device: str 
         if ptx and (a_major, a_minor) <= (major, minor):
             return None
     built = ", ".join(archs) or "no architecture"
-    return (f"fabnet._C carries CUDA code for {built}, none of which runs on {device} (compute "
-            f"capability {major}.{minor}); rebuild with TORCH_CUDA_ARCH_LIST=\"{major}.{minor}\" "
-            f"{REBUILD_COMMAND}")
+    return (
+        f"fabnet._C carries CUDA code for {built}, none of which runs on {device} (compute "
+        f'capability {major}.{minor}); rebuild with TORCH_CUDA_ARCH_LIST="{major}.{minor}" '
+        f"{REBUILD_COMMAND}"
+    )

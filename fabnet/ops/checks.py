@@ -40,8 +40,9 @@ def _shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
-def validate(sources, flows, logits, target, *, residual, padding_mode, align_corners,
-             needs_target: bool) -> WarpBlendArgs:
+def validate(
+    sources, flows, logits, target, *, residual, padding_mode, align_corners, needs_target: bool
+) -> WarpBlendArgs:
     """Check every argument and return them normalised (logits as (B, K, H, W))."""
     named = {"sources": sources, "flows": flows, "logits": logits}
     if needs_target:
@@ -66,8 +67,9 @@ def validate(sources, flows, logits, target, *, residual, padding_mode, align_co
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     if not isinstance(residual, bool) or not isinstance(align_corners, bool):
-        raise ValueError(f"residual and align_corners must be bool, got residual={residual!r}, "
-                         f"align_corners={align_corners!r}")
+        raise ValueError(
+            f"residual and align_corners must be bool, got residual={residual!r}, align_corners={align_corners!r}"
+        )
 
     if sources.dim() != 5:
         raise ValueError(f"sources must have shape (B, K, C, Hs, Ws), got {_shape(sources)}")
@@ -77,21 +79,25 @@ def validate(sources, flows, logits, target, *, residual, padding_mode, align_co
     if K < 1 or Hs < 1 or Ws < 1:
         raise ValueError(f"sources must have K, Hs, Ws >= 1, got {_shape(sources)}")
     if flows.dim() != 5 or flows.shape[0] != B or flows.shape[1] != K or flows.shape[2] != 2:
-        raise ValueError(f"flows must have shape (B, K, 2, H, W) with B={B}, K={K} (from sources); "
-                         f"got {_shape(flows)}")
+        raise ValueError(f"flows must have shape (B, K, 2, H, W) with B={B}, K={K} (from sources); got {_shape(flows)}")
     H, W = flows.shape[3], flows.shape[4]
     if logits is not None:
         if logits.dim() == 5 and logits.shape[2] == 1:
             logits = logits.squeeze(2)
         if _shape(logits) != (B, K, H, W):
-            raise ValueError(f"logits must have shape (B, K, H, W) or (B, K, 1, H, W) with "
-                             f"B={B}, K={K}, H={H}, W={W}; got {_shape(named['logits'])}")
+            raise ValueError(
+                f"logits must have shape (B, K, H, W) or (B, K, 1, H, W) with "
+                f"B={B}, K={K}, H={H}, W={W}; got {_shape(named['logits'])}"
+            )
     if needs_target and _shape(target) != (B, C, H, W):
-        raise ValueError(f"target must have shape (B, C, H, W) = {(B, C, H, W)} "
-                         f"(B, C from sources, H, W from flows); got {_shape(target)}")
+        raise ValueError(
+            f"target must have shape (B, C, H, W) = {(B, C, H, W)} "
+            f"(B, C from sources, H, W from flows); got {_shape(target)}"
+        )
     check_footprint(sources, flows, logits, target if needs_target else None, C=C, H=H, W=W)
-    return WarpBlendArgs(sources, flows, logits, target if needs_target else None,
-                         residual, padding_mode, align_corners)
+    return WarpBlendArgs(
+        sources, flows, logits, target if needs_target else None, residual, padding_mode, align_corners
+    )
 
 
 # The CPU kernel addresses a source plane with int32 offsets (so that its tap gathers vectorise).
@@ -117,9 +123,11 @@ def check_footprint(sources, flows, logits, target, *, C: int, H: int, W: int) -
     Hs, Ws = sources.shape[3], sources.shape[4]
     span = (Hs - 1) * abs(sources.stride(3)) + (Ws - 1) * abs(sources.stride(4)) + 1
     if span > PLANE_INDEX_LIMIT:
-        raise ValueError(f"sources: one (Hs, Ws) = ({Hs}, {Ws}) plane spans {span} elements with strides "
-                         f"{tuple(sources.stride())}; the kernels address a plane with 32-bit offsets (at most "
-                         f"{PLANE_INDEX_LIMIT}); make sources contiguous or split the frames")
+        raise ValueError(
+            f"sources: one (Hs, Ws) = ({Hs}, {Ws}) plane spans {span} elements with strides "
+            f"{tuple(sources.stride())}; the kernels address a plane with 32-bit offsets (at most "
+            f"{PLANE_INDEX_LIMIT}); make sources contiguous or split the frames"
+        )
     B = sources.shape[0]
     item = sources.element_size()
     acc = 8 if sources.dtype == torch.float64 else 4
@@ -133,5 +141,7 @@ def check_footprint(sources, flows, logits, target, *, C: int, H: int, W: int) -
             need += t.numel() * item
     limit, what = _memory_limit(sources.device)
     if need > limit:
-        raise ValueError(f"this call needs {need / 2**30:.1f} GiB for its output and gradients, more than the "
-                         f"{limit / 2**30:.1f} GiB of {what}; split the batch")
+        raise ValueError(
+            f"this call needs {need / 2**30:.1f} GiB for its output and gradients, more than the "
+            f"{limit / 2**30:.1f} GiB of {what}; split the batch"
+        )

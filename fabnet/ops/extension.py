@@ -53,16 +53,19 @@ def built_with_cuda() -> bool:
 def cuda_reasons(device: torch.device | None = None) -> list[str]:
     """Why the CUDA kernels cannot run on ``device`` (default: the current CUDA device)."""
     if not built_with_cuda():
-        return ["fabnet._C was built without CUDA kernels (needs a CUDA build of torch and a CUDA "
-                f"toolkit of the same major version, then `{REBUILD_COMMAND}`; FABNET_FORCE_CUDA=1 "
-                "makes the build say why not)"]
+        return [
+            "fabnet._C was built without CUDA kernels (needs a CUDA build of torch and a CUDA "
+            f"toolkit of the same major version, then `{REBUILD_COMMAND}`; FABNET_FORCE_CUDA=1 "
+            "makes the build say why not)"
+        ]
     if not torch.cuda.is_available():
         return ["no CUDA device is usable here (torch.cuda.is_available() is False)"]
     index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
     archs = (BUILD_INFO or {}).get("cuda_archs")
     if archs:  # no record: an extension built by other means, trusted as it is
-        reason = build_info.cuda_arch_reason(archs, torch.cuda.get_device_capability(index),
-                                             f"cuda:{index} ({torch.cuda.get_device_name(index)})")
+        reason = build_info.cuda_arch_reason(
+            archs, torch.cuda.get_device_capability(index), f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+        )
         if reason:
             return [reason]
     return []
@@ -82,22 +85,24 @@ if available():
         return sources.new_empty((sources.shape[0],))
 
     def _masked_like(mask, tensors):
-        return tuple(t.new_empty(t.shape) if (m and t is not None) else tensors[0].new_empty((0,))
-                     for m, t in zip(mask, tensors))
+        return tuple(
+            t.new_empty(t.shape) if (m and t is not None) else tensors[0].new_empty((0,)) for m, t in zip(mask, tensors)
+        )
 
     @torch.library.register_fake("fabnet::warp_blend_backward")
-    def _warp_blend_backward_fake(grad, sources, flows, logits, residual, padding_mode,
-                                  align_corners, output_mask):
+    def _warp_blend_backward_fake(grad, sources, flows, logits, residual, padding_mode, align_corners, output_mask):
         return _masked_like(output_mask, (sources, flows, logits))
 
     @torch.library.register_fake("fabnet::warp_blend_l1_backward")
-    def _warp_blend_l1_backward_fake(grad, sources, flows, logits, target, residual, padding_mode,
-                                     align_corners, output_mask):
+    def _warp_blend_l1_backward_fake(
+        grad, sources, flows, logits, target, residual, padding_mode, align_corners, output_mask
+    ):
         return _masked_like(output_mask, (sources, flows, logits, target))
 
     @torch.library.register_fake("fabnet::warp_blend_l1_with_grads")
-    def _warp_blend_l1_with_grads_fake(sources, flows, logits, target, residual, padding_mode,
-                                       align_corners, output_mask):
+    def _warp_blend_l1_with_grads_fake(
+        sources, flows, logits, target, residual, padding_mode, align_corners, output_mask
+    ):
         loss = sources.new_empty((sources.shape[0],))
         return (loss, *_masked_like(output_mask, (flows, logits)))
 
@@ -137,16 +142,19 @@ if available():
         else:
             sources, flows, logits, target = ctx.saved_tensors
             mask = [False, bool(ctx.mask[0]), bool(ctx.mask[1]) and logits is not None, False]
-            _, gf, gl, _ = torch.ops.fabnet.warp_blend_l1_backward(grad, sources, flows, logits,
-                                                                   target, *ctx.options, mask)
+            _, gf, gl, _ = torch.ops.fabnet.warp_blend_l1_backward(
+                grad, sources, flows, logits, target, *ctx.options, mask
+            )
             gf = gf if mask[1] else None
             gl = gl if mask[2] else None
         return None, gf, gl, None, None, None, None, None
 
-    torch.library.register_autograd("fabnet::warp_blend_l1_with_grads", _with_grads_backward,
-                                    setup_context=_with_grads_setup_context)
+    torch.library.register_autograd(
+        "fabnet::warp_blend_l1_with_grads", _with_grads_backward, setup_context=_with_grads_setup_context
+    )
 
-    _blend_backward, _l1_backward = backward_formulas(torch.ops.fabnet.warp_blend_backward,
-                                                      torch.ops.fabnet.warp_blend_l1_backward)
+    _blend_backward, _l1_backward = backward_formulas(
+        torch.ops.fabnet.warp_blend_backward, torch.ops.fabnet.warp_blend_l1_backward
+    )
     torch.library.register_autograd("fabnet::warp_blend", _blend_backward, setup_context=setup_context)
     torch.library.register_autograd("fabnet::warp_blend_l1", _l1_backward, setup_context=setup_context)

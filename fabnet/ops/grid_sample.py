@@ -19,8 +19,15 @@ MODES = ("bilinear",)
 PADDING_MODES = ("zeros", "border")
 
 
-def grid_sample(input: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros",
-                align_corners: bool | None = None, *, backend: str = "auto") -> torch.Tensor:
+def grid_sample(
+    input: torch.Tensor,
+    grid: torch.Tensor,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    align_corners: bool | None = None,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
     """Sample ``input`` (N, C, Hs, Ws) at ``grid`` (N, H, W, 2): (N, C, H, W), as F.grid_sample.
 
     align_corners: None means False, F.grid_sample's default. backend: as for ``warp_blend``.
@@ -28,21 +35,37 @@ def grid_sample(input: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear",
     from fabnet.ops import warp_blend
 
     if mode not in MODES:
-        raise ValueError(f"mode must be 'bilinear' (the fused kernels' only mode), got {mode!r}; "
-                         "use torch.nn.functional.grid_sample for other modes")
+        raise ValueError(
+            f"mode must be 'bilinear' (the fused kernels' only mode), got {mode!r}; "
+            "use torch.nn.functional.grid_sample for other modes"
+        )
     if padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}; use "
-                         "torch.nn.functional.grid_sample for 'reflection'")
+        raise ValueError(
+            f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}; use "
+            "torch.nn.functional.grid_sample for 'reflection'"
+        )
     if not isinstance(input, torch.Tensor) or input.dim() != 4:
-        raise ValueError(f"input must be a 4-d tensor (N, C, Hs, Ws), got "
-                         f"{tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__}")
+        raise ValueError(
+            f"input must be a 4-d tensor (N, C, Hs, Ws), got "
+            f"{tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__}"
+        )
     if not isinstance(grid, torch.Tensor) or grid.dim() != 4 or grid.shape[-1] != 2:
-        raise ValueError(f"grid must have shape (N, H, W, 2), got "
-                         f"{tuple(grid.shape) if isinstance(grid, torch.Tensor) else type(grid).__name__}")
+        raise ValueError(
+            f"grid must have shape (N, H, W, 2), got "
+            f"{tuple(grid.shape) if isinstance(grid, torch.Tensor) else type(grid).__name__}"
+        )
     if grid.shape[0] != input.shape[0]:
-        raise ValueError(f"grid and input must have the same N, got grid {tuple(grid.shape)} and input "
-                         f"{tuple(input.shape)}")
+        raise ValueError(
+            f"grid and input must have the same N, got grid {tuple(grid.shape)} and input {tuple(input.shape)}"
+        )
     sources = input.unsqueeze(1)  # (N, 1, C, Hs, Ws), a view
     flows = grid.permute(0, 3, 1, 2).unsqueeze(1)  # (N, 1, 2, H, W), a view
-    return warp_blend(sources, flows, None, residual=False, padding_mode=padding_mode,
-                      align_corners=bool(align_corners), backend=backend)
+    return warp_blend(
+        sources,
+        flows,
+        None,
+        residual=False,
+        padding_mode=padding_mode,
+        align_corners=bool(align_corners),
+        backend=backend,
+    )

@@ -71,59 +71,108 @@ def not_supported_reasons(args: WarpBlendArgs | None = None) -> list[str]:
         # TritonBackend already explains an unset TRITON_INTERPRET; this is the case it cannot see:
         # the variable is set now, but triton compiled the kernels before it was.
         if os.environ.get("TRITON_INTERPRET") == "1" and not interpreted():
-            reasons.append("TRITON_INTERPRET=1 was set after fabnet.kernels was imported; set it "
-                           "before the first import of triton to run the kernels on CPU tensors")
+            reasons.append(
+                "TRITON_INTERPRET=1 was set after fabnet.kernels was imported; set it "
+                "before the first import of triton to run the kernels on CPU tensors"
+            )
     else:
-        reasons.append(f"inputs are on {device}; the Triton kernels run on CUDA devices "
-                       "(and on the CPU under TRITON_INTERPRET=1)")
+        reasons.append(
+            f"inputs are on {device}; the Triton kernels run on CUDA devices (and on the CPU under TRITON_INTERPRET=1)"
+        )
     return reasons
 
 
 def _options(padding_mode: str, residual: bool, align_corners: bool) -> dict:
     if padding_mode not in ("zeros", "border"):
         raise ValueError(f"padding_mode must be 'zeros' or 'border', got {padding_mode!r}")
-    return dict(residual=residual, border=padding_mode == "border", align_corners=align_corners,
-                wrap=torch.library.wrap_triton, poison=POISON_OUTPUTS)
+    return dict(
+        residual=residual,
+        border=padding_mode == "border",
+        align_corners=align_corners,
+        wrap=torch.library.wrap_triton,
+        poison=POISON_OUTPUTS,
+    )
 
 
 if _kernels is not None:
 
     @torch.library.triton_op("fabnet::triton_warp_blend", mutates_args=())
-    def _warp_blend_op(sources: torch.Tensor, flows: torch.Tensor, logits: torch.Tensor | None,
-                       residual: bool, padding_mode: str, align_corners: bool) -> torch.Tensor:
-        return _kernels.forward(sources, flows, logits, None,
-                                **_options(padding_mode, residual, align_corners))
+    def _warp_blend_op(
+        sources: torch.Tensor,
+        flows: torch.Tensor,
+        logits: torch.Tensor | None,
+        residual: bool,
+        padding_mode: str,
+        align_corners: bool,
+    ) -> torch.Tensor:
+        return _kernels.forward(sources, flows, logits, None, **_options(padding_mode, residual, align_corners))
 
     @torch.library.triton_op("fabnet::triton_warp_blend_l1", mutates_args=())
-    def _warp_blend_l1_op(sources: torch.Tensor, flows: torch.Tensor,
-                          logits: torch.Tensor | None, target: torch.Tensor, residual: bool,
-                          padding_mode: str, align_corners: bool) -> torch.Tensor:
-        return _kernels.forward(sources, flows, logits, target,
-                                **_options(padding_mode, residual, align_corners))
+    def _warp_blend_l1_op(
+        sources: torch.Tensor,
+        flows: torch.Tensor,
+        logits: torch.Tensor | None,
+        target: torch.Tensor,
+        residual: bool,
+        padding_mode: str,
+        align_corners: bool,
+    ) -> torch.Tensor:
+        return _kernels.forward(sources, flows, logits, target, **_options(padding_mode, residual, align_corners))
 
     @torch.library.triton_op("fabnet::triton_warp_blend_backward", mutates_args=())
     def _warp_blend_backward_op(
-            grad: torch.Tensor, sources: torch.Tensor, flows: torch.Tensor,
-            logits: torch.Tensor | None, residual: bool, padding_mode: str, align_corners: bool,
-            need_sources: bool, need_flows: bool, need_logits: bool,
+        grad: torch.Tensor,
+        sources: torch.Tensor,
+        flows: torch.Tensor,
+        logits: torch.Tensor | None,
+        residual: bool,
+        padding_mode: str,
+        align_corners: bool,
+        need_sources: bool,
+        need_flows: bool,
+        need_logits: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         g_sources, g_flows, g_logits, _ = _kernels.backward(
-            grad, sources, flows, logits, None, need_sources=need_sources, need_flows=need_flows,
-            need_logits=need_logits, need_target=False,
-            **_options(padding_mode, residual, align_corners))
+            grad,
+            sources,
+            flows,
+            logits,
+            None,
+            need_sources=need_sources,
+            need_flows=need_flows,
+            need_logits=need_logits,
+            need_target=False,
+            **_options(padding_mode, residual, align_corners),
+        )
         return g_sources, g_flows, g_logits
 
     @torch.library.triton_op("fabnet::triton_warp_blend_l1_backward", mutates_args=())
     def _warp_blend_l1_backward_op(
-            grad: torch.Tensor, sources: torch.Tensor, flows: torch.Tensor,
-            logits: torch.Tensor | None, target: torch.Tensor, residual: bool,
-            padding_mode: str, align_corners: bool, need_sources: bool, need_flows: bool,
-            need_logits: bool, need_target: bool,
+        grad: torch.Tensor,
+        sources: torch.Tensor,
+        flows: torch.Tensor,
+        logits: torch.Tensor | None,
+        target: torch.Tensor,
+        residual: bool,
+        padding_mode: str,
+        align_corners: bool,
+        need_sources: bool,
+        need_flows: bool,
+        need_logits: bool,
+        need_target: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return _kernels.backward(
-            grad, sources, flows, logits, target, need_sources=need_sources,
-            need_flows=need_flows, need_logits=need_logits, need_target=need_target,
-            **_options(padding_mode, residual, align_corners))
+            grad,
+            sources,
+            flows,
+            logits,
+            target,
+            need_sources=need_sources,
+            need_flows=need_flows,
+            need_logits=need_logits,
+            need_target=need_target,
+            **_options(padding_mode, residual, align_corners),
+        )
 
     def _spread_mask(op):
         # The Triton backward ops take the mask (last argument) as separate booleans.
@@ -131,7 +180,8 @@ if _kernels is not None:
 
     _blend_backward, _l1_backward = backward_formulas(
         _spread_mask(torch.ops.fabnet.triton_warp_blend_backward),
-        _spread_mask(torch.ops.fabnet.triton_warp_blend_l1_backward))
+        _spread_mask(torch.ops.fabnet.triton_warp_blend_l1_backward),
+    )
 
     _warp_blend_op.register_autograd(_blend_backward, setup_context=setup_context)
     _warp_blend_l1_op.register_autograd(_l1_backward, setup_context=setup_context)
@@ -141,13 +191,13 @@ def warp_blend(a: WarpBlendArgs) -> torch.Tensor:
     """Blend (B, C, H, W) of validated arguments; differentiable w.r.t. every input."""
     if IMPORT_ERROR is not None:
         raise RuntimeError(IMPORT_ERROR)
-    return torch.ops.fabnet.triton_warp_blend(a.sources, a.flows, a.logits, a.residual,
-                                              a.padding_mode, a.align_corners)
+    return torch.ops.fabnet.triton_warp_blend(a.sources, a.flows, a.logits, a.residual, a.padding_mode, a.align_corners)
 
 
 def warp_blend_l1(a: WarpBlendArgs) -> torch.Tensor:
     """Per-sample mean |target - blend| (B,) of validated arguments; differentiable."""
     if IMPORT_ERROR is not None:
         raise RuntimeError(IMPORT_ERROR)
-    return torch.ops.fabnet.triton_warp_blend_l1(a.sources, a.flows, a.logits, a.target,
-                                                 a.residual, a.padding_mode, a.align_corners)
+    return torch.ops.fabnet.triton_warp_blend_l1(
+        a.sources, a.flows, a.logits, a.target, a.residual, a.padding_mode, a.align_corners
+    )

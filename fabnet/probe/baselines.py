@@ -112,8 +112,7 @@ def _checkpoint(cfg: BaselineConfig, modules: dict[str, nn.Module], losses: list
         weights.update({f"{prefix}.{k}": v.detach().cpu() for k, v in module.state_dict().items()})
     return {
         "format": FORMAT,
-        "model_config": {"size": cfg.size, "num_sources": 1, "embedding_dim": cfg.embedding_dim,
-                         "width": cfg.width},
+        "model_config": {"size": cfg.size, "num_sources": 1, "embedding_dim": cfg.embedding_dim, "width": cfg.width},
         "model": weights,
         "baseline": cfg.method,
         "baseline_config": asdict(cfg),

@@ -15,19 +15,34 @@ from fabnet.probe.tasks import MAIN_METRIC, TASKS
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=existing_file,
-                        help="a .pt written by `fabnet train` (RUN/checkpoints/last.pt) or by the demo's baselines")
-    source.add_argument("--pixels", type=positive_int, metavar="S",
-                        help="no network: the crop resized to S x S, its 3 S^2 pixels as the embedding "
-                             "(the no-learning reference)")
-    p.add_argument("--data", required=True, type=existing_dir, help="data root (ROOT/<identity>/<video>/<track>/<frame>.jpg + labels.csv)")
-    p.add_argument("--crop", type=_crop, default="center",
-                   help="evaluation crop: center (180/256 of the side, the training mean; default), full, or a fraction")
+    source.add_argument(
+        "--checkpoint",
+        type=existing_file,
+        help="a .pt written by `fabnet train` (RUN/checkpoints/last.pt) or by the demo's baselines",
+    )
+    source.add_argument(
+        "--pixels",
+        type=positive_int,
+        metavar="S",
+        help="no network: the crop resized to S x S, its 3 S^2 pixels as the embedding (the no-learning reference)",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        type=existing_dir,
+        help="data root (ROOT/<identity>/<video>/<track>/<frame>.jpg + labels.csv)",
+    )
+    p.add_argument(
+        "--crop",
+        type=_crop,
+        default="center",
+        help="evaluation crop: center (180/256 of the side, the training mean; default), full, or a fraction",
+    )
     p.add_argument("--batch-size", type=positive_int, default=128, help="frames per encoder forward (default 128)")
 
 
 def _crop(value: str):
-    """"center", "full", or the crop's side as a fraction of the frame's, in (0, 1]."""
+    """ "center", "full", or the crop's side as a fraction of the frame's, in (0, 1]."""
     if value in ("center", "full"):
         return value
     try:
@@ -105,16 +120,26 @@ def cmd_retrieve(args) -> int:
     emb = embed_splits(_source(args), args.data, [args.split], crop=args.crop, batch_size=args.batch_size)
     e = next(iter(emb.values()))
     what = os.path.basename(args.checkpoint) if args.checkpoint else f"raw pixels ({args.pixels} px)"
-    summary = retrieval_figure(e, args.out, queries=args.queries, k=args.k, seed=args.seed,
-                               title=f"{what}: cosine neighbours, {args.split} split")
+    summary = retrieval_figure(
+        e,
+        args.out,
+        queries=args.queries,
+        k=args.k,
+        seed=args.seed,
+        title=f"{what}: cosine neighbours, {args.split} split",
+    )
     print(f"wrote {args.out}")
     if "neighbour_pose_diff_deg" in summary:
-        print("mean |yaw, pitch, roll| difference query-neighbour: "
-              f"{summary['neighbour_pose_diff_deg']} deg (random other-identity frames: "
-              f"{summary['random_pose_diff_deg']} deg)")
+        print(
+            "mean |yaw, pitch, roll| difference query-neighbour: "
+            f"{summary['neighbour_pose_diff_deg']} deg (random other-identity frames: "
+            f"{summary['random_pose_diff_deg']} deg)"
+        )
     if "within_track_pose_r2" in summary:
-        print(f"between-identity share of the embedding variance {summary['identity_share']:.3f}; "
-              f"pose explains {summary['within_track_pose_r2']:.3f} of the within-track variance")
+        print(
+            f"between-identity share of the embedding variance {summary['identity_share']:.3f}; "
+            f"pose explains {summary['within_track_pose_r2']:.3f} of the within-track variance"
+        )
     return 0
 
 
@@ -132,64 +157,101 @@ def cmd_demo(args) -> int:
     try:
         run_demo(cfg, args.out, workers=args.workers, keep_data=args.data, progress=args.progress)
     except DemoInterrupted as stop:
-        print(f"\nfabnet demo: interrupted during {stop.stage}; what was trained is kept in {args.out}; "
-              "run the same command to continue", file=sys.stderr)
+        print(
+            f"\nfabnet demo: interrupted during {stop.stage}; what was trained is kept in {args.out}; "
+            "run the same command to continue",
+            file=sys.stderr,
+        )
         return 128 + signal.SIGINT
     return 0
 
 
 def register(subparsers) -> None:
     """Add embed, probe, retrieve and demo to the ``fabnet`` command line."""
-    p = subparsers.add_parser("embed", help="frozen-encoder embeddings of a data root",
-                              description="Write the 256-d embeddings of every frame (with its path and "
-                                          "identity) computed by a checkpoint's frozen encoder.")
+    p = subparsers.add_parser(
+        "embed",
+        help="frozen-encoder embeddings of a data root",
+        description="Write the 256-d embeddings of every frame (with its path and "
+        "identity) computed by a checkpoint's frozen encoder.",
+    )
     _add_common(p)
-    p.add_argument("--out", required=True, type=writable_file, help="output file: .pt (torch.save dict per split) or .npz")
-    p.add_argument("--split", choices=("train", "val", "test"), default=None, help="one split only (default: all frames)")
+    p.add_argument(
+        "--out", required=True, type=writable_file, help="output file: .pt (torch.save dict per split) or .npz"
+    )
+    p.add_argument(
+        "--split", choices=("train", "val", "test"), default=None, help="one split only (default: all frames)"
+    )
     p.set_defaults(func=cmd_embed)
 
-    p = subparsers.add_parser("probe", help="linear probe of a frozen embedding (landmarks, pose, expression, attributes)",
-                              description="Train BatchNorm1d + Linear(bias=False) on frozen embeddings of the train "
-                                          "split (Adam, early stopping on val) and report test metrics: "
-                                          + ", ".join(f"{t}: {m}" for t, m in MAIN_METRIC.items()) + ".")
+    p = subparsers.add_parser(
+        "probe",
+        help="linear probe of a frozen embedding (landmarks, pose, expression, attributes)",
+        description="Train BatchNorm1d + Linear(bias=False) on frozen embeddings of the train "
+        "split (Adam, early stopping on val) and report test metrics: "
+        + ", ".join(f"{t}: {m}" for t, m in MAIN_METRIC.items())
+        + ".",
+    )
     _add_common(p)
     p.add_argument("--task", required=True, choices=TASKS + ("all",))
     p.add_argument("--json", type=writable_file, default=None, help="also write the metrics as JSON here")
-    p.add_argument("--name", default=None,
-                   help="method name in the table / JSON (default: checkpoint file name, or pixelsS)")
+    p.add_argument(
+        "--name", default=None, help="method name in the table / JSON (default: checkpoint file name, or pixelsS)"
+    )
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3, the paper's)")
     p.add_argument("--probe-batch-size", type=positive_int, default=64)
     p.add_argument("--max-epochs", type=positive_int, default=300)
-    p.add_argument("--patience", type=positive_int, default=20, help="epochs without validation improvement before stopping")
+    p.add_argument(
+        "--patience", type=positive_int, default=20, help="epochs without validation improvement before stopping"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_probe)
 
-    p = subparsers.add_parser("retrieve", help="cross-identity nearest neighbours, drawn as a grid (paper Fig. 5)",
-                              description="Rank frames of other identities by cosine similarity to each query's "
-                                          "embedding and save a PNG: query column + top-k neighbours.")
+    p = subparsers.add_parser(
+        "retrieve",
+        help="cross-identity nearest neighbours, drawn as a grid (paper Fig. 5)",
+        description="Rank frames of other identities by cosine similarity to each query's "
+        "embedding and save a PNG: query column + top-k neighbours.",
+    )
     _add_common(p)
     p.add_argument("--queries", type=positive_int, default=6, help="number of query frames (rows)")
-    p.add_argument("--k", type=positive_int, default=6,
-                   help="neighbours per query (columns; at most the number of other-identity frames)")
-    p.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
-                   help="frames to query and search (default: test)")
+    p.add_argument(
+        "--k",
+        type=positive_int,
+        default=6,
+        help="neighbours per query (columns; at most the number of other-identity frames)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("train", "val", "test", "all"),
+        default="test",
+        help="frames to query and search (default: test)",
+    )
     p.add_argument("--out", required=True, type=writable_file, help="output PNG")
     p.add_argument("--seed", type=int, default=0, help="choice of the queries")
     p.set_defaults(func=cmd_retrieve)
 
-    p = subparsers.add_parser("demo", help="synthesise data, train FAb-Net and baselines, probe, retrieve, report",
-                              description="End to end on synthetic faces: FAb-Net 1 source, then 3 sources with the "
-                                          "curriculum from the 1-source model; autoencoder and random-init baselines; "
-                                          "linear probes for every task; retrieval. Writes DIR/report.md, "
-                                          "DIR/report.json and figures. About 20 min on 2 CPU cores (--quick: ~4).")
+    p = subparsers.add_parser(
+        "demo",
+        help="synthesise data, train FAb-Net and baselines, probe, retrieve, report",
+        description="End to end on synthetic faces: FAb-Net 1 source, then 3 sources with the "
+        "curriculum from the 1-source model; autoencoder and random-init baselines; "
+        "linear probes for every task; retrieval. Writes DIR/report.md, "
+        "DIR/report.json and figures. About 20 min on 2 CPU cores (--quick: ~4).",
+    )
     p.add_argument("--out", type=writable_dir, default="demo_out", help="output directory (default demo_out)")
     p.add_argument("--quick", action="store_true", help="smaller data and fewer steps (a smoke run, ~4 min on 2 cores)")
     p.add_argument("--seed", type=int, default=None, help="seed of data, training and probes")
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate of FAb-Net and the trained baselines")
-    p.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
-                   help="processes rendering the synthetic data (default: 2, or 1 on a 1-core machine)")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=min(2, os.cpu_count() or 1),
+        help="processes rendering the synthetic data (default: 2, or 1 on a 1-core machine)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    p.add_argument("--data", type=writable_dir, default=None, help="reuse / keep the synthetic data here (default DIR/data)")
+    p.add_argument(
+        "--data", type=writable_dir, default=None, help="reuse / keep the synthetic data here (default DIR/data)"
+    )
     p.set_defaults(func=cmd_demo)
 
 

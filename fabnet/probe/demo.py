@@ -479,8 +479,9 @@ def _comparison_text(probes: dict) -> list[str]:
             metric = MAIN_METRIC[task]
             ranked = sorted(probes[task], key=lambda m: probes[task][m][metric],
                             reverse=not LOWER_IS_BETTER[metric])  # fmt: skip
-            lines.append(f"- {task}, best to worst: "
-                         + ", ".join(f"{m} ({probes[task][m][metric]:.3f})" for m in ranked) + ".")
+            lines.append(
+                f"- {task}, best to worst: " + ", ".join(f"{m} ({probes[task][m][metric]:.3f})" for m in ranked) + "."
+            )
     return lines
 
 
@@ -496,7 +497,8 @@ def write_report(report: dict, out: str) -> str:
         f"Run `{report['command']}` on {report['machine']}, {report['date']}; total wall time "
         f"{report['times']['total']:.0f} s. Seed {cfg['seed']}. Load average (1 min) at the start "
         f"{report['load_average']['start'][0]:.1f}, at the end {report['load_average']['end'][0]:.1f}"
-        + (", synthetic data reused from an earlier run" if report["data"].get("reused") else "") + ".",
+        + (", synthetic data reused from an earlier run" if report["data"].get("reused") else "")
+        + ".",
         "",
         "## Setup",
         "",
@@ -514,7 +516,8 @@ def write_report(report: dict, out: str) -> str:
         f"divided by 10, after {cfg['patience']} validation rounds without improvement).",
         f"- Baselines: random-init encoder (BatchNorm statistics re-estimated on train frames, no training); "
         f"autoencoder (same encoder + decoder, L1 reconstruction), {cfg['ae_steps']} steps of {cfg['ae_batch']}, "
-        f"same SGD settings" + (f"; rotation prediction, {cfg['rotation_steps']} steps" if cfg["rotation_steps"] else "")
+        f"same SGD settings"
+        + (f"; rotation prediction, {cfg['rotation_steps']} steps" if cfg["rotation_steps"] else "")
         + f"; raw pixels (no network: the {cfg['size']} x {cfg['size']} crop itself, {3 * cfg['size'] ** 2} values, "
         "read by the same probe and the same cosine retrieval).",
         "- Probes: BatchNorm1d(D) + Linear(D, k, bias=False) on the frozen embedding of the centre crop (D = 256; "
@@ -581,11 +584,17 @@ def write_report(report: dict, out: str) -> str:
                   "pose change, i.e. how much of what moves the embedding within one face is pose."]  # fmt: skip
     swap = {m: r for m, r in (report.get("target_swap") or {}).items() if r}
     if swap:
-        lines += ["", "## What the decoders read from the target embedding", "",
-                  "Mean L1 of the generated test frame against the real target when the target's embedding is "
-                  "replaced before the decoders (the sources and their embeddings unchanged; "
-                  f"{next(iter(swap.values()))['samples']} targets, `fabnet.probe.swap`):", "",
-                  "| target embedding | " + " | ".join(swap) + " |", "|---|" + "---|" * len(swap)]
+        lines += [
+            "",
+            "## What the decoders read from the target embedding",
+            "",
+            "Mean L1 of the generated test frame against the real target when the target's embedding is "
+            "replaced before the decoders (the sources and their embeddings unchanged; "
+            f"{next(iter(swap.values()))['samples']} targets, `fabnet.probe.swap`):",
+            "",
+            "| target embedding | " + " | ".join(swap) + " |",
+            "|---|" + "---|" * len(swap),
+        ]
         labels = {"own": "its own (as trained)", "same_track_other": "another frame of the same track",
                   "track_mean": "the mean of its track", "other_identity_pose": "another identity, nearest pose",
                   "other_identity_random": "another identity, random frame",
@@ -769,20 +778,34 @@ def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | Non
              "test_identities": len(test_ids), "batch_1src": cfg.batch_1src, "batch_3src": cfg.batch_3src,
              "batch_baselines": cfg.ae_batch, "probe_batch": cfg.probe_batch}  # fmt: skip
     report = {
-        "command": "fabnet demo" + (" --quick" if cfg.name == "quick" else "") + f" --out {out}"
-                   + (f" --data {keep_data}" if keep_data else ""),
+        "command": "fabnet demo"
+        + (" --quick" if cfg.name == "quick" else "")
+        + f" --out {out}"
+        + (f" --data {keep_data}" if keep_data else ""),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {_torch_version()}",
         "config": asdict(cfg),
         "seeds": {"data": cfg.seed, "training": cfg.seed, "probes": cfg.seed, "split": 0},
         "sizes": sizes,
-        "data": {"root": os.path.relpath(data, out), "frames": len(records), **counts, "test_identities": len(test_ids),
-                 "reused": synth_info.get("reused", False)},
-        "steps": {"fabnet_1src": r1.step, "fabnet_3src_curriculum": r3.step, "autoencoder": cfg.ae_steps,
-                  "random_init": 0, **({"rotation": cfg.rotation_steps} if cfg.rotation_steps else {}), "pixels": 0},
+        "data": {
+            "root": os.path.relpath(data, out),
+            "frames": len(records),
+            **counts,
+            "test_identities": len(test_ids),
+            "reused": synth_info.get("reused", False),
+        },
+        "steps": {
+            "fabnet_1src": r1.step,
+            "fabnet_3src_curriculum": r3.step,
+            "autoencoder": cfg.ae_steps,
+            "random_init": 0,
+            **({"rotation": cfg.rotation_steps} if cfg.rotation_steps else {}),
+            "pixels": 0,
+        },
         "best_val_l1": {"fabnet_1src": r1.best_val, "fabnet_3src_curriculum": r3.best_val},
-        "zero_flow_val_l1": {k: curves[k]["zero_flow"] for k in ("fabnet_1src", "fabnet_3src_curriculum")
-                             if "zero_flow" in curves[k]},
+        "zero_flow_val_l1": {
+            k: curves[k]["zero_flow"] for k in ("fabnet_1src", "fabnet_3src_curriculum") if "zero_flow" in curves[k]
+        },
         "checkpoints": checkpoints,
         "probes": probes,
         "retrieval": retrieval,

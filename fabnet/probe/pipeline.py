@@ -53,8 +53,10 @@ def embed_splits(checkpoint, root: str, splits=("train", "val", "test"), *, crop
     for split in splits:
         recs = records if split in (None, "all") else [r for r in records if r.split == split]
         if not recs:
-            raise ValueError(f"split {split!r} of {root!r} has no frames; the probes need train, val and test "
-                             "identities (make a data set with at least 3 identities, e.g. `fabnet synth`)")
+            raise ValueError(
+                f"split {split!r} of {root!r} has no frames; the probes need train, val and test "
+                "identities (make a data set with at least 3 identities, e.g. `fabnet synth`)"
+            )
         emb, boxes = embed_records(encoder, recs, crop=crop, batch_size=batch_size, progress=progress)
         out[split or "all"] = Embedded(split or "all", recs, emb, boxes)
     return out
@@ -96,8 +98,10 @@ def probe_task(task: str, emb: dict[str, Embedded], *, config: ProbeConfig | Non
         data[split] = (e.embeddings[t.keep], t.y)
     if min(len(data[s][1]) for s in data) == 0:
         counts = {s: len(data[s][1]) for s in data}
-        raise ValueError(f"task {task!r}: no labelled frames in some split {counts}; the data root needs the "
-                         f"{task} columns of labels.csv filled for train, val and test")
+        raise ValueError(
+            f"task {task!r}: no labelled frames in some split {counts}; the data root needs the "
+            f"{task} columns of labels.csv filled for train, val and test"
+        )
     num_outputs = None
     if task == "expression":  # every named class gets an output, seen in train or not
         num_outputs = max(len(info.get("expression_names", [])), int(max(d[1].max() for d in data.values())) + 1)
@@ -184,8 +188,9 @@ def retrieval_figure(emb: Embedded, out_png: str, *, queries: int = 6, k: int = 
     # Columns beyond the candidates would be blank tiles (k = 100000 asked for a 22 GB image).
     candidates = max((int((ids != ids[i]).sum()) for i in q), default=0)
     if k > candidates:
-        warnings.warn(f"k={k} is more than the {candidates} frames of other identities; drawing {candidates}",
-                      stacklevel=2)
+        warnings.warn(
+            f"k={k} is more than the {candidates} frames of other identities; drawing {candidates}", stacklevel=2
+        )
         k = max(candidates, 1)
     nn_idx, _ = cosine_neighbours(emb.embeddings[q], emb.embeddings, ids[q], ids, k)
     pose = _pose(emb)

@@ -87,8 +87,10 @@ def target_swap_study(checkpoint: str, records, *, samples: int = 256, seed: int
     require_int("batch_size", batch_size)
     state = load_checkpoint(checkpoint, "cpu")
     if "model_config" not in state or not any(key.startswith("flow_decoder.") for key in state["model"]):
-        raise ValueError(f"checkpoint {checkpoint!r} has no flow decoder (a baseline?); the target-swap "
-                         "study needs a FAb-Net training checkpoint")
+        raise ValueError(
+            f"checkpoint {checkpoint!r} has no flow decoder (a baseline?); the target-swap "
+            "study needs a FAb-Net training checkpoint"
+        )
     model = build_model(state, op_backend="auto").eval()
     k = model.num_sources
     rng = np.random.default_rng(seed)
@@ -102,9 +104,11 @@ def target_swap_study(checkpoint: str, records, *, samples: int = 256, seed: int
     pose = np.stack([np.asarray(r.pose, np.float64) for r in records])
 
     targets = np.array([t for t, _, _ in drawn])
-    replacements = {"own": emb[targets],
-                    "same_track_other": emb[[o for _, _, o in drawn]],
-                    "track_mean": torch.stack([track_mean[records[t].track_key] for t in targets])}
+    replacements = {
+        "own": emb[targets],
+        "same_track_other": emb[[o for _, _, o in drawn]],
+        "track_mean": torch.stack([track_mean[records[t].track_key] for t in targets]),
+    }
     if len(set(ids.tolist())) > 1:
         if not np.isnan(pose).any():
             replacements["other_identity_pose"] = emb[pose_nearest_other_identity(pose, ids)[targets]]

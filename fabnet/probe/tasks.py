@@ -76,7 +76,9 @@ def task_targets(task: str, records, boxes=None) -> TaskData:
     if len(counts) > 1:
         raise ValueError(f"records have different numbers of landmarks: {sorted(counts)}")
     num = counts.pop() if counts else 0
-    lm = np.stack([np.asarray(r.landmarks, np.float64).reshape(num, 2) for r in records]) if n else np.zeros((0, num, 2))
+    lm = (
+        np.stack([np.asarray(r.landmarks, np.float64).reshape(num, 2) for r in records]) if n else np.zeros((0, num, 2))
+    )
     if boxes is None:
         boxes = np.array([[0, 0, r.width, r.width] for r in records], np.float64).reshape(-1, 4)
     boxes = np.asarray(boxes, np.float64)

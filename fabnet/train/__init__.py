@@ -1,8 +1,8 @@
 """Training FAb-Net: the loop, the curriculum, figures and the ``fabnet train`` command.
 
-    from fabnet.train import TrainConfig, train
-    result = train(TrainConfig(data="synth", out="runs/k1", size=64, steps=400, curriculum=True))
-    result.checkpoint, result.best_val, result.metrics
+from fabnet.train import TrainConfig, train
+result = train(TrainConfig(data="synth", out="runs/k1", size=64, steps=400, curriculum=True))
+result.checkpoint, result.best_val, result.metrics
 """
 
 from fabnet._lazy import lazy_exports

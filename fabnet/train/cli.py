@@ -34,47 +34,94 @@ from fabnet.model.defaults import DEFAULT_WIDTH
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train FAb-Net on face tracks",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "train",
+        help="train FAb-Net on face tracks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data", required=True, help="data root ROOT/<identity>/<video>/<track>/<frame>.jpg")
-    p.add_argument("--out", required=True, type=writable_dir, help="run directory (metrics.jsonl, checkpoints/, figures/)")
-    p.add_argument("--size", type=power_of_two_in(32, 256), default=256, help="frame side, a power of two in [32, 256] (default 256)")
+    p.add_argument(
+        "--out", required=True, type=writable_dir, help="run directory (metrics.jsonl, checkpoints/, figures/)"
+    )
+    p.add_argument(
+        "--size",
+        type=power_of_two_in(32, 256),
+        default=256,
+        help="frame side, a power of two in [32, 256] (default 256)",
+    )
     p.add_argument("--sources", type=positive_int, default=1, help="K source frames per target (default 1)")
-    p.add_argument("--width", type=positive_int, default=DEFAULT_WIDTH,
-                   help=f"channels after the encoder's first conv, doubling to at most 8x (default {DEFAULT_WIDTH}, "
-                        "pix2pix's; 16, the authors' release, trains ~4x faster on a CPU)")
-    p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="per process; default 32 with --curriculum, 8 without (the paper's)")
+    p.add_argument(
+        "--width",
+        type=positive_int,
+        default=DEFAULT_WIDTH,
+        help=f"channels after the encoder's first conv, doubling to at most 8x (default {DEFAULT_WIDTH}, "
+        "pix2pix's; 16, the authors' release, trains ~4x faster on a CPU)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="per process; default 32 with --curriculum, 8 without (the paper's)",
+    )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (default 1000)")
     length.add_argument("--epochs", type=positive_int, default=None, help="passes over the training plan")
     p.add_argument("--epoch-length", type=positive_int, default=None, help="samples per epoch (default: one per track)")
     p.add_argument("--curriculum", action="store_true", help="sorted-loss window curriculum 0-50%% -> 40-90%%")
-    p.add_argument("--patience", type=positive_int, default=2,
-                   help="validation rounds without improvement that make a plateau (default 2)")
+    p.add_argument(
+        "--patience",
+        type=positive_int,
+        default=2,
+        help="validation rounds without improvement that make a plateau (default 2)",
+    )
     p.add_argument("--lr", type=positive_float, default=1e-3, help="SGD learning rate (paper: 1e-3)")
-    p.add_argument("--momentum", type=finite_float(0.0, 1.0, high_open=True), default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument(
+        "--momentum", type=finite_float(0.0, 1.0, high_open=True), default=0.9, help="SGD momentum (default 0.9)"
+    )
     p.add_argument("--weight-decay", type=non_negative_float, default=0.0)
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
-                   help="sgd (the paper's, default) or adam (betas 0.9/0.999) for short runs")
+    p.add_argument(
+        "--optimizer",
+        choices=["sgd", "adam"],
+        default="sgd",
+        help="sgd (the paper's, default) or adam (betas 0.9/0.999) for short runs",
+    )
     p.add_argument("--init", default=None, help="start from this checkpoint (encoder + flow decoder)")
     p.add_argument("--freeze-flow-decoder", action="store_true", help="keep the --init flow decoder fixed")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
-                   help="continue OUT/checkpoints/last.pt (or CKPT)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CKPT",
+        help="continue OUT/checkpoints/last.pt (or CKPT)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=positive_int, default=100, help="validate every N steps (default 100)")
     p.add_argument("--val-batches", type=positive_int, default=4, help="validation batches per process (default 4)")
     p.add_argument("--no-initial-val", action="store_true", help="skip the validation before the first step")
-    p.add_argument("--checkpoint-every", type=non_negative_int, default=100,
-                   help="write last.pt every N steps; 0: only at the end (default 100)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=non_negative_int,
+        default=100,
+        help="write last.pt every N steps; 0: only at the end (default 100)",
+    )
     p.add_argument("--log-every", type=positive_int, default=10, help="metrics.jsonl record every N steps (default 10)")
-    p.add_argument("--figure-every", type=non_negative_int, default=500, help="figures every N steps, 0: only at the end")
+    p.add_argument(
+        "--figure-every", type=non_negative_int, default=500, help="figures every N steps, 0: only at the end"
+    )
     p.add_argument("--no-figures", action="store_true", help="write no PNG figures")
     p.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--data-backend", default="auto", choices=("dali", "pil", "auto"))
-    p.add_argument("--num-workers", type=non_negative_int, default=2, help="data loading workers per process (default 2)")
-    p.add_argument("--op-backend", default="auto", choices=("auto", "cpu", "cuda", "triton", "reference"),
-                   help="backend of the fused warp/blend/L1 op")
+    p.add_argument(
+        "--num-workers", type=non_negative_int, default=2, help="data loading workers per process (default 2)"
+    )
+    p.add_argument(
+        "--op-backend",
+        default="auto",
+        choices=("auto", "cpu", "cuda", "triton", "reference"),
+        help="backend of the fused warp/blend/L1 op",
+    )
     p.add_argument("--channels-last", action="store_true", help="channels-last convolutions (GPU)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast of encoder/decoders (GPU)")
     p.add_argument("--stop-after", type=positive_int, default=None, help=argparse.SUPPRESS)
@@ -86,18 +133,39 @@ def config_from_args(args: argparse.Namespace):
     from fabnet.train.loop import TrainConfig
 
     return TrainConfig(
-        data=args.data, out=args.out, size=args.size, num_sources=args.sources, width=args.width,
+        data=args.data,
+        out=args.out,
+        size=args.size,
+        num_sources=args.sources,
+        width=args.width,
         batch_size=args.batch_size,
-        steps=args.steps, epochs=args.epochs, epoch_length=args.epoch_length, curriculum=args.curriculum,
-        patience=args.patience, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+        steps=args.steps,
+        epochs=args.epochs,
+        epoch_length=args.epoch_length,
+        curriculum=args.curriculum,
+        patience=args.patience,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
         optimizer=args.optimizer,
-        init=args.init, freeze_flow_decoder=args.freeze_flow_decoder, resume=args.resume, seed=args.seed,
-        val_every=args.val_every, val_batches=args.val_batches, val_at_start=not args.no_initial_val,
+        init=args.init,
+        freeze_flow_decoder=args.freeze_flow_decoder,
+        resume=args.resume,
+        seed=args.seed,
+        val_every=args.val_every,
+        val_batches=args.val_batches,
+        val_at_start=not args.no_initial_val,
         checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every, figure_every=args.figure_every, figures=not args.no_figures,
+        log_every=args.log_every,
+        figure_every=args.figure_every,
+        figures=not args.no_figures,
         device=args.device,
-        data_backend=args.data_backend, num_workers=args.num_workers, op_backend=args.op_backend,
-        channels_last=args.channels_last, bf16=args.bf16, stop_after=args.stop_after,
+        data_backend=args.data_backend,
+        num_workers=args.num_workers,
+        op_backend=args.op_backend,
+        channels_last=args.channels_last,
+        bf16=args.bf16,
+        stop_after=args.stop_after,
         progress=not args.no_progress,
     )
 
@@ -117,10 +185,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if result.interrupted:
         reason = result.stop_reason
-        print(f"fabnet train: stopped at step {result.step} ({reason}); checkpoint {result.checkpoint}; "
-              f"continue with --resume", file=sys.stderr)
+        print(
+            f"fabnet train: stopped at step {result.step} ({reason}); checkpoint {result.checkpoint}; "
+            f"continue with --resume",
+            file=sys.stderr,
+        )
         codes = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
         return codes.get(reason, 0)
-    print(f"fabnet train: done, {result.step} steps, best val L1 {result.best_val:.4f}, "
-          f"checkpoint {result.checkpoint}")
+    print(f"fabnet train: done, {result.step} steps, best val L1 {result.best_val:.4f}, checkpoint {result.checkpoint}")
     return 0

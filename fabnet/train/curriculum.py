@@ -90,12 +90,21 @@ class Curriculum:
             self.shifts.append({"step": int(step), "from": list(old), "to": list(self.window)})
             self.bad_rounds = 0
             shifted = True
-        return dict(improved=improved, plateau=plateau, shifted=shifted, bad_rounds=self.bad_rounds,
-                    window=list(self.window))
+        return dict(
+            improved=improved, plateau=plateau, shifted=shifted, bad_rounds=self.bad_rounds, window=list(self.window)
+        )
 
     def state_dict(self) -> dict:
-        return dict(enabled=self.enabled, patience=self.patience, min_delta=self.min_delta, lo10=self.lo10,
-                    hi10=self.hi10, best=self.best, bad_rounds=self.bad_rounds, shifts=list(self.shifts))
+        return dict(
+            enabled=self.enabled,
+            patience=self.patience,
+            min_delta=self.min_delta,
+            lo10=self.lo10,
+            hi10=self.hi10,
+            best=self.best,
+            bad_rounds=self.bad_rounds,
+            shifts=list(self.shifts),
+        )
 
     def load_state_dict(self, state: dict) -> None:
         self.enabled = bool(state["enabled"])

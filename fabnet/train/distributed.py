@@ -31,7 +31,7 @@ class World:
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else as given (checked)."""
+    """ "auto" -> cuda when available, else cpu; anything else as given (checked)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)

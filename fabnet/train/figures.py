@@ -41,12 +41,20 @@ def loss_curves(metrics: list[dict], path: str, title: str = "FAb-Net training")
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     if train:
         steps = [m["step"] for m in train]
-        ax.plot(steps, [m["loss_batch"] for m in train], color="tab:blue", alpha=0.45, lw=1,
-                label="train L1 (whole batch)")
+        ax.plot(
+            steps, [m["loss_batch"] for m in train], color="tab:blue", alpha=0.45, lw=1, label="train L1 (whole batch)"
+        )
         ax.plot(steps, [m["loss"] for m in train], color="tab:blue", lw=1.4, label="train L1 (curriculum window)")
     if val:
-        ax.plot([m["step"] for m in val], [m["val_loss"] for m in val], "o-", color="tab:red", ms=3.5, lw=1.6,
-                label="validation L1")
+        ax.plot(
+            [m["step"] for m in val],
+            [m["val_loss"] for m in val],
+            "o-",
+            color="tab:red",
+            ms=3.5,
+            lw=1.6,
+            label="validation L1",
+        )
     zero = zero_flow_loss(metrics)
     if zero is not None:
         ax.axhline(zero, color="gray", ls="--", lw=1, label="validation L1 of the unwarped sources (zero flow)")
@@ -57,8 +65,7 @@ def loss_curves(metrics: list[dict], path: str, title: str = "FAb-Net training")
             ax.axvline(m["step"], color="tab:green", ls="--", lw=1, label="curriculum shift" if first_shift else None)
             lo, hi = m["window"]
             # labelled at the bottom: the legend sits in the top-right corner
-            ax.text(m["step"], bottom, f" {lo:.1f}-{hi:.1f}", color="tab:green", fontsize=8, va="bottom",
-                    rotation=90)
+            ax.text(m["step"], bottom, f" {lo:.1f}-{hi:.1f}", color="tab:green", fontsize=8, va="bottom", rotation=90)
             first_shift = False
         if m.get("lr_reduced"):
             ax.axvline(m["step"], color="tab:purple", ls=":", lw=1, label="LR / 10" if first_lr else None)
@@ -75,8 +82,15 @@ def loss_curves(metrics: list[dict], path: str, title: str = "FAb-Net training")
     return path
 
 
-def samples_figure(target: torch.Tensor, sources: torch.Tensor, confidence: torch.Tensor,
-                   generated: torch.Tensor, path: str, title: str = "", loss: torch.Tensor | None = None) -> str:
+def samples_figure(
+    target: torch.Tensor,
+    sources: torch.Tensor,
+    confidence: torch.Tensor,
+    generated: torch.Tensor,
+    path: str,
+    title: str = "",
+    loss: torch.Tensor | None = None,
+) -> str:
     """One row per sample, as the paper's Figure 4: target, source 1..K, confidence 1..K
     (softmaxed over K, colour scale fixed to [0, 1]), generated frame.
 
@@ -89,8 +103,9 @@ def samples_figure(target: torch.Tensor, sources: torch.Tensor, confidence: torc
     for i in range(N):
         panels = [("target", _image(target[i]), None)]
         panels += [(f"source {k + 1}", _image(sources[i, k]), None) for k in range(K)]
-        panels += [(f"confidence {k + 1}", confidence[i, k].detach().float().cpu().numpy(), "inferno")
-                   for k in range(K)]
+        panels += [
+            (f"confidence {k + 1}", confidence[i, k].detach().float().cpu().numpy(), "inferno") for k in range(K)
+        ]
         gen_title = "generated" if loss is None else f"generated\nL1 {float(loss[i]):.3f}"
         panels += [(gen_title, _image(generated[i]), None)]
         for j, (name, img, cmap) in enumerate(panels):

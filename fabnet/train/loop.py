@@ -176,16 +176,19 @@ def _check_writable(out: str) -> None:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as err:
-        raise ValueError(f"--out {out!r} is not writable ({err.strerror or err}); choose another run "
-                         "directory") from None
+        raise ValueError(
+            f"--out {out!r} is not writable ({err.strerror or err}); choose another run directory"
+        ) from None
 
 
 def _check_data(cfg: TrainConfig) -> None:
     """Clear errors before any loader starts: a missing root, tracks too short for K."""
     if not os.path.isdir(cfg.data):
-        raise FileNotFoundError(f"--data {cfg.data!r} does not exist or is not a directory; expected "
-                                f"ROOT/<identity>/<video>/<track>/<frame>.jpg (make a synthetic one with "
-                                f"`fabnet synth {cfg.data}`)")
+        raise FileNotFoundError(
+            f"--data {cfg.data!r} does not exist or is not a directory; expected "
+            f"ROOT/<identity>/<video>/<track>/<frame>.jpg (make a synthetic one with "
+            f"`fabnet synth {cfg.data}`)"
+        )
     import warnings
 
     from fabnet.data.index import group_tracks, load_index
@@ -197,18 +200,29 @@ def _check_data(cfg: TrainConfig) -> None:
             tracks = group_tracks(records, 1)
         longest = max((len(t) for t in tracks), default=0)
         if longest < cfg.num_sources + 1:
-            raise ValueError(f"--sources {cfg.num_sources} needs tracks of at least {cfg.num_sources + 1} frames "
-                             f"(K sources + 1 target), but the longest {split} track under --data {cfg.data!r} "
-                             f"has {longest}; lower --sources or use longer tracks")
+            raise ValueError(
+                f"--sources {cfg.num_sources} needs tracks of at least {cfg.num_sources + 1} frames "
+                f"(K sources + 1 target), but the longest {split} track under --data {cfg.data!r} "
+                f"has {longest}; lower --sources or use longer tracks"
+            )
 
 
 def _make_loader(cfg: TrainConfig, split: str, world: D.World, batch_size: int):
     from fabnet.data import make_loader
 
     train = split == "train"
-    kwargs = dict(split=split, batch_size=batch_size, num_sources=cfg.num_sources, size=cfg.size,
-                  backend=cfg.data_backend, seed=cfg.seed, shard_id=world.rank, num_shards=world.size,
-                  device=str(world.device), num_workers=cfg.num_workers)
+    kwargs = dict(
+        split=split,
+        batch_size=batch_size,
+        num_sources=cfg.num_sources,
+        size=cfg.size,
+        backend=cfg.data_backend,
+        seed=cfg.seed,
+        shard_id=world.rank,
+        num_shards=world.size,
+        device=str(world.device),
+        num_workers=cfg.num_workers,
+    )
     if train and cfg.epoch_length is not None:
         kwargs["epoch_length"] = cfg.epoch_length
     return make_loader(cfg.data, **kwargs)
@@ -257,22 +271,30 @@ def _check_resume(cfg: TrainConfig, state: dict, path: str, world_size: int) -> 
     check_compatible(state, size=cfg.size, num_sources=cfg.num_sources, width=cfg.width, path=path, arg="--resume")
     for key in ("optimizer", "scheduler", "curriculum", "step", "epoch", "batch_in_epoch"):
         if key not in state:
-            raise ValueError(f"--resume {path!r} holds weights only (no {key!r}); start a new run from it with "
-                             f"--init {path}")
+            raise ValueError(
+                f"--resume {path!r} holds weights only (no {key!r}); start a new run from it with --init {path}"
+            )
     old = state.get("train_config") or {}
     if "curriculum" in old and bool(old["curriculum"]) != bool(cfg.curriculum):
         flag = lambda on: "with --curriculum" if on else "without --curriculum"  # noqa: E731
-        raise ValueError(f"--resume {path!r} was trained {flag(old['curriculum'])}, but this run is "
-                         f"{flag(cfg.curriculum)}; pass the same flag, or start a new run with --init {path}")
+        raise ValueError(
+            f"--resume {path!r} was trained {flag(old['curriculum'])}, but this run is "
+            f"{flag(cfg.curriculum)}; pass the same flag, or start a new run with --init {path}"
+        )
     if "freeze_flow_decoder" in old and bool(old["freeze_flow_decoder"]) != bool(cfg.freeze_flow_decoder):
-        raise ValueError(f"--resume {path!r} was trained with freeze_flow_decoder={old['freeze_flow_decoder']}, "
-                         f"but this run has {cfg.freeze_flow_decoder}; pass the same --freeze-flow-decoder setting")
+        raise ValueError(
+            f"--resume {path!r} was trained with freeze_flow_decoder={old['freeze_flow_decoder']}, "
+            f"but this run has {cfg.freeze_flow_decoder}; pass the same --freeze-flow-decoder setting"
+        )
     changed = [k for k in ("data", "seed", "batch_size", "epoch_length") if k in old and old[k] != getattr(cfg, k)]
     if state.get("world_size", 1) != world_size:
         changed.append(f"world size {state.get('world_size', 1)} -> {world_size}")
     if changed:
-        warnings.warn(f"--resume {path!r}: {', '.join(changed)} changed since the checkpoint; training continues, "
-                      "but not on the exact data order (or random streams) of the interrupted run", stacklevel=3)
+        warnings.warn(
+            f"--resume {path!r}: {', '.join(changed)} changed since the checkpoint; training continues, "
+            "but not on the exact data order (or random streams) of the interrupted run",
+            stacklevel=3,
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -284,8 +306,12 @@ def _rng_state() -> dict:
     # checkpoint must load with torch.load(weights_only=True), which refuses numpy arrays.
     name, key, pos, has_gauss, cached = np.random.get_state()
     numpy_state = [name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
-    return dict(torch=torch.get_rng_state(), numpy=numpy_state, python=random.getstate(),
-                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    return dict(
+        torch=torch.get_rng_state(),
+        numpy=numpy_state,
+        python=random.getstate(),
+        cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    )
 
 
 def _set_rng_state(state: dict) -> None:
@@ -316,11 +342,16 @@ def _check_finite(step: int, losses: torch.Tensor, model: torch.nn.Module, world
     bad = bad_losses > 0 or not bool(torch.isfinite(norm))
     if not D.any_rank(world, bad):
         return
-    what = (f"the loss is not finite for {bad_losses} of {losses.numel()} samples" if bad_losses
-            else "a gradient is not finite")
+    what = (
+        f"the loss is not finite for {bad_losses} of {losses.numel()} samples"
+        if bad_losses
+        else "a gradient is not finite"
+    )
     kept = f"the last checkpoint {last_path!r} is kept" if os.path.exists(last_path) else "no checkpoint was written"
-    raise NonFiniteError(f"step {step}: {what}; training stopped before the update, {kept}. Lower --lr (now "
-                         f"{lr:g}), or look for non-finite values in the data")
+    raise NonFiniteError(
+        f"step {step}: {what}; training stopped before the update, {kept}. Lower --lr (now "
+        f"{lr:g}), or look for non-finite values in the data"
+    )
 
 
 class _Signals:
@@ -368,8 +399,11 @@ def read_metrics(path: str) -> list[dict]:
             except json.JSONDecodeError:
                 dropped.append(number)
     if dropped:
-        warnings.warn(f"{path}: dropped {len(dropped)} unreadable line(s) ({', '.join(map(str, dropped[:5]))}), "
-                      "cut off when the run stopped; resuming without them", stacklevel=3)
+        warnings.warn(
+            f"{path}: dropped {len(dropped)} unreadable line(s) ({', '.join(map(str, dropped[:5]))}), "
+            "cut off when the run stopped; resuming without them",
+            stacklevel=3,
+        )
     return records
 
 
@@ -428,8 +462,10 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
     if cfg.resume:
         path = cfg.resume if isinstance(cfg.resume, str) else last_path
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"--resume: no checkpoint at {path!r} (is --out {cfg.out!r} the run to "
-                                    "continue? drop --resume to start a new run)")
+            raise FileNotFoundError(
+                f"--resume: no checkpoint at {path!r} (is --out {cfg.out!r} the run to "
+                "continue? drop --resume to start a new run)"
+            )
         resume_state = load_checkpoint(path, "cpu")
         _check_resume(cfg, resume_state, path, world.size)
 
@@ -437,8 +473,14 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
     np.random.seed(cfg.seed + world.rank)
     random.seed(cfg.seed + world.rank)
 
-    model = FabNet(cfg.size, cfg.num_sources, width=cfg.width, op_backend=cfg.op_backend,
-                   channels_last=cfg.channels_last, autocast_bf16=cfg.bf16)
+    model = FabNet(
+        cfg.size,
+        cfg.num_sources,
+        width=cfg.width,
+        op_backend=cfg.op_backend,
+        channels_last=cfg.channels_last,
+        autocast_bf16=cfg.bf16,
+    )
     init_loaded = []
     if cfg.init is not None and resume_state is None:
         init_state = load_checkpoint(cfg.init, "cpu")
@@ -453,8 +495,9 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
         optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.lr_factor,
-                                                           patience=cfg.patience - 1, threshold=1e-3)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.patience - 1, threshold=1e-3
+    )
     curriculum = Curriculum(cfg.curriculum, cfg.patience)
 
     step, epoch, batch_in_epoch, best_val = 0, 0, 0, math.inf
@@ -472,14 +515,17 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
     ddp = model
     if world.distributed:
         ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
+            model, device_ids=[world.device.index] if world.device.type == "cuda" else None
+        )
 
     train_loader = _make_loader(cfg, "train", world, batch_size)
     val_loader = _make_loader(cfg, "val", world, batch_size)
     per_epoch = len(train_loader)
     if per_epoch < 1:
-        raise ValueError(f"--batch-size {batch_size} is larger than the training shard of --data {cfg.data!r}; "
-                         "lower --batch-size or raise --epoch-length")
+        raise ValueError(
+            f"--batch-size {batch_size} is larger than the training shard of --data {cfg.data!r}; "
+            "lower --batch-size or raise --epoch-length"
+        )
     total = cfg.steps if cfg.steps is not None else (cfg.epochs * per_epoch if cfg.epochs else 1000)
 
     if world.is_main:
@@ -491,31 +537,61 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
         os.makedirs(os.path.join(run, "figures"), exist_ok=True)
         with open(os.path.join(run, "config.json"), "w") as f:
             json.dump(dataclasses.asdict(cfg), f, indent=2)
-    metrics = _Metrics(os.path.join(run, "metrics.jsonl"), world.is_main,
-                       step if resume_state is not None else None)
+    metrics = _Metrics(os.path.join(run, "metrics.jsonl"), world.is_main, step if resume_state is not None else None)
     if world.is_main and init_loaded:
-        metrics.log(dict(kind="init", step=step, path=cfg.init, loaded=init_loaded,
-                         frozen=["flow_decoder"] if cfg.freeze_flow_decoder else []))
+        metrics.log(
+            dict(
+                kind="init",
+                step=step,
+                path=cfg.init,
+                loaded=init_loaded,
+                frozen=["flow_decoder"] if cfg.freeze_flow_decoder else [],
+            )
+        )
     if resume_state is not None:
         # What the run continues from, as restored: a resumed run can be checked against it.
-        metrics.log(dict(kind="resume", step=step, epoch=epoch, batch_in_epoch=batch_in_epoch,
-                         curriculum=curriculum.state_dict(), lr=optimizer.param_groups[0]["lr"],
-                         best_val=best_val, rng_restored=resume_state.get("world_size", 1) == world.size))
+        metrics.log(
+            dict(
+                kind="resume",
+                step=step,
+                epoch=epoch,
+                batch_in_epoch=batch_in_epoch,
+                curriculum=curriculum.state_dict(),
+                lr=optimizer.param_groups[0]["lr"],
+                best_val=best_val,
+                rng_restored=resume_state.get("world_size", 1) == world.size,
+            )
+        )
 
     def checkpoint(path: str) -> None:
         if not world.is_main:
             return
         bad = _non_finite_parameters(model)
         if bad:  # the finite-gradient check makes this unreachable but for an update that overflows
-            raise NonFiniteError(f"step {step}: {len(bad)} parameter tensors are not finite ({', '.join(bad[:3])}, "
-                                 f"...); {path!r} was not overwritten; lower --lr (now "
-                                 f"{optimizer.param_groups[0]['lr']:g})")
-        save_checkpoint(dict(
-            format=FORMAT, model_config=model.config(), model=model.state_dict(), step=step, epoch=epoch,
-            batch_in_epoch=batch_in_epoch, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-            curriculum=curriculum.state_dict(), rng=_rng_state(), world_size=world.size,
-            train_config=dataclasses.asdict(cfg), best_val=best_val, time=time.time(),
-        ), path)
+            raise NonFiniteError(
+                f"step {step}: {len(bad)} parameter tensors are not finite ({', '.join(bad[:3])}, "
+                f"...); {path!r} was not overwritten; lower --lr (now "
+                f"{optimizer.param_groups[0]['lr']:g})"
+            )
+        save_checkpoint(
+            dict(
+                format=FORMAT,
+                model_config=model.config(),
+                model=model.state_dict(),
+                step=step,
+                epoch=epoch,
+                batch_in_epoch=batch_in_epoch,
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                curriculum=curriculum.state_dict(),
+                rng=_rng_state(),
+                world_size=world.size,
+                train_config=dataclasses.asdict(cfg),
+                best_val=best_val,
+                time=time.time(),
+            ),
+            path,
+        )
 
     def set_train_mode():
         model.train()
@@ -538,8 +614,9 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
             if zero_flow:
                 B, K = sources.shape[:2]
                 flows = sources.new_zeros(B, K, 2, cfg.size, cfg.size)
-                total_zero += float(ops.warp_blend_l1(sources, flows, None, target, backend=cfg.op_backend,
-                                                      **OP_KWARGS).sum())
+                total_zero += float(
+                    ops.warp_blend_l1(sources, flows, None, target, backend=cfg.op_backend, **OP_KWARGS).sum()
+                )
         set_train_mode()
         s, z, n = D.all_mean(world, [total_loss, total_zero, float(count)])
         return (s / max(n, 1.0), z / max(n, 1.0)) if zero_flow else s / max(n, 1.0)
@@ -547,23 +624,50 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
     def figures(tag: str) -> None:
         if not (world.is_main and cfg.figures):
             return
-        loss_curves(metrics.records, os.path.join(run, "figures", "loss.png"),
-                    title=f"FAb-Net S={cfg.size} K={cfg.num_sources}")
-        _sample_figure(model, val_loader, world.device, cfg.figure_samples,
-                       os.path.join(run, "figures", f"samples_{tag}.png"),
-                       title=f"step {step}, window {curriculum.window}")
+        loss_curves(
+            metrics.records, os.path.join(run, "figures", "loss.png"), title=f"FAb-Net S={cfg.size} K={cfg.num_sources}"
+        )
+        _sample_figure(
+            model,
+            val_loader,
+            world.device,
+            cfg.figure_samples,
+            os.path.join(run, "figures", f"samples_{tag}.png"),
+            title=f"step {step}, window {curriculum.window}",
+        )
         set_train_mode()
 
     if cfg.val_at_start and resume_state is None and step == 0:
         # The starting point of the validation curve. It feeds neither the curriculum nor the LR
         # schedule: a plateau is a property of training, and there has been none yet.
         val0, zero_flow = validate(zero_flow=True)
-        metrics.log(dict(kind="val", step=0, epoch=0, val_loss=val0, zero_flow_loss=zero_flow, best=best_val,
-                         initial=True, window=list(curriculum.window), bad_rounds=0, improved=False,
-                         plateau=False, shifted=False, lr=optimizer.param_groups[0]["lr"], lr_reduced=False))
+        metrics.log(
+            dict(
+                kind="val",
+                step=0,
+                epoch=0,
+                val_loss=val0,
+                zero_flow_loss=zero_flow,
+                best=best_val,
+                initial=True,
+                window=list(curriculum.window),
+                bad_rounds=0,
+                improved=False,
+                plateau=False,
+                shifted=False,
+                lr=optimizer.param_groups[0]["lr"],
+                lr_reduced=False,
+            )
+        )
     set_train_mode()
-    bar = tqdm(total=total, initial=step, disable=not (cfg.progress and world.is_main), unit="step",
-               dynamic_ncols=True, desc=f"train S={cfg.size} K={cfg.num_sources}")
+    bar = tqdm(
+        total=total,
+        initial=step,
+        disable=not (cfg.progress and world.is_main),
+        unit="step",
+        dynamic_ncols=True,
+        desc=f"train S={cfg.size} K={cfg.num_sources}",
+    )
     interrupted = False
     steps_here = 0
     it = _epoch_batches(train_loader, epoch, batch_in_epoch)
@@ -605,11 +709,26 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
                     rate = samples_log / max(now - t_log, 1e-9)
                     t_log, samples_log = now, 0
                     lo, hi = curriculum.window
-                    metrics.log(dict(kind="train", step=step, epoch=epoch, loss=l_win, loss_batch=l_all,
-                                     window=[lo, hi], lr=optimizer.param_groups[0]["lr"], samples_per_s=rate,
-                                     time=time.time()))
-                    bar.set_postfix(loss=f"{l_win:.4f}", batch=f"{l_all:.4f}", window=f"{lo:.1f}-{hi:.1f}",
-                                    rate=f"{rate:.1f}/s", refresh=False)
+                    metrics.log(
+                        dict(
+                            kind="train",
+                            step=step,
+                            epoch=epoch,
+                            loss=l_win,
+                            loss_batch=l_all,
+                            window=[lo, hi],
+                            lr=optimizer.param_groups[0]["lr"],
+                            samples_per_s=rate,
+                            time=time.time(),
+                        )
+                    )
+                    bar.set_postfix(
+                        loss=f"{l_win:.4f}",
+                        batch=f"{l_all:.4f}",
+                        window=f"{lo:.1f}-{hi:.1f}",
+                        rate=f"{rate:.1f}/s",
+                        refresh=False,
+                    )
 
                 if step % cfg.val_every == 0 or step == total:
                     val = validate()
@@ -619,9 +738,11 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
                     metrics.log(dict(kind="val", step=step, epoch=epoch, val_loss=val, best=best_val, **info))
                     if world.is_main:
                         shift = f" shift -> {info['window']}" if info["shifted"] else ""
-                        bar.write(f"step {step}: val L1 {val:.4f} (best {best_val:.4f}), plateau rounds "
-                                  f"{info['bad_rounds']}/{cfg.patience}, window {info['window']}{shift}"
-                                  + (f", lr -> {info['lr']:.2g}" if info["lr_reduced"] else ""))
+                        bar.write(
+                            f"step {step}: val L1 {val:.4f} (best {best_val:.4f}), plateau rounds "
+                            f"{info['bad_rounds']}/{cfg.patience}, window {info['window']}{shift}"
+                            + (f", lr -> {info['lr']:.2g}" if info["lr_reduced"] else "")
+                        )
                     if improved_best:
                         checkpoint(best_path)
                     if cfg.figure_every and step % cfg.figure_every == 0 and step != total:
@@ -637,8 +758,10 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
         # The data root changed under the run: keep what was learned, then stop.
         bar.close()
         checkpoint(last_path)
-        raise TooManyBadFrames(f"step {step}: {err}; checkpoint {last_path!r} written: fix or re-index the "
-                               "data, then continue with --resume") from None
+        raise TooManyBadFrames(
+            f"step {step}: {err}; checkpoint {last_path!r} written: fix or re-index the "
+            "data, then continue with --resume"
+        ) from None
     bar.close()
     checkpoint(last_path)
     why = None
@@ -649,12 +772,30 @@ def _train(cfg: TrainConfig, world: D.World) -> TrainResult:
             metrics.log(dict(kind="interrupt", step=step, epoch=epoch, reason=why, checkpoint=last_path))
         figures("final" if not interrupted else f"{step:06d}")
     checksums = D.parameter_checksums(model, world)
-    metrics.log(dict(kind="end", step=step, epoch=epoch, best_val=best_val, interrupted=interrupted,
-                     world_size=world.size, checksums=checksums))
+    metrics.log(
+        dict(
+            kind="end",
+            step=step,
+            epoch=epoch,
+            best_val=best_val,
+            interrupted=interrupted,
+            world_size=world.size,
+            checksums=checksums,
+        )
+    )
     D.barrier(world)
-    return TrainResult(checkpoint=last_path, best_val=best_val, metrics=metrics.records, step=step, epoch=epoch,
-                       interrupted=interrupted, stop_reason=why, run_dir=run,
-                       best_checkpoint=best_path if os.path.exists(best_path) else None, checksums=checksums)
+    return TrainResult(
+        checkpoint=last_path,
+        best_val=best_val,
+        metrics=metrics.records,
+        step=step,
+        epoch=epoch,
+        interrupted=interrupted,
+        stop_reason=why,
+        run_dir=run,
+        best_checkpoint=best_path if os.path.exists(best_path) else None,
+        checksums=checksums,
+    )
 
 
 @torch.no_grad()
@@ -671,8 +812,9 @@ def _sample_figure(model: FabNet, loader, device, count: int, path: str, title: 
     out = model.generate(target, sources)
     lo, hi = _VALUE_RANGE
     scale = lambda x: (x - lo) / (hi - lo)  # noqa: E731
-    samples_figure(scale(target), scale(sources), out["confidence"], scale(out["generated"]), path, title=title,
-                   loss=out["loss"])
+    samples_figure(
+        scale(target), scale(sources), out["confidence"], scale(out["generated"]), path, title=title, loss=out["loss"]
+    )
 
 
 _VALUE_RANGE = (0.0, 1.0)  # pixel range of the loader's tensors

@@ -9,8 +9,9 @@ import pytest
 
 from fabnet.data.dali_backend import available as dali_available
 
-requires_dali = pytest.mark.skipif(not dali_available(),
-                                   reason="nvidia-dali is not installed (pip install nvidia-dali-cuda130)")
+requires_dali = pytest.mark.skipif(
+    not dali_available(), reason="nvidia-dali is not installed (pip install nvidia-dali-cuda130)"
+)
 
 # 20 identities so the 75/15/10 split is exactly 15 / 3 / 2 identities.
 IDENTITIES, TRACKS, FRAMES, SIZE = 20, 2, 5, 48

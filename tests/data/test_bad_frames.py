@@ -23,8 +23,9 @@ BACKENDS = ["pil", pytest.param("dali", marks=requires_dali)]
 
 
 def _loader(root, backend, **kw):
-    args = dict(split="all", batch_size=4, num_sources=2, size=32, backend=backend, num_workers=0,
-                num_threads=1, shuffle=False)
+    args = dict(
+        split="all", batch_size=4, num_sources=2, size=32, backend=backend, num_workers=0, num_threads=1, shuffle=False
+    )
     args.update(kw)
     return make_loader(root, **args)
 

@@ -188,7 +188,7 @@ def _rewrite_labels(root, edit):
 @pytest.mark.parametrize("bad_path", ["../../../etc/hostname", "a/../../x.jpg", "/etc/hostname"])
 def test_labels_paths_may_not_leave_the_root(synth_root, tmp_path, bad_path):
     root = copy_root(synth_root, tmp_path / "root")
-    _rewrite_labels(root, lambda lines: lines[:2] + [bad_path + lines[2][lines[2].index(","):]] + lines[3:])
+    _rewrite_labels(root, lambda lines: lines[:2] + [bad_path + lines[2][lines[2].index(",") :]] + lines[3:])
     with pytest.raises(ValueError, match=r"labels.csv, line 3: path .* leaves the data root"):
         load_index(root)
 

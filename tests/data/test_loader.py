@@ -73,8 +73,9 @@ def test_plan_is_deterministic_per_seed_and_epoch(synth_root):
     assert epoch(0, 0) != epoch(0, 1), "a new epoch draws new frames and crops"
     assert epoch(0, 0) != epoch(1, 0)
     val = _loader(synth_root, split="val")
-    assert [[_key(s) for s in b] for b in val.plan(0)] == [[_key(s) for s in b] for b in val.plan(3)], \
+    assert [[_key(s) for s in b] for b in val.plan(0)] == [[_key(s) for s in b] for b in val.plan(3)], (
         "validation (no shuffle) is the same every epoch"
+    )
     assert {s.box for b in val.plan(0) for s in b} == {crop_box(48, 48, "center")}
 
 

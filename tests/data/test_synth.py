@@ -128,8 +128,20 @@ _PX = 96
 
 
 def _state(**kw) -> FrameState:
-    base = dict(yaw=0.0, pitch=0.0, roll=0.0, mouth_open=0.0, smile=0.0, eyes_closed=0.0, brows_raised=0.0,
-                light=np.array([0.0, 0.0, -1.0]), ambient=0.4, zoom=1.0, shift=np.zeros(2), body_yaw=0.0)
+    base = dict(
+        yaw=0.0,
+        pitch=0.0,
+        roll=0.0,
+        mouth_open=0.0,
+        smile=0.0,
+        eyes_closed=0.0,
+        brows_raised=0.0,
+        light=np.array([0.0, 0.0, -1.0]),
+        ambient=0.4,
+        zoom=1.0,
+        shift=np.zeros(2),
+        body_yaw=0.0,
+    )
     base.update(kw)
     return FrameState(**base)
 

@@ -267,8 +267,11 @@ def test_init_from_weights_that_fit_nothing_is_refused():
     model = FabNet(32, 1)
     foreign = _state(model)
     foreign["model"] = {"backbone.conv1.weight": torch.zeros(3), "head.bias": torch.zeros(2)}
-    with pytest.raises(ValueError, match=r"holds no FAb-Net encoder and flow decoder \(loaded: none\); "
-                                         r"missing encoder\..* unexpected backbone\.conv1\.weight, head\.bias"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds no FAb-Net encoder and flow decoder \(loaded: none\); "
+        r"missing encoder\..* unexpected backbone\.conv1\.weight, head\.bias",
+    ):
         init_from(FabNet(32, 1), foreign, path="other.pt")
     # right names, wrong shapes: named too, not a RuntimeError from load_state_dict
     partial = _state(model)

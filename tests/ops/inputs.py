@@ -40,8 +40,16 @@ def _noncontiguous(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def make_inputs(case: Case, *, dtype=torch.float64, residual: bool, logits: str = "given",
-                contiguous: bool = True, with_target: bool = True, device="cpu"):
+def make_inputs(
+    case: Case,
+    *,
+    dtype=torch.float64,
+    residual: bool,
+    logits: str = "given",
+    contiguous: bool = True,
+    with_target: bool = True,
+    device="cpu",
+):
     """Random (sources, flows, logits, target) in float64, then cast to ``dtype``.
 
     Flows spread a little past [-1, 1] without ``residual`` (so zero / border padding matter)

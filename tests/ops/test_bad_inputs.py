@@ -9,8 +9,12 @@ from fabnet import ops
 
 
 def good(B=2, K=3, C=3, H=5, W=6, dtype=torch.float32):
-    return dict(sources=torch.rand(B, K, C, 7, 8, dtype=dtype), flows=torch.rand(B, K, 2, H, W, dtype=dtype),
-                logits=torch.rand(B, K, H, W, dtype=dtype), target=torch.rand(B, C, H, W, dtype=dtype))
+    return dict(
+        sources=torch.rand(B, K, C, 7, 8, dtype=dtype),
+        flows=torch.rand(B, K, 2, H, W, dtype=dtype),
+        logits=torch.rand(B, K, H, W, dtype=dtype),
+        target=torch.rand(B, C, H, W, dtype=dtype),
+    )
 
 
 def call(**overrides):
@@ -20,22 +24,29 @@ def call(**overrides):
     return ops.warp_blend_l1(args["sources"], args["flows"], args["logits"], args["target"], **options)
 
 
-@pytest.mark.parametrize("overrides,error,words", [
-    (dict(sources=torch.rand(2, 3, 7, 8)), ValueError, ["sources", "(B, K, C, Hs, Ws)", "(2, 3, 7, 8)"]),
-    (dict(flows=torch.rand(2, 3, 3, 5, 6)), ValueError, ["flows", "(B, K, 2, H, W)", "K=3", "(2, 3, 3, 5, 6)"]),
-    (dict(flows=torch.rand(2, 2, 2, 5, 6)), ValueError, ["flows", "K=3", "(2, 2, 2, 5, 6)"]),
-    (dict(logits=torch.rand(2, 3, 5, 5)), ValueError, ["logits", "(B, K, H, W)", "(2, 3, 5, 5)"]),
-    (dict(logits=torch.rand(2, 3, 2, 5, 6)), ValueError, ["logits", "(2, 3, 2, 5, 6)"]),
-    (dict(target=torch.rand(2, 1, 5, 6)), ValueError, ["target", "(2, 3, 5, 6)", "(2, 1, 5, 6)"]),
-    (dict(padding_mode="reflection"), ValueError, ["padding_mode", "'reflection'"]),
-    (dict(residual=1), ValueError, ["residual"]),
-    (dict(sources=torch.randint(0, 9, (2, 3, 3, 7, 8))), TypeError, ["sources", "torch.int64"]),
-    (dict(target=torch.rand(2, 3, 5, 6, dtype=torch.float64)), TypeError, ["target=torch.float64", "sources=torch.float32"]),
-    (dict(flows=torch.rand(2, 3, 2, 5, 6, device="meta")), ValueError, ["flows on meta", "sources on cpu"]),
-    (dict(target=None), TypeError, ["target", "None"]),
-    (dict(backend="cuda"), ValueError, ["'cuda'", "cannot serve"]),
-    (dict(backend="tpu"), ValueError, ["backend", "'tpu'"]),
-])
+@pytest.mark.parametrize(
+    "overrides,error,words",
+    [
+        (dict(sources=torch.rand(2, 3, 7, 8)), ValueError, ["sources", "(B, K, C, Hs, Ws)", "(2, 3, 7, 8)"]),
+        (dict(flows=torch.rand(2, 3, 3, 5, 6)), ValueError, ["flows", "(B, K, 2, H, W)", "K=3", "(2, 3, 3, 5, 6)"]),
+        (dict(flows=torch.rand(2, 2, 2, 5, 6)), ValueError, ["flows", "K=3", "(2, 2, 2, 5, 6)"]),
+        (dict(logits=torch.rand(2, 3, 5, 5)), ValueError, ["logits", "(B, K, H, W)", "(2, 3, 5, 5)"]),
+        (dict(logits=torch.rand(2, 3, 2, 5, 6)), ValueError, ["logits", "(2, 3, 2, 5, 6)"]),
+        (dict(target=torch.rand(2, 1, 5, 6)), ValueError, ["target", "(2, 3, 5, 6)", "(2, 1, 5, 6)"]),
+        (dict(padding_mode="reflection"), ValueError, ["padding_mode", "'reflection'"]),
+        (dict(residual=1), ValueError, ["residual"]),
+        (dict(sources=torch.randint(0, 9, (2, 3, 3, 7, 8))), TypeError, ["sources", "torch.int64"]),
+        (
+            dict(target=torch.rand(2, 3, 5, 6, dtype=torch.float64)),
+            TypeError,
+            ["target=torch.float64", "sources=torch.float32"],
+        ),
+        (dict(flows=torch.rand(2, 3, 2, 5, 6, device="meta")), ValueError, ["flows on meta", "sources on cpu"]),
+        (dict(target=None), TypeError, ["target", "None"]),
+        (dict(backend="cuda"), ValueError, ["'cuda'", "cannot serve"]),
+        (dict(backend="tpu"), ValueError, ["backend", "'tpu'"]),
+    ],
+)
 def test_bad_input_message(overrides, error, words):
     with pytest.raises(error) as info:
         call(**overrides)
@@ -48,8 +59,9 @@ def test_cpp_op_checks_direct_callers():
     """torch.ops.fabnet.* itself refuses shapes that would read out of bounds."""
     args = good()
     with pytest.raises(RuntimeError, match="target must have shape"):
-        torch.ops.fabnet.warp_blend_l1(args["sources"], args["flows"], args["logits"],
-                                       args["target"][:, :1], True, "zeros", True)
+        torch.ops.fabnet.warp_blend_l1(
+            args["sources"], args["flows"], args["logits"], args["target"][:, :1], True, "zeros", True
+        )
     with pytest.raises(RuntimeError, match="padding_mode"):
         torch.ops.fabnet.warp_blend(args["sources"], args["flows"], None, True, "mirror", True)
 
@@ -58,8 +70,11 @@ def test_a_call_larger_than_memory_is_refused_before_allocating():
     """Expanded (stride-0) inputs cost nothing; the output they ask for would not fit."""
     sources = torch.zeros(1, 1, 1, 1, 1).expand(2**20, 1, 3, 8, 8)
     flows = torch.zeros(1, 1, 1, 1, 1).expand(2**20, 1, 2, 2**11, 2**11)
-    with pytest.raises(ValueError, match=r"this call needs \d+\.\d GiB for its output and gradients, more than "
-                                         r"the \d+\.\d GiB of physical memory; split the batch"):
+    with pytest.raises(
+        ValueError,
+        match=r"this call needs \d+\.\d GiB for its output and gradients, more than "
+        r"the \d+\.\d GiB of physical memory; split the batch",
+    ):
         ops.warp_blend(sources, flows)
 
 

@@ -33,8 +33,10 @@ def _write(path: Path, text: str = "", executable: bool = False) -> Path:
 
 @pytest.mark.parametrize("guard,expected", [("202002L", "c++20"), ("201703L", "c++17")])
 def test_cxx_standard_read_from_aten_header(setup_module, tmp_path, guard, expected):
-    _write(tmp_path / "inc" / "ATen" / "ATen.h",
-           f"#pragma once\n#if !defined(_MSC_VER) && __cplusplus < {guard}\n#error too old\n#endif\n")
+    _write(
+        tmp_path / "inc" / "ATen" / "ATen.h",
+        f"#pragma once\n#if !defined(_MSC_VER) && __cplusplus < {guard}\n#error too old\n#endif\n",
+    )
     assert setup_module._required_cxx_standard([str(tmp_path / "none"), str(tmp_path / "inc")]) == expected
 
 
@@ -55,8 +57,12 @@ def test_missing_compiler_is_one_message(setup_module, monkeypatch):
 
 def test_compiler_too_old_is_one_message(setup_module, monkeypatch, tmp_path):
     # A compiler that rejects the standard, as g++ 9 rejects -std=c++20's library.
-    old = _write(tmp_path / "old-g++", "#!/bin/sh\n[ \"$1\" = --version ] && echo 'g++ (old) 9.1' && exit 0\n"
-                 "echo 'unrecognized command-line option' >&2; exit 1\n", executable=True)
+    old = _write(
+        tmp_path / "old-g++",
+        "#!/bin/sh\n[ \"$1\" = --version ] && echo 'g++ (old) 9.1' && exit 0\n"
+        "echo 'unrecognized command-line option' >&2; exit 1\n",
+        executable=True,
+    )
     monkeypatch.setenv("CXX", str(old))
     with pytest.raises(setup_module.BuildError, match=r"g\+\+ \(old\) 9\.1.*-std=c\+\+20.*torch 2\.14\.1"):
         setup_module._check_host_compiler("c++20", "2.14.1")
@@ -69,8 +75,7 @@ def test_host_compiler_accepts_the_standard(setup_module, monkeypatch):
 
 def _fake_toolkit(root: Path) -> Path:
     _write(root / "include" / "cuda_runtime.h")
-    _write(root / "bin" / "nvcc", "#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.48'\n",
-           executable=True)
+    _write(root / "bin" / "nvcc", "#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.48'\n", executable=True)
     return root
 
 
@@ -90,7 +95,7 @@ def test_nvcc_wrapper_folder_is_not_a_toolkit(setup_module, monkeypatch, tmp_pat
     """An nvcc wrapper script on PATH (/usr/local/bin/nvcc) does not make /usr/local a toolkit."""
     wrapper_root = tmp_path / "local"
     toolkit = _fake_toolkit(tmp_path / "cuda-13.0")
-    _write(wrapper_root / "bin" / "nvcc", f"#!/bin/sh\nexec {toolkit}/bin/nvcc \"$@\"\n", executable=True)
+    _write(wrapper_root / "bin" / "nvcc", f'#!/bin/sh\nexec {toolkit}/bin/nvcc "$@"\n', executable=True)
     monkeypatch.delenv("CUDA_HOME", raising=False)
     monkeypatch.delenv("CUDA_PATH", raising=False)
     monkeypatch.setenv("PATH", f"{wrapper_root / 'bin'}{os.pathsep}{os.environ['PATH']}")
@@ -154,15 +159,18 @@ def test_build_record_unreadable_means_no_record(tmp_path):
     assert build_info.read(str(good)) == {"torch": "2.13.0"}
 
 
-@pytest.mark.parametrize("archs,capability,runs", [
-    (["8.0", "9.0+PTX"], (8, 0), True),    # A100: sm_80 cubin
-    (["8.0", "9.0+PTX"], (8, 6), True),    # RTX 30xx: sm_80 cubin runs on 8.x with minor >= 0
-    (["8.0", "9.0+PTX"], (9, 0), True),    # H100 / H200
-    (["8.0", "9.0+PTX"], (12, 0), True),   # a newer GPU: the driver compiles compute_90 PTX
-    (["8.0", "9.0"], (12, 0), False),      # ... which is not there without +PTX
-    (["8.0", "9.0+PTX"], (7, 5), False),   # T4: older than every target
-    (["8.6"], (8, 0), False),              # a cubin does not run on a lower minor version
-])
+@pytest.mark.parametrize(
+    "archs,capability,runs",
+    [
+        (["8.0", "9.0+PTX"], (8, 0), True),  # A100: sm_80 cubin
+        (["8.0", "9.0+PTX"], (8, 6), True),  # RTX 30xx: sm_80 cubin runs on 8.x with minor >= 0
+        (["8.0", "9.0+PTX"], (9, 0), True),  # H100 / H200
+        (["8.0", "9.0+PTX"], (12, 0), True),  # a newer GPU: the driver compiles compute_90 PTX
+        (["8.0", "9.0"], (12, 0), False),  # ... which is not there without +PTX
+        (["8.0", "9.0+PTX"], (7, 5), False),  # T4: older than every target
+        (["8.6"], (8, 0), False),  # a cubin does not run on a lower minor version
+    ],
+)
 def test_cuda_arch_reason(archs, capability, runs):
     reason = build_info.cuda_arch_reason(archs, capability, "cuda:0")
     assert (reason is None) == runs

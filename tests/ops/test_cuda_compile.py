@@ -34,8 +34,11 @@ try:
 except ImportError:  # an older torch: its build adds what it has, the kernels need none of it
     pass
 # Kernels the launchers need; each must appear in the report for every architecture.
-EXPECTED_KERNELS = ("warp_blend_forward_cuda_kernel", "warp_blend_backward_cuda_kernel",
-                    "warp_blend_l1_finalize_cuda_kernel")
+EXPECTED_KERNELS = (
+    "warp_blend_forward_cuda_kernel",
+    "warp_blend_backward_cuda_kernel",
+    "warp_blend_l1_finalize_cuda_kernel",
+)
 
 
 def _nvcc() -> str | None:
@@ -52,8 +55,10 @@ NVCC = _nvcc()
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not found (install the CUDA toolkit)")
 
 _ENTRY = re.compile(r"Compiling entry function '(?P<name>[^']+)' for '(?P<arch>sm_\d+)'")
-_SPILL = re.compile(r"(?P<stack>\d+) bytes stack frame, (?P<st>\d+) bytes spill stores, "
-                    r"(?P<ld>\d+) bytes spill loads")
+_SPILL = re.compile(
+    r"(?P<stack>\d+) bytes stack frame, (?P<st>\d+) bytes spill stores, "
+    r"(?P<ld>\d+) bytes spill loads"
+)
 _REGS = re.compile(r"Used (?P<regs>\d+) registers")
 
 
@@ -89,8 +94,18 @@ def ptxas_report(tmp_path_factory) -> dict[str, list[dict]]:
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in ARCHS]
     reports = {}
     for cu in CU_FILES:
-        cmd = [NVCC, "-c", str(cu), "-o", str(out_dir / (cu.stem + ".o")), *NVCC_FLAGS, *gencode,
-               "-Xptxas", "-v", f"-I{CSRC}"]
+        cmd = [
+            NVCC,
+            "-c",
+            str(cu),
+            "-o",
+            str(out_dir / (cu.stem + ".o")),
+            *NVCC_FLAGS,
+            *gencode,
+            "-Xptxas",
+            "-v",
+            f"-I{CSRC}",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr[-6000:]}"
         kernels = parse_ptxas(proc.stderr)
@@ -101,9 +116,11 @@ def ptxas_report(tmp_path_factory) -> dict[str, list[dict]]:
 
 
 def _table(kernels: list[dict]) -> str:
-    return "\n".join(f"{k['arch']} {k.get('registers', '?'):>4} regs  spill st/ld "
-                     f"{k.get('spill_stores', '?')}/{k.get('spill_loads', '?')}  {k['pretty']}"
-                     for k in kernels)
+    return "\n".join(
+        f"{k['arch']} {k.get('registers', '?'):>4} regs  spill st/ld "
+        f"{k.get('spill_stores', '?')}/{k.get('spill_loads', '?')}  {k['pretty']}"
+        for k in kernels
+    )
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -111,8 +128,9 @@ def test_kernels_compile_without_spills(ptxas_report, arch):
     kernels = [k for ks in ptxas_report.values() for k in ks if k["arch"] == f"sm_{arch}"]
     print(f"\nptxas report, sm_{arch}:\n{_table(kernels)}")
     for name in EXPECTED_KERNELS:
-        assert any(name in k["pretty"] or name in k["name"] for k in kernels), \
+        assert any(name in k["pretty"] or name in k["name"] for k in kernels), (
             f"{name} missing from the sm_{arch} report:\n{_table(kernels)}"
+        )
     incomplete = [k for k in kernels if "registers" not in k or "spill_stores" not in k]
     assert not incomplete, f"unparsed ptxas entries:\n{_table(incomplete)}"
     spilling = [k for k in kernels if k["spill_stores"] or k["spill_loads"]]
@@ -121,10 +139,12 @@ def test_kernels_compile_without_spills(ptxas_report, arch):
 
 def test_parse_ptxas_reads_spills():
     """The parser itself: a spilling entry is reported as spilling (the check above can fail)."""
-    report = ("ptxas info    : Compiling entry function '_Z1kv' for 'sm_80'\n"
-              "ptxas info    : Function properties for _Z1kv\n"
-              "    8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\n"
-              "ptxas info    : Used 48 registers, used 0 barriers, 656 bytes cmem[0]\n")
+    report = (
+        "ptxas info    : Compiling entry function '_Z1kv' for 'sm_80'\n"
+        "ptxas info    : Function properties for _Z1kv\n"
+        "    8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\n"
+        "ptxas info    : Used 48 registers, used 0 barriers, 656 bytes cmem[0]\n"
+    )
     (k,) = parse_ptxas(report)
     assert (k["arch"], k["registers"], k["spill_stores"], k["spill_loads"]) == ("sm_80", 48, 4, 12)
 
@@ -144,8 +164,12 @@ def _cuda_includes(tmp_path) -> list[str]:
     """The include flags nvcc itself uses (nvcc may be a wrapper script outside the toolkit)."""
     empty = tmp_path / "empty.cu"
     empty.write_text("")
-    proc = subprocess.run([NVCC, "--dryrun", "-c", str(empty), "-o", str(tmp_path / "empty.o")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [NVCC, "--dryrun", "-c", str(empty), "-o", str(tmp_path / "empty.o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     flags = []
     for line in proc.stderr.splitlines():
         if m := re.search(r'\bINCLUDES="([^"]*)"', line):
@@ -167,8 +191,16 @@ def test_binding_compiles_against_torch_headers(tmp_path):
         pytest.skip("no host C++ compiler")
     # The CPU wheel lacks the generated c10/cuda/impl/cuda_cmake_macros.h; on Linux it only
     # defines C10_CUDA_BUILD_SHARED_LIBS, which matters for Windows exports.
-    cmd = [cxx, "-fsyntax-only", f"-std={CXX_STD}", "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE",
-           "-DFABNET_WITH_CUDA=1", *(f"-I{p}" for p in include_paths()), *cuda_includes,
-           f"-I{CSRC}", str(CSRC / "cuda" / "warp_blend_binding.cpp")]
+    cmd = [
+        cxx,
+        "-fsyntax-only",
+        f"-std={CXX_STD}",
+        "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE",
+        "-DFABNET_WITH_CUDA=1",
+        *(f"-I{p}" for p in include_paths()),
+        *cuda_includes,
+        f"-I{CSRC}",
+        str(CSRC / "cuda" / "warp_blend_binding.cpp"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr[-6000:]}"

@@ -32,25 +32,45 @@ DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat
 def _cuda_include() -> Path | None:
     """A CUDA toolkit include directory (for cuda_runtime.h / cuda_fp16.h / cuda_bf16.h)."""
     nvcc = shutil.which("nvcc")
-    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
-             str(Path(nvcc).resolve().parents[1]) if nvcc else None, "/usr/local/cuda"]
+    homes = [
+        os.environ.get("CUDA_HOME"),
+        os.environ.get("CUDA_PATH"),
+        str(Path(nvcc).resolve().parents[1]) if nvcc else None,
+        "/usr/local/cuda",
+    ]
     candidates = [Path(h, "include") for h in homes if h]
     return next((c for c in candidates if (c / "cuda_fp16.h").exists()), None)
 
 
 CUDA_INCLUDE = _cuda_include()
-pytestmark = pytest.mark.skipif(CXX is None or CUDA_INCLUDE is None,
-                                reason="needs a host C++ compiler and the CUDA toolkit headers")
+pytestmark = pytest.mark.skipif(
+    CXX is None or CUDA_INCLUDE is None, reason="needs a host C++ compiler and the CUDA toolkit headers"
+)
 
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     out = tmp_path_factory.mktemp("emulation") / "warp_blend_emulated.so"
-    cmd = [CXX, "-std=c++20", "-O1", "-shared", "-fPIC", "-DFABNET_CUDA_EMULATION",
-           f"-I{REPO / 'tests' / 'ops'}", f"-I{REPO / 'csrc'}", f"-I{CUDA_INCLUDE}",
-           "-x", "c++", str(REPO / "csrc" / "cuda" / "warp_blend_kernels.cu"),
-           "-x", "c++", str(REPO / "tests" / "ops" / "cuda_emulation_capi.cpp"),
-           "-o", str(out), "-lpthread"]
+    cmd = [
+        CXX,
+        "-std=c++20",
+        "-O1",
+        "-shared",
+        "-fPIC",
+        "-DFABNET_CUDA_EMULATION",
+        f"-I{REPO / 'tests' / 'ops'}",
+        f"-I{REPO / 'csrc'}",
+        f"-I{CUDA_INCLUDE}",
+        "-x",
+        "c++",
+        str(REPO / "csrc" / "cuda" / "warp_blend_kernels.cu"),
+        "-x",
+        "c++",
+        str(REPO / "tests" / "ops" / "cuda_emulation_capi.cpp"),
+        "-o",
+        str(out),
+        "-lpthread",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr[-6000:]}"
     handle = ctypes.CDLL(str(out))
@@ -78,8 +98,16 @@ class Emulated:
         self.t = (sources, flows, logits, target)
         B, K, C, Hs, Ws = sources.shape
         self.shape = (B, K, C, Hs, Ws, flows.shape[3], flows.shape[4])
-        self.common = [DTYPE_CODE[sources.dtype], _i64(self.shape), _ptr(sources), _strides(sources, 5),
-                       _ptr(flows), _strides(flows, 5), _ptr(logits), _strides(logits, 4)]
+        self.common = [
+            DTYPE_CODE[sources.dtype],
+            _i64(self.shape),
+            _ptr(sources),
+            _strides(sources, 5),
+            _ptr(flows),
+            _strides(flows, 5),
+            _ptr(logits),
+            _strides(logits, 4),
+        ]
         self.flags = int(residual) | (2 if padding_mode == "border" else 0) | (4 if align_corners else 0)
         self.acc = torch.float64 if sources.dtype == torch.float64 else torch.float32
         # What the binding passes: F.affine_grid's identity axes, taken from affine_grid itself.
@@ -115,18 +143,29 @@ class Emulated:
         g_logit = torch.full(logits.shape, **nan) if (mask[2] and logits is not None) else None
         g_tgt = torch.full(target.shape, **nan) if (loss and mask[3]) else None
         g_strides = _i64(list(grad.stride()) + [0] * (4 - grad.dim()))
-        self.lib.emu_backward(*self.common, _ptr(target), _strides(target, 4), self.flags, self.identity_ptrs,
-                              _ptr(grad),
-                              g_strides, _ptr(g_src), _ptr(g_flow), _ptr(g_logit), _ptr(g_tgt))
+        self.lib.emu_backward(
+            *self.common,
+            _ptr(target),
+            _strides(target, 4),
+            self.flags,
+            self.identity_ptrs,
+            _ptr(grad),
+            g_strides,
+            _ptr(g_src),
+            _ptr(g_flow),
+            _ptr(g_logit),
+            _ptr(g_tgt),
+        )
         return [g_src.to(sources.dtype) if g_src is not None else None, g_flow, g_logit, g_tgt]
 
 
 # (case, residual, padding_mode, align_corners, logits, dtype, contiguous, sources_grad)
 _OPTIONS = list(itertools.product([False, True], ["zeros", "border"], [False, True]))
 _SHAPES = [Case(2, 1, 3, 7, 6, 5, 9), Case(2, 2, 3, 16, 16, 12, 16), Case(2, 3, 4, 9, 9, 6, 5)]
-CONFIGS = [(dataclasses.replace(_SHAPES[i % 3], K=k), r, p, a,
-            ("given", "none", "5d")[i % 3], torch.float64, True, True)
-           for i, ((r, p, a), k) in enumerate(itertools.product(_OPTIONS, [1, 2, 3]))]
+CONFIGS = [
+    (dataclasses.replace(_SHAPES[i % 3], K=k), r, p, a, ("given", "none", "5d")[i % 3], torch.float64, True, True)
+    for i, ((r, p, a), k) in enumerate(itertools.product(_OPTIONS, [1, 2, 3]))
+]
 CONFIGS += [
     # Five channels: two channel tiles (the backward adds the second tile's gradients).
     (Case(2, 2, 5, 8, 7, 9, 12), True, "border", True, "given", torch.float64, True, True),
@@ -153,13 +192,18 @@ TOLERANCE = {torch.float64: (1e-12, 1e-10), torch.float32: (1e-6, 1e-5)}
 
 def _config_id(c):
     case, r, p, a, lg, dt, contiguous, sg = c
-    return (f"{case}-res{int(r)}-{p}-ac{int(a)}-{lg}-{str(dt)[6:]}" + ("" if contiguous else "-permuted")
-            + ("" if sg else "-gather_only"))
+    return (
+        f"{case}-res{int(r)}-{p}-ac{int(a)}-{lg}-{str(dt)[6:]}"
+        + ("" if contiguous else "-permuted")
+        + ("" if sg else "-gather_only")
+    )
 
 
 def _reference(fn_name, inputs, upstream, options, dtype, mask):
-    args = [t.detach().to(dtype).requires_grad_(m) if t is not None else None
-            for t, m in zip(inputs if fn_name == "warp_blend_l1" else inputs[:3], mask)]
+    args = [
+        t.detach().to(dtype).requires_grad_(m) if t is not None else None
+        for t, m in zip(inputs if fn_name == "warp_blend_l1" else inputs[:3], mask)
+    ]
     fn = reference.warp_blend_l1_reference if fn_name == "warp_blend_l1" else reference.warp_blend_reference
     out = fn(*args, **options)
     wanted = [a for a in args if a is not None and a.requires_grad]
@@ -185,8 +229,10 @@ def test_emulated_cuda_kernels(lib, config):
     def check(what, got, want, half):
         err = (got.double() - want.double()).abs().max().item() if got.shape == want.shape else float("inf")
         if half is not None:
-            bound = (2 * (half.double() - want.double()).abs().max().item()
-                     + torch.finfo(dtype).eps * want.abs().max().item())
+            bound = (
+                2 * (half.double() - want.double()).abs().max().item()
+                + torch.finfo(dtype).eps * want.abs().max().item()
+            )
         else:
             atol, rtol = TOLERANCE[dtype]
             bound = atol + rtol * want.abs().max().item()
@@ -205,7 +251,7 @@ def test_emulated_cuda_kernels(lib, config):
         out = emulated.l1() if loss else emulated.forward()
         check(f"{fn_name} output", out, ref, half[0] if half else None)
         grads = emulated.backward(upstream.to(dtype), mask, loss)
-        for i, name in enumerate(["sources", "flows", "logits", "target"][:len(ref_grads)]):
+        for i, name in enumerate(["sources", "flows", "logits", "target"][: len(ref_grads)]):
             if ref_grads[i] is None:
                 assert grads[i] is None or not mask[i]
                 continue
@@ -226,8 +272,7 @@ def test_loss_reduction_is_deterministic(lib):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("align_corners", [True, False])
-@pytest.mark.parametrize("shape", [(1, 1, 1, 16, 16, 16, 16), (1, 1, 1, 7, 7, 7, 7), (2, 2, 3, 9, 13, 9, 13)],
-                         ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 16, 16, 16, 16), (1, 1, 1, 7, 7, 7, 7), (2, 2, 3, 9, 13, 9, 13)], ids=str)
 def test_zero_offsets_take_the_references_cells(lib, shape, align_corners, dtype):
     """At zero offsets every sample sits on a pixel centre: the flow gradient must be taken
     towards the next pixel, as grid_sample takes it (tests/ops/test_pixel_centres.py)."""
@@ -237,8 +282,9 @@ def test_zero_offsets_take_the_references_cells(lib, shape, align_corners, dtype
     options = dict(residual=True, padding_mode="border", align_corners=align_corners)
     emulated = Emulated(lib, sources, flows, logits, None, **options)
     _, g_flows, _, _ = emulated.backward(upstream, [False, True, False, False], loss=False)
-    _, g_ref = flow_grad("reference", sources, flows, logits, upstream,
-                         padding_mode="border", align_corners=align_corners)
+    _, g_ref = flow_grad(
+        "reference", sources, flows, logits, upstream, padding_mode="border", align_corners=align_corners
+    )
     atol, rtol = TOLERANCE[dtype]
     torch.testing.assert_close(g_flows, g_ref, atol=max(atol, 1e-5 if dtype == torch.float32 else 0), rtol=rtol)
 

@@ -22,8 +22,13 @@ from fabnet import ops
 REPO = Path(__file__).resolve().parents[2]
 
 # (B, K, C, Hs, Ws, H, W)
-EMPTY_SHAPES = [(0, 2, 3, 5, 6, 4, 4), (2, 2, 0, 5, 6, 4, 4), (2, 2, 3, 5, 6, 0, 4),
-                (2, 2, 3, 5, 6, 4, 0), (0, 1, 0, 3, 3, 0, 0)]
+EMPTY_SHAPES = [
+    (0, 2, 3, 5, 6, 4, 4),
+    (2, 2, 0, 5, 6, 4, 4),
+    (2, 2, 3, 5, 6, 0, 4),
+    (2, 2, 3, 5, 6, 4, 0),
+    (0, 1, 0, 3, 3, 0, 0),
+]
 
 
 def empty_case(shape, dtype=torch.float32):
@@ -47,8 +52,10 @@ def run_case(backend, shape, fn, residual):
     return out, inputs, grads
 
 
-BACKENDS = ["reference", pytest.param("cpu", marks=pytest.mark.skipif(
-    not ops.extension.available(), reason="fabnet._C not built"))]
+BACKENDS = [
+    "reference",
+    pytest.param("cpu", marks=pytest.mark.skipif(not ops.extension.available(), reason="fabnet._C not built")),
+]
 
 
 @pytest.mark.parametrize("residual", [True, False])
@@ -92,9 +99,11 @@ print(json.dumps(bad))
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 def test_triton_empty_in_empty_out():
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", _TRITON_EMPTY], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRITON_EMPTY], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []

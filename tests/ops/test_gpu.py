@@ -18,15 +18,13 @@ from fabnet import ops
 from fabnet.ops.checks import validate
 from tests.ops.inputs import CASES, Case, make_inputs
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 BACKENDS = ["cuda", "triton"]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 # CASES have odd W (the one-pixel-per-thread path); these take the 16-byte packed path of the
 # CUDA forward (W % 4 == 0) and several blocks per sample.
-GPU_CASES = CASES[:3] + [Case(2, 3, 3, 16, 16, 32, 32), Case(3, 2, 4, 20, 24, 40, 64),
-                     Case(2, 3, 3, 64, 64, 64, 64)]
+GPU_CASES = CASES[:3] + [Case(2, 3, 3, 16, 16, 32, 32), Case(3, 2, 4, 20, 24, 40, 64), Case(2, 3, 3, 64, 64, 64, 64)]
 OPTIONS = list(itertools.product([False, True], ["zeros", "border"], [False, True]))
 OPTION_IDS = [f"res{int(r)}-{p}-ac{int(a)}" for r, p, a in OPTIONS]
 # float32 / float64: max |error| <= atol + rtol * max |reference| against the float64 reference.
@@ -54,8 +52,10 @@ def _poison_allocator():
 def _run(fn_name, inputs, upstream, backend, options, dtype, sources_grad=True):
     """Output and gradients (None where not required) of one op."""
     args = list(inputs if fn_name == "warp_blend_l1" else inputs[:3])
-    args = [a.detach().to(dtype).requires_grad_(sources_grad or i != 0) if a is not None else None
-            for i, a in enumerate(args)]
+    args = [
+        a.detach().to(dtype).requires_grad_(sources_grad or i != 0) if a is not None else None
+        for i, a in enumerate(args)
+    ]
     if backend != "reference":
         _poison_allocator()
     out = getattr(ops, fn_name)(*args, backend=backend, **options)
@@ -68,8 +68,7 @@ def _check(name, got, want, half, dtype):
     assert got.dtype == dtype and got.shape == want.shape, f"{name}: {got.dtype} {tuple(got.shape)}"
     err = (got.double() - want).abs().max().item()
     if half is not None:
-        bound = (2 * (half.double() - want).abs().max().item()
-                 + torch.finfo(dtype).eps * want.abs().max().item())
+        bound = 2 * (half.double() - want).abs().max().item() + torch.finfo(dtype).eps * want.abs().max().item()
     else:
         atol, rtol = TOLERANCE[dtype]
         bound = atol + rtol * want.abs().max().item()
@@ -78,11 +77,11 @@ def _check(name, got, want, half, dtype):
 
 def _parity(backend, case, dtype, options, *, logits="given", contiguous=True, sources_grad=True):
     # Rounded to dtype, then float64: the oracle sees the inputs the kernels see.
-    inputs = make_inputs(case, dtype=dtype, residual=options["residual"], logits=logits,
-                         contiguous=contiguous, device="cuda")
+    inputs = make_inputs(
+        case, dtype=dtype, residual=options["residual"], logits=logits, contiguous=contiguous, device="cuda"
+    )
     inputs = tuple(t.double() if t is not None else None for t in inputs)
-    _skip_unless_available(backend, tuple(t.to(dtype) if t is not None else None for t in inputs),
-                           options)
+    _skip_unless_available(backend, tuple(t.to(dtype) if t is not None else None for t in inputs), options)
     for fn_name in ("warp_blend", "warp_blend_l1"):
         shape = (case.B,) if fn_name == "warp_blend_l1" else (case.B, case.C, case.H, case.W)
         upstream = torch.randn(shape, dtype=torch.float64, device="cuda")
@@ -119,8 +118,7 @@ def test_parity(backend, dtype, case, residual, padding_mode, align_corners):
 def test_layouts_and_masks(backend, dtype, logits, contiguous, sources_grad):
     options = dict(residual=True, padding_mode="border", align_corners=True)
     for case in (Case(2, 3, 3, 16, 16, 32, 32), Case(2, 2, 3, 9, 7, 17, 5)):
-        _parity(backend, case, dtype, options, logits=logits, contiguous=contiguous,
-                sources_grad=sources_grad)
+        _parity(backend, case, dtype, options, logits=logits, contiguous=contiguous, sources_grad=sources_grad)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -22,8 +22,10 @@ import torch.nn.functional as F
 
 from fabnet import ops
 
-BACKENDS = ["reference", pytest.param("cpu", marks=pytest.mark.skipif(
-    not ops.extension.available(), reason="fabnet._C not built"))]
+BACKENDS = [
+    "reference",
+    pytest.param("cpu", marks=pytest.mark.skipif(not ops.extension.available(), reason="fabnet._C not built")),
+]
 OPTIONS = [(p, a) for p in ("zeros", "border") for a in (True, False)]
 
 
@@ -39,8 +41,12 @@ def test_corners_by_hand(backend):
     of it with zeros padding (three taps fall outside), all of it with border padding."""
     x = torch.arange(1.0, 10.0, dtype=torch.float64).view(1, 1, 3, 3)
     grid = torch.tensor([[[[-1.0, -1.0], [1.0, 1.0]]]], dtype=torch.float64)
-    expect = {("zeros", True): [1.0, 9.0], ("zeros", False): [0.25, 2.25],
-              ("border", True): [1.0, 9.0], ("border", False): [1.0, 9.0]}
+    expect = {
+        ("zeros", True): [1.0, 9.0],
+        ("zeros", False): [0.25, 2.25],
+        ("border", True): [1.0, 9.0],
+        ("border", False): [1.0, 9.0],
+    }
     for (padding_mode, align_corners), values in expect.items():
         out = ops.grid_sample(x, grid, padding_mode=padding_mode, align_corners=align_corners, backend=backend)
         torch.testing.assert_close(out.flatten(), torch.tensor(values, dtype=torch.float64))
@@ -51,8 +57,7 @@ def test_corners_by_hand(backend):
 def test_a_linear_ramp_is_sampled_exactly(backend, align_corners):
     """Bilinear interpolation of a x + b y + c is exact: the value at pixel coordinates (ix, iy)."""
     Hs, Ws = 6, 9
-    ys, xs = torch.meshgrid(torch.arange(Hs, dtype=torch.float64), torch.arange(Ws, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(Hs, dtype=torch.float64), torch.arange(Ws, dtype=torch.float64), indexing="ij")
     x = (0.5 * xs - 2.0 * ys + 3.0).view(1, 1, Hs, Ws)
     g = torch.Generator().manual_seed(0)
     grid = torch.rand(1, 5, 7, 2, generator=g, dtype=torch.float64) * 1.6 - 0.8  # inside the frame
@@ -90,7 +95,10 @@ def test_gradcheck(backend, padding_mode, align_corners):
     grid = (torch.rand(1, 3, 4, 2, generator=g, dtype=torch.float64) * 2.2 - 1.1).requires_grad_()
     assert torch.autograd.gradcheck(
         lambda a, b: ops.grid_sample(a, b, padding_mode=padding_mode, align_corners=align_corners, backend=backend),
-        (x, grid), eps=1e-6, atol=1e-5)
+        (x, grid),
+        eps=1e-6,
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "transposed", "expanded", "sliced"])
@@ -98,10 +106,12 @@ def test_gradcheck(backend, padding_mode, align_corners):
 def test_non_contiguous_and_expanded_inputs(backend, layout):
     g = torch.Generator().manual_seed(3)
     base = torch.rand(2, 3, 8, 10, generator=g)
-    x = {"channels_last": base.contiguous(memory_format=torch.channels_last),
-         "transposed": base.transpose(2, 3).contiguous().transpose(2, 3),
-         "expanded": base[:1].expand(2, 3, 8, 10),
-         "sliced": torch.rand(2, 6, 8, 20, generator=g)[:, ::2, :, ::2]}[layout]
+    x = {
+        "channels_last": base.contiguous(memory_format=torch.channels_last),
+        "transposed": base.transpose(2, 3).contiguous().transpose(2, 3),
+        "expanded": base[:1].expand(2, 3, 8, 10),
+        "sliced": torch.rand(2, 6, 8, 20, generator=g)[:, ::2, :, ::2],
+    }[layout]
     grid = torch.rand(2, 9, 4, 2, generator=g).mul(2).sub(1).transpose(1, 2)  # a non-contiguous grid
     got, want = _both(backend, x, grid, "zeros", False)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -129,8 +139,16 @@ def test_non_finite_coordinates_with_zeros_padding(backend, value):
     torch.testing.assert_close(got, want, equal_nan=True)
 
 
-@pytest.mark.parametrize("shape,grid_shape", [((0, 3, 5, 5), (0, 4, 4, 2)), ((2, 0, 5, 5), (2, 4, 4, 2)),
-                                               ((2, 3, 5, 5), (2, 0, 4, 2)), ((2, 3, 5, 5), (2, 4, 0, 2))], ids=str)
+@pytest.mark.parametrize(
+    "shape,grid_shape",
+    [
+        ((0, 3, 5, 5), (0, 4, 4, 2)),
+        ((2, 0, 5, 5), (2, 4, 4, 2)),
+        ((2, 3, 5, 5), (2, 0, 4, 2)),
+        ((2, 3, 5, 5), (2, 4, 0, 2)),
+    ],
+    ids=str,
+)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_shapes(backend, shape, grid_shape):
     x = torch.rand(shape, requires_grad=True)
@@ -182,9 +200,12 @@ print(json.dumps(errors))
 def test_triton_matches_grid_sample():
     """The Triton kernels in the interpreter (a child process), a non-contiguous grid, float64."""
     repo = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", _TRITON], cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = dict(
+        os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRITON], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     errors = json.loads(proc.stdout.strip().splitlines()[-1])
     assert all(e < 1e-10 for e in errors.values()), errors

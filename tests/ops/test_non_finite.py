@@ -40,8 +40,9 @@ def _inputs(dtype, K=2, seed=0):
 
 def _run(backend, fn, sources, flows, logits, target, needs, **options):
     needs = needs if fn == "l1" else (*needs[:3], False)  # the blend does not read the target
-    leaves = [t.clone().requires_grad_(n) if t is not None else None
-              for t, n in zip((sources, flows, logits, target), needs)]
+    leaves = [
+        t.clone().requires_grad_(n) if t is not None else None for t, n in zip((sources, flows, logits, target), needs)
+    ]
     if fn == "l1":
         out = ops.warp_blend_l1(*leaves, residual=True, backend=backend, **options)
         upstream = torch.ones_like(out)
@@ -56,7 +57,8 @@ def _run(backend, fn, sources, flows, logits, target, needs, **options):
 def _same(got, want, what):
     assert torch.equal(torch.isnan(got), torch.isnan(want)), (
         f"{what}: NaN at {torch.isnan(got).nonzero().tolist()[:6]}, grid_sample / softmax give NaN at "
-        f"{torch.isnan(want).nonzero().tolist()[:6]}")
+        f"{torch.isnan(want).nonzero().tolist()[:6]}"
+    )
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, equal_nan=True, msg=what)
 
 
@@ -101,8 +103,9 @@ def test_nan_coordinate_border_padding_is_nan(fn):
     """No grid_sample result to compare with (its CPU kernel crashes on this input)."""
     sources, flows, logits, target = _inputs(torch.float32)
     flows[0, 1, 0, 3, 3] = float("nan")
-    out, grads = _run("cpu", fn, sources, flows, logits, target, NEEDS["training"],
-                      padding_mode="border", align_corners=True)
+    out, grads = _run(
+        "cpu", fn, sources, flows, logits, target, NEEDS["training"], padding_mode="border", align_corners=True
+    )
     if fn == "blend":
         assert torch.isnan(out[0, :, 3, 3]).all() and torch.isfinite(out[1]).all()
         assert torch.isnan(out).sum() == 3
@@ -151,10 +154,12 @@ print(json.dumps(bad))
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 def test_triton_non_finite():
     """The Triton kernels in the interpreter (a child process), float64, zeros padding."""
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", _TRITON_NON_FINITE], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRITON_NON_FINITE], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     bad = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not bad, f"differs from grid_sample / softmax: {bad}"

@@ -29,8 +29,14 @@ pytestmark = pytest.mark.skipif(not ops.extension.available(), reason="fabnet._C
 
 # (B, K, C, Hs, Ws, H, W): the reported sizes (16 x 16, 4 x 4, 7 x 7), odd and unequal sides,
 # and an output larger than the source.
-SHAPES = [(1, 1, 1, 16, 16, 16, 16), (1, 1, 1, 4, 4, 4, 4), (1, 1, 1, 7, 7, 7, 7),
-          (2, 2, 3, 9, 13, 9, 13), (1, 2, 2, 33, 17, 33, 17), (1, 1, 2, 5, 6, 11, 13)]
+SHAPES = [
+    (1, 1, 1, 16, 16, 16, 16),
+    (1, 1, 1, 4, 4, 4, 4),
+    (1, 1, 1, 7, 7, 7, 7),
+    (2, 2, 3, 9, 13, 9, 13),
+    (1, 2, 2, 33, 17, 33, 17),
+    (1, 1, 2, 5, 6, 11, 13),
+]
 EXACT_DTYPES = [torch.float32, torch.float64]
 
 
@@ -90,8 +96,7 @@ def test_identity_axis_is_affine_grids(n, align_corners, dtype):
     pixel centres only if the identity is affine_grid's; here via the reference's helper against
     the identity recomputed by the documented recipe.
     """
-    grid = reference.identity_grid(1, n, n + 1, align_corners=align_corners, dtype=dtype,
-                                   device=torch.device("cpu"))
+    grid = reference.identity_grid(1, n, n + 1, align_corners=align_corners, dtype=dtype, device=torch.device("cpu"))
     for axis, size in ((0, n + 1), (1, n)):
         got = grid[0, 0, :, 0] if axis == 0 else grid[0, :, 0, 1]
         if size <= 1:
@@ -124,10 +129,12 @@ print(json.dumps(errors))
 def test_triton_matches_reference_at_zero_offsets():
     """The Triton kernels in Triton's interpreter (a child process: TRITON_INTERPRET is read at
     import), same shapes and both align_corners, float32 and float64."""
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", _TRITON_ZERO_OFFSETS], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRITON_ZERO_OFFSETS], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     errors = json.loads(proc.stdout.strip().splitlines()[-1])
     bad = {k: v for k, v in errors.items() if not v <= (1e-5 if "float32" in k else 1e-12)}

@@ -23,21 +23,24 @@ def test_opcheck(requires_grad, with_logits):
     for t in (flows, logits, target):
         if t is not None:
             t.requires_grad_(requires_grad)
-    torch.library.opcheck(torch.ops.fabnet.warp_blend.default,
-                          (sources, flows, logits, True, "border", True))
-    torch.library.opcheck(torch.ops.fabnet.warp_blend_l1.default,
-                          (sources, flows, logits, target, True, "zeros", False))
+    torch.library.opcheck(torch.ops.fabnet.warp_blend.default, (sources, flows, logits, True, "border", True))
+    torch.library.opcheck(
+        torch.ops.fabnet.warp_blend_l1.default, (sources, flows, logits, target, True, "zeros", False)
+    )
 
 
 def test_opcheck_backward_ops():
     case = Case(2, 2, 3, 6, 7, 5, 4)
     sources, flows, logits, target = make_inputs(case, residual=False, dtype=torch.float32)
     grad_blend = torch.rand(case.B, case.C, case.H, case.W)
-    torch.library.opcheck(torch.ops.fabnet.warp_blend_backward.default,
-                          (grad_blend, sources, flows, logits, False, "zeros", False, [True, True, True]))
-    torch.library.opcheck(torch.ops.fabnet.warp_blend_l1_backward.default,
-                          (torch.rand(case.B), sources, flows, logits, target, False, "border", True,
-                           [False, True, True, False]))
+    torch.library.opcheck(
+        torch.ops.fabnet.warp_blend_backward.default,
+        (grad_blend, sources, flows, logits, False, "zeros", False, [True, True, True]),
+    )
+    torch.library.opcheck(
+        torch.ops.fabnet.warp_blend_l1_backward.default,
+        (torch.rand(case.B), sources, flows, logits, target, False, "border", True, [False, True, True, False]),
+    )
 
 
 @pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
@@ -46,10 +49,10 @@ def test_compile_fullgraph_matches_eager(compile_backend):
     sources, flows, logits, target = make_inputs(case, residual=True, dtype=torch.float32)
 
     def step(sources, flows, logits, target):
-        losses = ops.warp_blend_l1(sources, flows, logits, target, residual=True,
-                                   padding_mode="border", align_corners=True)
-        blend = ops.warp_blend(sources, flows, logits, residual=True, padding_mode="border",
-                               align_corners=True)
+        losses = ops.warp_blend_l1(
+            sources, flows, logits, target, residual=True, padding_mode="border", align_corners=True
+        )
+        blend = ops.warp_blend(sources, flows, logits, residual=True, padding_mode="border", align_corners=True)
         return losses.sort().values[: case.B // 2 + 1].mean() + blend.square().mean()
 
     torch._dynamo.reset()

@@ -37,16 +37,14 @@ def losses_and_grads(inputs, wants, upstream, *, backend, **options):
 @pytest.mark.parametrize("case", CASES + [Case(2, 5, 2, 7, 9, 6, 11)], ids=str)  # K = 5: generic loop
 @pytest.mark.parametrize("residual,padding_mode,align_corners", OPTIONS, ids=OPTION_IDS)
 @pytest.mark.parametrize("grad_set", list(GRAD_SETS))
-def test_training_path_matches_reference_float64(case, residual, padding_mode, align_corners,
-                                                 grad_set):
+def test_training_path_matches_reference_float64(case, residual, padding_mode, align_corners, grad_set):
     options = dict(residual=residual, padding_mode=padding_mode, align_corners=align_corners)
     inputs = make_inputs(case, residual=residual)
     upstream = torch.randn(case.B, dtype=torch.float64)
     upstream[0] = 0.0  # a sample the curriculum drops
     loss, grads = losses_and_grads(inputs, GRAD_SETS[grad_set], upstream, backend="cpu", **options)
     assert "with_grads" in type(loss.grad_fn).__name__, type(loss.grad_fn).__name__
-    ref, ref_grads = losses_and_grads(inputs, GRAD_SETS[grad_set], upstream, backend="reference",
-                                      **options)
+    ref, ref_grads = losses_and_grads(inputs, GRAD_SETS[grad_set], upstream, backend="reference", **options)
     torch.testing.assert_close(loss, ref, atol=1e-12, rtol=1e-10)
     for g, r in zip(grads, ref_grads):
         assert g.shape == r.shape and g.dtype == r.dtype
@@ -60,8 +58,7 @@ def test_training_path_float32_close_to_float64_truth():
     options = dict(residual=True, padding_mode="border", align_corners=True)
     upstream = torch.rand(case.B, dtype=torch.float64)
     loss, grads = losses_and_grads(inputs32, (True, True), upstream.float(), backend="cpu", **options)
-    truth, truth_grads = losses_and_grads(inputs64, (True, True), upstream, backend="reference",
-                                          **options)
+    truth, truth_grads = losses_and_grads(inputs64, (True, True), upstream, backend="reference", **options)
     torch.testing.assert_close(loss.double(), truth, atol=1e-6, rtol=1e-5)
     for g, r in zip(grads, truth_grads):
         # Sign flips of |target - blend| near zero move single pixels' gradients; compare in bulk.
@@ -74,11 +71,13 @@ def test_gradcheck_training_path():
     sources, flows, logits, target = make_inputs(case, residual=True)
 
     def f(flows, logits):
-        return ops.warp_blend_l1(sources, flows, logits, target, residual=True,
-                                 padding_mode="border", align_corners=True, backend="cpu")
+        return ops.warp_blend_l1(
+            sources, flows, logits, target, residual=True, padding_mode="border", align_corners=True, backend="cpu"
+        )
 
-    assert torch.autograd.gradcheck(f, (flows.requires_grad_(), logits.requires_grad_()),
-                                    eps=1e-6, atol=1e-5, rtol=1e-4)
+    assert torch.autograd.gradcheck(
+        f, (flows.requires_grad_(), logits.requires_grad_()), eps=1e-6, atol=1e-5, rtol=1e-4
+    )
 
 
 def test_second_backward_through_retained_graph_recomputes():
@@ -111,8 +110,9 @@ def test_gradients_accumulate_into_grad_over_two_steps():
 @pytest.mark.parametrize("when", ["no_grad", "sources_need_grad", "target_needs_grad", "float16"])
 def test_other_cases_keep_the_recompute_backward(when):
     case = Case(2, 2, 3, 8, 8, 8, 8)
-    sources, flows, logits, target = make_inputs(case, residual=True,
-                                                 dtype=torch.float16 if when == "float16" else torch.float64)
+    sources, flows, logits, target = make_inputs(
+        case, residual=True, dtype=torch.float16 if when == "float16" else torch.float64
+    )
     flows.requires_grad_()
     if when == "sources_need_grad":
         sources.requires_grad_()
@@ -130,8 +130,10 @@ def test_opcheck_with_grads_op():
     for mask in ([True, True], [True, False], [False, True]):
         flows.requires_grad_(mask[0])
         logits.requires_grad_(mask[1])
-        torch.library.opcheck(torch.ops.fabnet.warp_blend_l1_with_grads.default,
-                              (sources, flows, logits, target, True, "border", True, mask))
+        torch.library.opcheck(
+            torch.ops.fabnet.warp_blend_l1_with_grads.default,
+            (sources, flows, logits, target, True, "border", True, mask),
+        )
 
 
 @pytest.mark.parametrize("logits", ["5d", "none"])
@@ -167,8 +169,11 @@ def test_training_path_empty_batch_and_many_threads():
         results = []
         for threads in (1, 2, 7):
             torch.set_num_threads(threads)
-            results.append(losses_and_grads(inputs, (True, True), torch.ones(case.B, dtype=torch.float64),
-                                            backend="cpu", residual=True))
+            results.append(
+                losses_and_grads(
+                    inputs, (True, True), torch.ones(case.B, dtype=torch.float64), backend="cpu", residual=True
+                )
+            )
     finally:
         torch.set_num_threads(before)
     for loss, grads in results[1:]:

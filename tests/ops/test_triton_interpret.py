@@ -28,8 +28,9 @@ import pytest
 from tests.ops.inputs import Case
 from tests.ops.triton_interpret_worker import CONFIGS, Config
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
-                                reason="triton is not installed (pip install triton)")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="triton is not installed (pip install triton)"
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,15 +40,22 @@ REPO = Path(__file__).resolve().parents[2]
 # exact result to the storage type costs up to half of that, and the half-type reference can be
 # luckier on an output that is a single rounded value (the L1 target gradient, +-grad / (C H W)).
 TOLERANCE = {"float64": (1e-12, 1e-10), "float32": (1e-6, 1e-5)}
-EPS = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
+EPS = {"float16": 2.0**-10, "bfloat16": 2.0**-7}
 
 
 @pytest.fixture(scope="module")
 def measured() -> dict:
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "tests.ops.triton_interpret_worker"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=900)
+    env = dict(
+        os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.ops.triton_interpret_worker"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, f"interpreter run failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
     return json.loads(proc.stdout)
 
@@ -58,8 +66,13 @@ def test_parity(measured, config: Config):
     assert result is not None, f"{config.id}: no result from the interpreter run"
     assert "error" not in result, f"{config.id}: {result.get('error')}"
     checks = result["checks"]
-    expected = {"warp_blend.output", "warp_blend_l1.output", "warp_blend_l1.grad_target",
-                "warp_blend.grad_flows", "warp_blend_l1.grad_flows"}
+    expected = {
+        "warp_blend.output",
+        "warp_blend_l1.output",
+        "warp_blend_l1.grad_target",
+        "warp_blend.grad_flows",
+        "warp_blend_l1.grad_flows",
+    }
     if config.sources_grad:
         expected |= {"warp_blend.grad_sources", "warp_blend_l1.grad_sources"}
     if config.logits != "none":
@@ -139,7 +152,7 @@ def _signature(kernel, args, kwargs):
         elif isinstance(value, bool):
             signature[name] = "i1"
         elif isinstance(value, int):
-            signature[name] = "i32" if -2**31 <= value < 2**31 else "i64"
+            signature[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
         else:
             signature[name] = "fp32"
     return signature, constexprs
@@ -159,16 +172,48 @@ def _training_launches():
     for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
         s, f, lg, t = make_inputs(Case(2, 3, 3, 32, 32, 32, 32), dtype=dtype, residual=True)
         grad_loss = torch.ones(2, dtype=dtype)
-        kw.forward(s, f, lg, t, **training, wrap=recorder)                       # the loss
-        kw.backward(grad_loss, s, f, lg, t, **training, need_sources=False, need_flows=True,
-                    need_logits=True, need_target=False, wrap=recorder)         # training backward
+        kw.forward(s, f, lg, t, **training, wrap=recorder)  # the loss
+        kw.backward(
+            grad_loss,
+            s,
+            f,
+            lg,
+            t,
+            **training,
+            need_sources=False,
+            need_flows=True,
+            need_logits=True,
+            need_target=False,
+            wrap=recorder,
+        )  # training backward
         if dtype in (torch.float32, torch.bfloat16):
-            kw.forward(s, f, None, None, **plain, wrap=recorder)                # the blend
-            kw.backward(torch.ones(2, 3, 32, 32, dtype=dtype), s, f, lg, None, **plain,
-                        need_sources=True, need_flows=True, need_logits=True, need_target=False,
-                        wrap=recorder)
-            kw.backward(grad_loss, s, f, lg, t, **training, need_sources=True, need_flows=True,
-                        need_logits=True, need_target=True, wrap=recorder)      # every gradient
+            kw.forward(s, f, None, None, **plain, wrap=recorder)  # the blend
+            kw.backward(
+                torch.ones(2, 3, 32, 32, dtype=dtype),
+                s,
+                f,
+                lg,
+                None,
+                **plain,
+                need_sources=True,
+                need_flows=True,
+                need_logits=True,
+                need_target=False,
+                wrap=recorder,
+            )
+            kw.backward(
+                grad_loss,
+                s,
+                f,
+                lg,
+                t,
+                **training,
+                need_sources=True,
+                need_flows=True,
+                need_logits=True,
+                need_target=True,
+                wrap=recorder,
+            )  # every gradient
     return recorder.launches
 
 
@@ -197,19 +242,21 @@ def test_kernels_compile_for_gpu_without_spills(arch, tmp_path):
         options = {"num_warps": kwargs["num_warps"]}
         constexprs = {k: v for k, v in constexprs.items() if kernel.arg_names[k[0]] != "num_warps"}
         signature.pop("num_warps", None)
-        compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
-                                  target=GPUTarget("cuda", arch, 32), options=options)
+        compiled = triton.compile(
+            ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+            target=GPUTarget("cuda", arch, 32),
+            options=options,
+        )
         cubin = tmp_path / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
-        usage = subprocess.run([str(cuobjdump), "-res-usage", str(cubin)], capture_output=True,
-                               text=True, timeout=120)
+        usage = subprocess.run([str(cuobjdump), "-res-usage", str(cubin)], capture_output=True, text=True, timeout=120)
         assert usage.returncode == 0, usage.stderr
         m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", usage.stdout)
         assert m, usage.stdout
         regs, stack, _, local = map(int, m.groups())
-        what = (f"sm_{arch} {kernel.fn.__name__} {signature['src_ptr']} "
-                + " ".join(k for k in ("LOSS", "HAS_LOGITS", "NEED_SRC", "NEED_FLOW", "NEED_LOGIT",
-                                       "NEED_TGT") if kwargs.get(k)))
+        what = f"sm_{arch} {kernel.fn.__name__} {signature['src_ptr']} " + " ".join(
+            k for k in ("LOSS", "HAS_LOGITS", "NEED_SRC", "NEED_FLOW", "NEED_LOGIT", "NEED_TGT") if kwargs.get(k)
+        )
         report.append(f"{what}: {regs} registers, stack {stack}, local {local}")
         if local or stack:
             failures.append(report[-1])

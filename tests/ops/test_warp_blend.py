@@ -80,11 +80,11 @@ TOLERANCE = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float64: dict(atol
 HALF_SLACK = {torch.bfloat16: 2e-2, torch.float16: 2e-3}
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16],
-                         ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("fn_name", ["warp_blend", "warp_blend_l1"])
-@pytest.mark.parametrize("residual,padding_mode,align_corners",
-                         [(True, "border", True), (False, "zeros", False)], ids=["fabnet", "plain"])
+@pytest.mark.parametrize(
+    "residual,padding_mode,align_corners", [(True, "border", True), (False, "zeros", False)], ids=["fabnet", "plain"]
+)
 def test_parity_dtypes(dtype, fn_name, residual, padding_mode, align_corners):
     case = Case(2, 3, 3, 17, 15, 13, 19)
     options = dict(residual=residual, padding_mode=padding_mode, align_corners=align_corners)
@@ -105,22 +105,21 @@ def test_parity_dtypes(dtype, fn_name, residual, padding_mode, align_corners):
     # Truth for the half types is the float64 reference on the *rounded* inputs: against the
     # unrounded ones, the L1's sign(blend - target) flips at near-zero pixels differently for the
     # kernel and the low-precision reference, which made the comparison a coin toss (~1 in 6 runs).
-    rounded = require_grads(tuple(None if t is None else t.detach().double() for t in cast),
-                            [False, True, True, True])
-    gold, gold_grads = run(fn_name, rounded, backend="reference", upstream=upstream.to(dtype).double(),
-                           **options)
+    rounded = require_grads(tuple(None if t is None else t.detach().double() for t in cast), [False, True, True, True])
+    gold, gold_grads = run(fn_name, rounded, backend="reference", upstream=upstream.to(dtype).double(), **options)
     low, low_grads = run(fn_name, cast, backend="reference", upstream=upstream.to(dtype), **options)
     slack = HALF_SLACK[dtype]
     pairs = [("output", out, low, gold)] + [
-        (f"grad {i}", g, lg, r) for i, (g, lg, r) in enumerate(zip(grads, low_grads, gold_grads))
-        if r is not None]
+        (f"grad {i}", g, lg, r) for i, (g, lg, r) in enumerate(zip(grads, low_grads, gold_grads)) if r is not None
+    ]
     for what, mine, theirs, truth in pairs:
         assert mine.dtype == dtype
         err = (mine.double() - truth).abs().max().item()
         ref_err = (theirs.double() - truth).abs().max().item()
         scale = truth.abs().max().item()
         assert err <= 2 * ref_err + slack * scale, (
-            f"{what}: {dtype} kernel error {err:.3g} vs reference-in-{dtype} error {ref_err:.3g}")
+            f"{what}: {dtype} kernel error {err:.3g} vs reference-in-{dtype} error {ref_err:.3g}"
+        )
 
 
 @pytest.mark.parametrize("fn_name", ["warp_blend", "warp_blend_l1"])
@@ -132,8 +131,7 @@ def test_gradcheck_float64(fn_name, residual, padding_mode, align_corners):
     fn = getattr(ops, fn_name)
 
     def f(*a):
-        return fn(*a, residual=residual, padding_mode=padding_mode, align_corners=align_corners,
-                  backend="cpu")
+        return fn(*a, residual=residual, padding_mode=padding_mode, align_corners=align_corners, backend="cpu")
 
     assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-5, rtol=1e-4)
 
@@ -154,12 +152,14 @@ def test_loss_backward_skips_zero_upstream_samples():
     sources, flows, logits, target = make_inputs(case, residual=True)
     flows.requires_grad_()
     logits.requires_grad_()
-    loss = ops.warp_blend_l1(sources, flows, logits, target, residual=True, padding_mode="border",
-                             align_corners=True, backend="cpu")
+    loss = ops.warp_blend_l1(
+        sources, flows, logits, target, residual=True, padding_mode="border", align_corners=True, backend="cpu"
+    )
     keep = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)
     g_flows, g_logits = torch.autograd.grad((loss * keep).sum(), [flows, logits])
-    ref = reference.warp_blend_l1_reference(sources, flows, logits, target, residual=True,
-                                            padding_mode="border", align_corners=True)
+    ref = reference.warp_blend_l1_reference(
+        sources, flows, logits, target, residual=True, padding_mode="border", align_corners=True
+    )
     r_flows, r_logits = torch.autograd.grad((ref * keep).sum(), [flows, logits])
     torch.testing.assert_close(g_flows, r_flows)
     torch.testing.assert_close(g_logits, r_logits)
@@ -171,8 +171,9 @@ def test_backward_op_returns_only_requested_gradients():
     case = Case(2, 2, 3, 7, 7, 5, 5)
     sources, flows, logits, target = make_inputs(case, residual=False)
     grad = torch.rand(case.B, dtype=torch.float64)
-    g = torch.ops.fabnet.warp_blend_l1_backward(grad, sources, flows, logits, target, False, "zeros",
-                                                False, [False, True, False, False])
+    g = torch.ops.fabnet.warp_blend_l1_backward(
+        grad, sources, flows, logits, target, False, "zeros", False, [False, True, False, False]
+    )
     assert [t.numel() == 0 for t in g] == [True, False, True, True]
     assert g[1].shape == flows.shape
 
@@ -202,8 +203,12 @@ def test_auto_picks_cpu_kernel_and_reports_backends():
 # float32 sources with unit x stride take the pair-load path (AVX-512 builds): taps read as
 # pairs of adjacent pixels, with the border columns remapped. Widths 1 (no pairs), 2 (one pair
 # position) and output widths that leave a partial group of 16 cover its edge cases.
-PAIR_CASES = CASES + [Case(2, 2, 3, 7, 1, 6, 9), Case(2, 3, 2, 5, 2, 8, 7), Case(1, 1, 1, 4, 3, 5, 18),
-                      Case(2, 4, 3, 6, 20, 3, 37)]
+PAIR_CASES = CASES + [
+    Case(2, 2, 3, 7, 1, 6, 9),
+    Case(2, 3, 2, 5, 2, 8, 7),
+    Case(1, 1, 1, 4, 3, 5, 18),
+    Case(2, 4, 3, 6, 20, 3, 37),
+]
 
 
 @pytest.mark.parametrize("case", PAIR_CASES, ids=str)
@@ -225,8 +230,11 @@ def test_parity_float32_strided_sources(case, residual, padding_mode, align_corn
 
 def check_float32(case, residual, padding_mode, align_corners, grads, fn_name, *, contiguous):
     options = dict(residual=residual, padding_mode=padding_mode, align_corners=align_corners)
-    mask = {"flows+logits": [False, True, True, False], "flows+logits+target": [False, True, True, True],
-            "all": [True] * 4}[grads]
+    mask = {
+        "flows+logits": [False, True, True, False],
+        "flows+logits+target": [False, True, True, True],
+        "all": [True] * 4,
+    }[grads]
     inputs = make_inputs(case, residual=residual, contiguous=contiguous)
     cast = require_grads(tuple(t.float() for t in inputs), mask)
     if not contiguous:

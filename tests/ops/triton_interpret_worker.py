@@ -36,16 +36,19 @@ class Config:
     residual: bool
     padding_mode: str
     align_corners: bool
-    logits: str = "given"          # "given" (B, K, H, W), "5d" (B, K, 1, H, W), "none"
+    logits: str = "given"  # "given" (B, K, H, W), "5d" (B, K, 1, H, W), "none"
     dtype: str = "float64"
     contiguous: bool = True
-    sources_grad: bool = True      # False: the gather-only backward
+    sources_grad: bool = True  # False: the gather-only backward
 
     @property
     def id(self) -> str:
-        return (f"{self.case}-res{int(self.residual)}-{self.padding_mode}-ac{int(self.align_corners)}"
-                f"-{self.logits}-{self.dtype}" + ("" if self.contiguous else "-permuted")
-                + ("" if self.sources_grad else "-gather_only"))
+        return (
+            f"{self.case}-res{int(self.residual)}-{self.padding_mode}-ac{int(self.align_corners)}"
+            f"-{self.logits}-{self.dtype}"
+            + ("" if self.contiguous else "-permuted")
+            + ("" if self.sources_grad else "-gather_only")
+        )
 
 
 # Odd sizes, source size different from output size; every (residual, padding, align_corners)
@@ -55,8 +58,7 @@ _OPTIONS = list(itertools.product([False, True], ["zeros", "border"], [False, Tr
 CONFIGS: list[Config] = []
 for _i, ((_res, _pad, _ac), _k) in enumerate(itertools.product(_OPTIONS, [1, 2, 3])):
     _B, _C, _Hs, _Ws, _H, _W = _SHAPES[_i % len(_SHAPES)]
-    CONFIGS.append(Config(Case(_B, _k, _C, _Hs, _Ws, _H, _W), _res, _pad, _ac,
-                          logits=("given", "none", "5d")[_i % 3]))
+    CONFIGS.append(Config(Case(_B, _k, _C, _Hs, _Ws, _H, _W), _res, _pad, _ac, logits=("given", "none", "5d")[_i % 3]))
 CONFIGS += [
     # Permuted (non-contiguous) inputs are read through their strides.
     Config(Case(2, 3, 3, 7, 6, 5, 9), True, "border", True, contiguous=False),
@@ -80,8 +82,7 @@ BY_ID = {c.id: c for c in CONFIGS}
 
 def _run(fn_name, inputs, upstream, config, backend):
     """Output and the gradients of every input that requires one (None elsewhere)."""
-    options = dict(residual=config.residual, padding_mode=config.padding_mode,
-                   align_corners=config.align_corners)
+    options = dict(residual=config.residual, padding_mode=config.padding_mode, align_corners=config.align_corners)
     args = inputs if fn_name == "warp_blend_l1" else inputs[:3]
     out = getattr(ops, fn_name)(*args, **options, backend=backend)
     wanted = [a for a in args if a is not None and a.requires_grad]
@@ -105,8 +106,9 @@ def measure(config: Config) -> dict:
     dtype = getattr(torch, config.dtype)
     # Drawn in float64, rounded to the storage dtype: the float64 oracle sees the inputs the
     # kernels see, so only the computation's error is measured.
-    base = make_inputs(config.case, dtype=dtype, residual=config.residual,
-                       logits=config.logits, contiguous=config.contiguous)
+    base = make_inputs(
+        config.case, dtype=dtype, residual=config.residual, logits=config.logits, contiguous=config.contiguous
+    )
     base = tuple(t.double() if t is not None else None for t in base)
     B, C, H, W = config.case.B, config.case.C, config.case.H, config.case.W
     result = {}
@@ -116,16 +118,13 @@ def measure(config: Config) -> dict:
         else:
             upstream = torch.rand(B, dtype=torch.float64) + 0.5
         upstream[0] = 0  # sample 0: the zero-upstream skip
-        ref, ref_grads = _run(fn_name, _leaves(base, None, config.sources_grad),
-                              upstream, config, "reference")
-        out, grads = _run(fn_name, _leaves(base, dtype, config.sources_grad),
-                          upstream.to(dtype), config, "triton")
+        ref, ref_grads = _run(fn_name, _leaves(base, None, config.sources_grad), upstream, config, "reference")
+        out, grads = _run(fn_name, _leaves(base, dtype, config.sources_grad), upstream.to(dtype), config, "triton")
         half = None
         if dtype in (torch.float16, torch.bfloat16):
-            half = _run(fn_name, _leaves(base, dtype, config.sources_grad),
-                        upstream.to(dtype), config, "reference")
+            half = _run(fn_name, _leaves(base, dtype, config.sources_grad), upstream.to(dtype), config, "reference")
         entries = {"output": (out, ref, half[0] if half else None)}
-        for i, name in enumerate(GRAD_NAMES[:len(grads)]):
+        for i, name in enumerate(GRAD_NAMES[: len(grads)]):
             if ref_grads[i] is not None:
                 entries[f"grad_{name}"] = (grads[i], ref_grads[i], half[1][i] if half else None)
         for what, (got, want, got_half) in entries.items():
@@ -146,8 +145,7 @@ def measure(config: Config) -> dict:
 
 def main(argv: list[str]) -> int:
     if os.environ.get("TRITON_INTERPRET") != "1":
-        print("set TRITON_INTERPRET=1: the kernels run on CPU tensors only in Triton's interpreter",
-              file=sys.stderr)
+        print("set TRITON_INTERPRET=1: the kernels run on CPU tensors only in Triton's interpreter", file=sys.stderr)
         return 2
     from fabnet.ops import triton_ops
 
@@ -161,8 +159,10 @@ def main(argv: list[str]) -> int:
     results = {}
     for config_id in ids:
         try:
-            results[config_id] = {"config": asdict(BY_ID[config_id]) | {"case": str(BY_ID[config_id].case)},
-                                  "checks": measure(BY_ID[config_id])}
+            results[config_id] = {
+                "config": asdict(BY_ID[config_id]) | {"case": str(BY_ID[config_id].case)},
+                "checks": measure(BY_ID[config_id]),
+            }
         except Exception as err:  # reported per configuration, so one failure does not hide the rest
             results[config_id] = {"error": f"{type(err).__name__}: {err}"}
     # The registration checks that run on real tensors (the fake-tensor and compile checks need a
@@ -171,20 +171,39 @@ def main(argv: list[str]) -> int:
         s, f, lg, t = make_inputs(Case(2, 2, 3, 5, 6, 4, 7), residual=True)
         for grad in (False, True):
             leaves = [x.requires_grad_(grad) for x in (s, f, lg)] + [t]
-            torch.library.opcheck(torch.ops.fabnet.triton_warp_blend_l1,
-                                  (*leaves, True, "border", True),
-                                  test_utils=("test_schema", "test_autograd_registration"))
-            torch.library.opcheck(torch.ops.fabnet.triton_warp_blend, (*leaves[:3], False, "zeros", False),
-                                  test_utils=("test_schema", "test_autograd_registration"))
+            torch.library.opcheck(
+                torch.ops.fabnet.triton_warp_blend_l1,
+                (*leaves, True, "border", True),
+                test_utils=("test_schema", "test_autograd_registration"),
+            )
+            torch.library.opcheck(
+                torch.ops.fabnet.triton_warp_blend,
+                (*leaves[:3], False, "zeros", False),
+                test_utils=("test_schema", "test_autograd_registration"),
+            )
         # The backward ops with gradients left out: their 0-element outputs must not alias.
         grad = torch.rand(2, dtype=torch.float64)
-        torch.library.opcheck(torch.ops.fabnet.triton_warp_blend_l1_backward,
-                              (grad, s.detach(), f.detach(), None, t, True, "border", True,
-                               False, True, False, False), test_utils=("test_schema",))
-        torch.library.opcheck(torch.ops.fabnet.triton_warp_blend_backward,
-                              (torch.rand(2, 3, 4, 7, dtype=torch.float64), s.detach(), f.detach(),
-                               lg.detach(), False, "zeros", False, False, False, True),
-                              test_utils=("test_schema",))
+        torch.library.opcheck(
+            torch.ops.fabnet.triton_warp_blend_l1_backward,
+            (grad, s.detach(), f.detach(), None, t, True, "border", True, False, True, False, False),
+            test_utils=("test_schema",),
+        )
+        torch.library.opcheck(
+            torch.ops.fabnet.triton_warp_blend_backward,
+            (
+                torch.rand(2, 3, 4, 7, dtype=torch.float64),
+                s.detach(),
+                f.detach(),
+                lg.detach(),
+                False,
+                "zeros",
+                False,
+                False,
+                False,
+                True,
+            ),
+            test_utils=("test_schema",),
+        )
         results["opcheck"] = {"ok": True}
     except Exception as err:
         results["opcheck"] = {"error": f"{type(err).__name__}: {err}"}

@@ -10,6 +10,7 @@ def records(tmp_path_factory):
     from fabnet.data.synth import synthesize
 
     d = tmp_path_factory.mktemp("synth")
-    synthesize(str(d), identities=4, tracks_per_identity=2, frames_per_track=5, size=48, seed=5, progress=False,
-               previews=False)
+    synthesize(
+        str(d), identities=4, tracks_per_identity=2, frames_per_track=5, size=48, seed=5, progress=False, previews=False
+    )
     return load_index(str(d))

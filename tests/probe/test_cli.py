@@ -14,8 +14,16 @@ def root(tmp_path_factory):
     from fabnet.data.synth import synthesize
 
     d = tmp_path_factory.mktemp("synth")
-    synthesize(str(d), identities=12, tracks_per_identity=2, frames_per_track=8, size=48, seed=3, progress=False,
-               previews=False)
+    synthesize(
+        str(d),
+        identities=12,
+        tracks_per_identity=2,
+        frames_per_track=8,
+        size=48,
+        seed=3,
+        progress=False,
+        previews=False,
+    )
     return str(d)
 
 
@@ -56,8 +64,9 @@ def test_baseline_weight_decay_shrinks_the_weights(root, tmp_path):
     recs = load_index(root, "train")
     norms = {}
     for wd in (0.0, 0.5):
-        cfg = BaselineConfig(method="autoencoder", size=32, steps=3, batch_size=4, optimizer="sgd", lr=1e-2,
-                             weight_decay=wd)
+        cfg = BaselineConfig(
+            method="autoencoder", size=32, steps=3, batch_size=4, optimizer="sgd", lr=1e-2, weight_decay=wd
+        )
         path = train_baseline(cfg, recs, str(tmp_path / f"ae{wd}.pt")).checkpoint
         state = torch.load(path, weights_only=False)["model"]
         norms[wd] = sum(float(v.norm()) for k, v in state.items() if k.startswith("encoder.") and v.dim() == 4)
@@ -71,8 +80,12 @@ def test_embed_cli(root, checkpoints, tmp_path):
     e = blob["splits"]["all"]
     assert e["embeddings"].shape == (192, 256) and len(e["paths"]) == 192 and len(set(e["identities"])) == 12
     npz = tmp_path / "emb.npz"
-    assert main(["embed", "--checkpoint", checkpoints["random_init"], "--data", root, "--out", str(npz),
-                 "--split", "test"]) == 0
+    assert (
+        main(
+            ["embed", "--checkpoint", checkpoints["random_init"], "--data", root, "--out", str(npz), "--split", "test"]
+        )
+        == 0
+    )
     z = np.load(npz)
     assert z["embeddings"].shape[1] == 256 and len(z["paths"]) == len(z["identities"]) == len(z["embeddings"])
 
@@ -80,8 +93,23 @@ def test_embed_cli(root, checkpoints, tmp_path):
 @pytest.mark.parametrize("task", ["landmarks", "pose", "expression", "attributes"])
 def test_probe_cli(root, checkpoints, tmp_path, task, capsys):
     js = tmp_path / "p.json"
-    rc = main(["probe", "--checkpoint", checkpoints["autoencoder"], "--data", root, "--task", task,
-               "--json", str(js), "--max-epochs", "5", "--name", "ae"])
+    rc = main(
+        [
+            "probe",
+            "--checkpoint",
+            checkpoints["autoencoder"],
+            "--data",
+            root,
+            "--task",
+            task,
+            "--json",
+            str(js),
+            "--max-epochs",
+            "5",
+            "--name",
+            "ae",
+        ]
+    )
     assert rc == 0
     res = json.loads(js.read_text())["probes"][task]["ae"]
     key = {"landmarks": "nme_iod_pct", "pose": "mae_deg"}.get(task, "auc_mean")
@@ -93,8 +121,26 @@ def test_retrieve_cli(root, checkpoints, tmp_path, capsys):
     from PIL import Image
 
     png = tmp_path / "r.png"
-    assert main(["retrieve", "--checkpoint", checkpoints["rotation"], "--data", root, "--queries", "3",
-                 "--k", "4", "--split", "all", "--out", str(png)]) == 0
+    assert (
+        main(
+            [
+                "retrieve",
+                "--checkpoint",
+                checkpoints["rotation"],
+                "--data",
+                root,
+                "--queries",
+                "3",
+                "--k",
+                "4",
+                "--split",
+                "all",
+                "--out",
+                str(png),
+            ]
+        )
+        == 0
+    )
     assert Image.open(png).size[0] > 4 * 96
     assert "of the within-track variance" in capsys.readouterr().out
 
@@ -103,8 +149,9 @@ def test_pixels_instead_of_a_checkpoint(root, tmp_path, capsys):
     from PIL import Image
 
     js = tmp_path / "p.json"
-    assert main(["probe", "--pixels", "16", "--data", root, "--task", "pose", "--json", str(js),
-                 "--max-epochs", "5"]) == 0
+    assert (
+        main(["probe", "--pixels", "16", "--data", root, "--task", "pose", "--json", str(js), "--max-epochs", "5"]) == 0
+    )
     res = json.loads(js.read_text())
     assert res["pixels"] == 16 and np.isfinite(res["probes"]["pose"]["pixels16"]["mae_deg"])
     npz = tmp_path / "pix.npz"
@@ -112,17 +159,38 @@ def test_pixels_instead_of_a_checkpoint(root, tmp_path, capsys):
     z = np.load(npz)
     assert z["embeddings"].shape[1] == 3 * 16 * 16 and float(z["embeddings"].min()) >= 0.0
     png = tmp_path / "r.png"
-    assert main(["retrieve", "--pixels", "16", "--data", root, "--queries", "2", "--k", "3", "--split", "all",
-                 "--out", str(png)]) == 0
+    assert (
+        main(
+            [
+                "retrieve",
+                "--pixels",
+                "16",
+                "--data",
+                root,
+                "--queries",
+                "2",
+                "--k",
+                "3",
+                "--split",
+                "all",
+                "--out",
+                str(png),
+            ]
+        )
+        == 0
+    )
     assert Image.open(png).size[0] > 3 * 96
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--pixels", "0"], "argument --pixels: expected an integer >= 1, got 0"),
-    (["--pixels", "x"], "argument --pixels: expected an integer >= 1, got 'x'"),
-    (["--pixels", "16", "--checkpoint", __file__], "not allowed with argument"),
-    ([], "one of the arguments --checkpoint --pixels is required"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--pixels", "0"], "argument --pixels: expected an integer >= 1, got 0"),
+        (["--pixels", "x"], "argument --pixels: expected an integer >= 1, got 'x'"),
+        (["--pixels", "16", "--checkpoint", __file__], "not allowed with argument"),
+        ([], "one of the arguments --checkpoint --pixels is required"),
+    ],
+)
 def test_pixels_or_checkpoint_errors(root, argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["probe", "--data", root, "--task", "pose", *argv])
@@ -136,7 +204,25 @@ def test_retrieve_caps_k_at_the_candidates(root, tmp_path):
 
     png = tmp_path / "many.png"
     with pytest.warns(UserWarning, match=r"k=100000 is more than the \d+ frames of other identities"):
-        assert main(["retrieve", "--pixels", "8", "--data", root, "--queries", "1", "--k", "100000",
-                     "--split", "test", "--out", str(png)]) == 0
+        assert (
+            main(
+                [
+                    "retrieve",
+                    "--pixels",
+                    "8",
+                    "--data",
+                    root,
+                    "--queries",
+                    "1",
+                    "--k",
+                    "100000",
+                    "--split",
+                    "test",
+                    "--out",
+                    str(png),
+                ]
+            )
+            == 0
+        )
     width = Image.open(png).size[0]
     assert 96 < width < 200 * 96  # the test split has a few dozen frames

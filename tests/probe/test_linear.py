@@ -7,8 +7,14 @@ from fabnet.probe.tasks import evaluate, task_targets
 
 
 def _split(x, y, n_train, n_val):
-    return x[:n_train], y[:n_train], x[n_train:n_train + n_val], y[n_train:n_train + n_val], \
-        x[n_train + n_val:], y[n_train + n_val:]
+    return (
+        x[:n_train],
+        y[:n_train],
+        x[n_train : n_train + n_val],
+        y[n_train : n_train + n_val],
+        x[n_train + n_val :],
+        y[n_train + n_val :],
+    )
 
 
 def test_probe_architecture():
@@ -74,8 +80,10 @@ class _Rec:
 
 
 def test_task_targets():
-    recs = [_Rec([1, 2, 3], [[10, 20], [30, 40]], 2, [1, 0]),
-            _Rec([np.nan, 0, 0], [[np.nan, 1], [1, 1]], -1, [np.nan, np.nan])]
+    recs = [
+        _Rec([1, 2, 3], [[10, 20], [30, 40]], 2, [1, 0]),
+        _Rec([np.nan, 0, 0], [[np.nan, 1], [1, 1]], -1, [np.nan, np.nan]),
+    ]
     t = task_targets("pose", recs)
     assert t.keep.tolist() == [True, False] and t.y.tolist() == [[1, 2, 3]]
     t = task_targets("landmarks", recs, boxes=[[10, 10, 60, 60], [0, 0, 100, 100]])

@@ -9,8 +9,7 @@ from fabnet.probe.tasks import evaluate
 
 def test_nme_iod_hand_computed():
     # Face 0: outer eye corners (landmarks 0 and 1) 10 px apart; errors 3-4-5 on one landmark, 0 elsewhere.
-    target = np.array([[[0.0, 0.0], [10.0, 0.0], [5.0, 5.0]],
-                       [[0.0, 0.0], [0.0, 4.0], [1.0, 1.0]]])
+    target = np.array([[[0.0, 0.0], [10.0, 0.0], [5.0, 5.0]], [[0.0, 0.0], [0.0, 4.0], [1.0, 1.0]]])
     pred = target.copy()
     pred[0, 2] += [3.0, 4.0]  # error 5 on 1 of 3 landmarks: mean 5/3, / IOD 10 -> 16.67 %
     pred[1, 0] += [1.0, 0.0]  # error 1 on 1 of 3: mean 1/3, / IOD 4 -> 8.33 %

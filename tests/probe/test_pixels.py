@@ -1,6 +1,5 @@
 """The raw-pixel reference: the crop itself as the embedding, through the same probes and retrieval."""
 
-
 import numpy as np
 import pytest
 import torch

@@ -80,7 +80,14 @@ def test_draw_grid(tmp_path):
         p = tmp_path / f"{i}.png"
         Image.new("RGB", (20, 20), (60 * i, 0, 0)).save(p)
         paths.append(str(p))
-    out = draw_grid(paths, [0, 1], np.array([[2, 3], [3, -1]]), str(tmp_path / "g.png"), tile=32,
-                    captions=lambda r: f"r{r}", title="t")
+    out = draw_grid(
+        paths,
+        [0, 1],
+        np.array([[2, 3], [3, -1]]),
+        str(tmp_path / "g.png"),
+        tile=32,
+        captions=lambda r: f"r{r}",
+        title="t",
+    )
     im = Image.open(out)
     assert im.size[0] == 3 * 32 + 8

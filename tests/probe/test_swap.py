@@ -116,6 +116,6 @@ def test_encoder_only_checkpoint_is_refused(records, tmp_path):
 @pytest.mark.parametrize("kwargs", [{"samples": 0}, {"samples": -3}, {"batch_size": 0}, {"samples": 2.5}])
 def test_bad_counts_are_named(records, tmp_path, kwargs):
     _checkpoint(tmp_path / "ck.pt", 1)
-    (name, value), = kwargs.items()
+    ((name, value),) = kwargs.items()
     with pytest.raises(ValueError, match=f"{name} must be an integer >= 1, got {value!r}"):
         target_swap_study(str(tmp_path / "ck.pt"), records, **kwargs)

@@ -7,6 +7,7 @@ def synth_root(tmp_path_factory):
     from fabnet.data.synth import synthesize
 
     root = str(tmp_path_factory.mktemp("synth") / "data")
-    synthesize(root, identities=12, tracks_per_identity=2, frames_per_track=6, size=48, seed=0,
-               progress=False, previews=False)
+    synthesize(
+        root, identities=12, tracks_per_identity=2, frames_per_track=6, size=48, seed=0, progress=False, previews=False
+    )
     return root

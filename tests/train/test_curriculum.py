@@ -8,11 +8,14 @@ import torch
 from fabnet.train.curriculum import Curriculum
 
 
-@pytest.mark.parametrize("B,expected", [
-    (32, [(0, 16), (3, 19), (6, 22), (9, 25), (12, 28)]),
-    (8, [(0, 4), (0, 4), (1, 5), (2, 6), (3, 7)]),
-    (10, [(0, 5), (1, 6), (2, 7), (3, 8), (4, 9)]),
-])
+@pytest.mark.parametrize(
+    "B,expected",
+    [
+        (32, [(0, 16), (3, 19), (6, 22), (9, 25), (12, 28)]),
+        (8, [(0, 4), (0, 4), (1, 5), (2, 6), (3, 7)]),
+        (10, [(0, 5), (1, 6), (2, 7), (3, 8), (4, 9)]),
+    ],
+)
 def test_bounds_per_window(B, expected):
     c = Curriculum(patience=1)
     c.observe(1.0)  # the first round sets the best; every later equal loss is a plateau -> shift

@@ -18,8 +18,9 @@ def test_non_finite_step_stops_training_and_keeps_the_checkpoint(synth_root, tmp
     """An update that overflows the weights: the next step's loss is NaN, training stops with
     exit 1 naming that step, and last.pt keeps the last finite weights."""
     out = str(tmp_path / "run")
-    rc = fabnet_main(small_args(synth_root, out, "--steps", "4", "--checkpoint-every", "1",
-                                "--val-every", "100", "--lr", "1e30"))
+    rc = fabnet_main(
+        small_args(synth_root, out, "--steps", "4", "--checkpoint-every", "1", "--val-every", "100", "--lr", "1e30")
+    )
     err = capsys.readouterr().err
     assert rc == 1, err
     assert "fabnet train: error: step " in err and "not finite" in err and "Lower --lr (now 1e+30)" in err
@@ -54,8 +55,14 @@ def test_disk_full_while_writing_a_checkpoint(synth_root, tmp_path):
     size = os.path.getsize(last)
     args = small_args(synth_root, out, "--steps", "4", "--val-every", "100", "--width", "8", "--resume")
     # Room for the logs, not for another checkpoint of that size.
-    proc = subprocess.run([sys.executable, "-c", _FULL_DISK, str(size // 2), *args], cwd=REPO, env=child_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(size // 2), *args],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "fabnet train: error: no space left on device writing " + last in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -71,8 +78,7 @@ def test_cut_off_metrics_line_does_not_block_resume(synth_root, tmp_path, capsys
     with open(metrics, "a") as f:
         f.write('{"kind": "train", "st')  # the power went here
     with pytest.warns(UserWarning, match=r"metrics.jsonl: dropped 1 unreadable line"):
-        rc = fabnet_main(small_args(synth_root, out, "--steps", "4", "--val-every", "100", "--width", "8",
-                                    "--resume"))
+        rc = fabnet_main(small_args(synth_root, out, "--steps", "4", "--val-every", "100", "--width", "8", "--resume"))
     assert rc == 0, capsys.readouterr().err
     with open(metrics) as f:
         records = [json.loads(line) for line in f]

@@ -24,15 +24,56 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def small_args(root, out, *extra, progress=False):
     """CLI arguments of a seconds-long run: S=32, K=2, batch 4, no workers, no progress bar, no
     figures, no validation before the first step."""
-    return ["train", "--data", root, "--out", out, "--size", "32", "--sources", "2", "--batch-size", "4",
-            "--data-backend", "pil", "--num-workers", "0", "--device", "cpu", "--no-figures", "--no-initial-val",
-            *([] if progress else ["--no-progress"]), "--lr", "0.01", *extra]
+    return [
+        "train",
+        "--data",
+        root,
+        "--out",
+        out,
+        "--size",
+        "32",
+        "--sources",
+        "2",
+        "--batch-size",
+        "4",
+        "--data-backend",
+        "pil",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-figures",
+        "--no-initial-val",
+        *([] if progress else ["--no-progress"]),
+        "--lr",
+        "0.01",
+        *extra,
+    ]
 
 
 def small_config(root, out, **kw):
-    base = dict(data=root, out=out, size=32, num_sources=2, batch_size=4, data_backend="pil", num_workers=0,
-                device="cpu", progress=False, figure_every=0, figures=False, val_at_start=False, lr=0.01,
-                curriculum=True, patience=1, val_every=2, val_batches=1, checkpoint_every=2, log_every=1, steps=6)
+    base = dict(
+        data=root,
+        out=out,
+        size=32,
+        num_sources=2,
+        batch_size=4,
+        data_backend="pil",
+        num_workers=0,
+        device="cpu",
+        progress=False,
+        figure_every=0,
+        figures=False,
+        val_at_start=False,
+        lr=0.01,
+        curriculum=True,
+        patience=1,
+        val_every=2,
+        val_batches=1,
+        checkpoint_every=2,
+        log_every=1,
+        steps=6,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -45,8 +86,15 @@ def child_env():
 
 
 def spawn(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "fabnet", *args], cwd=REPO, env=child_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fabnet", *args],
+        cwd=REPO,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def read_metrics(run):
@@ -94,12 +142,17 @@ def test_bad_inputs(synth_root, tmp_path, capsys):
     # a checkpoint of another configuration
     os.makedirs(os.path.join(out, "checkpoints"))
     m = FabNet(32, 1)
-    save_checkpoint(dict(format=FORMAT, model_config=m.config(), model=m.state_dict()),
-                    os.path.join(out, "checkpoints", "last.pt"))
+    save_checkpoint(
+        dict(format=FORMAT, model_config=m.config(), model=m.state_dict()), os.path.join(out, "checkpoints", "last.pt")
+    )
     err = _cli_error(capsys, small_args(synth_root, out, "--sources", "2", "--resume"))
     assert "--sources 1, but --sources is 2" in err
-    err = _cli_error(capsys, small_args(synth_root, str(tmp_path / "r2"), "--size", "64", "--init",
-                                        os.path.join(out, "checkpoints", "last.pt")))
+    err = _cli_error(
+        capsys,
+        small_args(
+            synth_root, str(tmp_path / "r2"), "--size", "64", "--init", os.path.join(out, "checkpoints", "last.pt")
+        ),
+    )
     assert "--init" in err and "--size 32, but --size is 64" in err
     err = _cli_error(capsys, small_args(synth_root, str(tmp_path / "r3"), "--resume"))
     assert "--resume: no checkpoint" in err
@@ -152,8 +205,23 @@ def test_resume_gives_identical_state(synth_root, tmp_path):
 
 def test_kill9_then_resume(synth_root, tmp_path):
     run = str(tmp_path / "run")
-    args = small_args(synth_root, run, "--steps", "200", "--checkpoint-every", "2", "--log-every", "1",
-                      "--val-every", "2", "--val-batches", "1", "--curriculum", "--patience", "1")
+    args = small_args(
+        synth_root,
+        run,
+        "--steps",
+        "200",
+        "--checkpoint-every",
+        "2",
+        "--log-every",
+        "1",
+        "--val-every",
+        "2",
+        "--val-batches",
+        "1",
+        "--curriculum",
+        "--patience",
+        "1",
+    )
     proc = spawn(args)
     ckpt = os.path.join(run, "checkpoints", "last.pt")
     # metrics.jsonl is cheap to poll (a checkpoint is tens of MB); step 5 logged means the step-4
@@ -166,10 +234,36 @@ def test_kill9_then_resume(synth_root, tmp_path):
     s = before["step"]
     last_logged = max(m["step"] for m in read_metrics(run) if m["kind"] == "train")
     assert last_logged - 2 <= s <= last_logged  # lost at most the steps since the last checkpoint
-    done = subprocess.run([sys.executable, "-m", "fabnet", *small_args(
-        synth_root, run, "--steps", str(s + 3), "--checkpoint-every", "2", "--log-every", "1", "--val-every", "2",
-        "--val-batches", "1", "--curriculum", "--patience", "1", "--resume")],
-        cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fabnet",
+            *small_args(
+                synth_root,
+                run,
+                "--steps",
+                str(s + 3),
+                "--checkpoint-every",
+                "2",
+                "--log-every",
+                "1",
+                "--val-every",
+                "2",
+                "--val-batches",
+                "1",
+                "--curriculum",
+                "--patience",
+                "1",
+                "--resume",
+            ),
+        ],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     after = load_checkpoint(ckpt)
     assert after["step"] == s + 3
@@ -177,8 +271,11 @@ def test_kill9_then_resume(synth_root, tmp_path):
     restored = [m for m in read_metrics(run) if m["kind"] == "resume"]
     assert len(restored) == 1
     assert restored[0]["curriculum"] == before["curriculum"]
-    assert (restored[0]["step"], restored[0]["epoch"], restored[0]["batch_in_epoch"]) == \
-        (s, before["epoch"], before["batch_in_epoch"])
+    assert (restored[0]["step"], restored[0]["epoch"], restored[0]["batch_in_epoch"]) == (
+        s,
+        before["epoch"],
+        before["batch_in_epoch"],
+    )
     assert restored[0]["rng_restored"]
     # and went on from it: shifts made before the kill are kept
     assert after["curriculum"]["shifts"][: len(before["curriculum"]["shifts"])] == before["curriculum"]["shifts"]
@@ -188,8 +285,22 @@ def test_kill9_then_resume(synth_root, tmp_path):
 
 def test_sigterm_leaves_fresh_checkpoint(synth_root, tmp_path):
     run = str(tmp_path / "run")
-    proc = spawn(small_args(synth_root, run, "--steps", "500", "--checkpoint-every", "1000", "--log-every", "1",
-                            "--val-every", "1000", "--curriculum", progress=True))
+    proc = spawn(
+        small_args(
+            synth_root,
+            run,
+            "--steps",
+            "500",
+            "--checkpoint-every",
+            "1000",
+            "--log-every",
+            "1",
+            "--val-every",
+            "1000",
+            "--curriculum",
+            progress=True,
+        )
+    )
     wait_for(lambda: any(m["kind"] == "train" and m["step"] >= 2 for m in read_metrics(run)), proc=proc)
     t_signal = time.time()
     proc.send_signal(signal.SIGTERM)
@@ -208,10 +319,20 @@ def test_sigterm_leaves_fresh_checkpoint(synth_root, tmp_path):
 
 def test_two_process_gloo(synth_root, tmp_path):
     run = str(tmp_path / "ddp")
-    args = small_args(synth_root, run, "--steps", "3", "--val-every", "3", "--val-batches", "1",
-                      "--batch-size", "2", "--curriculum")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "fabnet", *args]
+    args = small_args(
+        synth_root, run, "--steps", "3", "--val-every", "3", "--val-batches", "1", "--batch-size", "2", "--curriculum"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "fabnet",
+        *args,
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-4000:]
     end = [m for m in read_metrics(run) if m["kind"] == "end"]
@@ -232,8 +353,17 @@ def test_two_stages_init_and_frozen_flow_decoder(synth_root, tmp_path):
     s1 = load_checkpoint(k1.checkpoint)
     assert s1["model_config"]["num_sources"] == 1
     assert not any(k.startswith("confidence_decoder.") for k in s1["model"])
-    k2 = train(small_config(synth_root, str(tmp_path / "k2"), num_sources=2, steps=2, val_every=2,
-                            init=k1.checkpoint, freeze_flow_decoder=True))
+    k2 = train(
+        small_config(
+            synth_root,
+            str(tmp_path / "k2"),
+            num_sources=2,
+            steps=2,
+            val_every=2,
+            init=k1.checkpoint,
+            freeze_flow_decoder=True,
+        )
+    )
     s2 = load_checkpoint(k2.checkpoint)
     init = [m for m in k2.metrics if m["kind"] == "init"]
     assert init and init[0]["loaded"] == ["encoder", "flow_decoder"] and init[0]["frozen"] == ["flow_decoder"]
@@ -241,8 +371,11 @@ def test_two_stages_init_and_frozen_flow_decoder(synth_root, tmp_path):
     assert any("running_mean" in k for k in flow)
     for k in flow:  # weights and BatchNorm statistics untouched
         torch.testing.assert_close(s2["model"][k], s1["model"][k], rtol=0, atol=0, msg=k)
-    moved = [k for k in s1["model"] if k.startswith("encoder.") and k.endswith("weight")
-             and not torch.equal(s2["model"][k], s1["model"][k])]
+    moved = [
+        k
+        for k in s1["model"]
+        if k.startswith("encoder.") and k.endswith("weight") and not torch.equal(s2["model"][k], s1["model"][k])
+    ]
     assert moved, "the encoder did not train in stage 2"
     assert any(k.startswith("confidence_decoder.") for k in s2["model"])
     assert s2["train_config"]["freeze_flow_decoder"] and s2["train_config"]["init"] == k1.checkpoint
@@ -301,8 +434,12 @@ def test_width_option_through_the_cli(synth_root, tmp_path, capsys):
     assert state["model"]["encoder.net.0.weight"].shape == (16, 3, 4, 4)
     err = _cli_error(capsys, small_args(synth_root, out, "--steps", "4", "--resume"))
     assert "--width 16, but --width is 64; pass --width 16" in err
-    err = _cli_error(capsys, small_args(synth_root, str(tmp_path / "k3"), "--sources", "3", "--init",
-                                        os.path.join(out, "checkpoints", "last.pt")))
+    err = _cli_error(
+        capsys,
+        small_args(
+            synth_root, str(tmp_path / "k3"), "--sources", "3", "--init", os.path.join(out, "checkpoints", "last.pt")
+        ),
+    )
     assert "--init" in err and "--width 16, but --width is 64" in err
     err = _cli_error(capsys, small_args(synth_root, str(tmp_path / "bad"), "--width", "0"))
     assert "argument --width: expected an integer >= 1, got 0" in err
