@@ -41,7 +41,8 @@ def main(cuobjdump: str) -> None:
     for name in ops_with_cpu:
         has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
         print(
-            f"  {name}: CPU yes, CUDA {'yes' if has_cuda else 'no (CPU-only by design)' if name in CPU_ONLY_OPS else 'no'}"
+            f"  {name}: CPU yes, CUDA "
+            f"{'yes' if has_cuda else 'no (CPU-only by design)' if name in CPU_ONLY_OPS else 'no'}"
         )
         if not has_cuda and name not in CPU_ONLY_OPS:
             fail(f"{name} has a CPU kernel but no CUDA kernel")

@@ -79,8 +79,9 @@ def plan_epoch(tracks: list[list[FrameRecord]], num_sources: int, *, seed: int, 
         cycling when ``length`` exceeds their number.
     shuffle: a new track order, frame choice and crops per epoch; False repeats epoch 0's
         frames and crops with the tracks in index order (for validation).
-    The frames of a track must share one image size (the box is computed on the target's). The plan is cut to a multiple of
-        ``num_shards`` so every shard gets ``length // num_shards`` samples.
+    The frames of a track must share one image size (the box is computed on the target's). The
+    plan is cut to a multiple of ``num_shards`` so every shard gets ``length // num_shards``
+    samples.
     """
     # Without shuffling every epoch is the same (a fixed validation set): the epoch is ignored.
     rng = np.random.default_rng((seed, epoch if shuffle else 0))

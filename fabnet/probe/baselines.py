@@ -86,7 +86,8 @@ def preload(records, max_frames: int | None = None, seed: int = 0) -> torch.Tens
 
 
 def random_crops(images: torch.Tensor, idx: np.ndarray, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """(B, 3, size, size) float32 in [0, 1] (the training loader's range): training-style random square crops of ``images[idx]``."""
+    """(B, 3, size, size) float32 in [0, 1] (the training loader's range): training-style random
+    square crops of ``images[idx]``."""
     h, w = images.shape[-2:]
     out = []
     for i in idx:

@@ -12,7 +12,8 @@
    target embedding (``fabnet.probe.swap``: the warp with that embedding swapped out).
 6. Write ``DIR/report.md``, ``DIR/report.json`` and ``DIR/figures/*.png``.
 
-Sizes are chosen for a 2-core CPU: ``DemoConfig.full()`` takes about 13 minutes (728-771 s measured), ``quick()`` under one.
+Sizes are chosen for a 2-core CPU: ``DemoConfig.full()`` takes about 13 minutes (728-771 s
+measured), ``quick()`` under one.
 """
 
 from __future__ import annotations
@@ -605,12 +606,14 @@ def write_report(report: dict, out: str) -> str:
         lines += ["", "If the embedding coded pose the same way for every face, the pose-matched frame of another "
                   "identity would come close to the target's own embedding. Where it is no better than a random "
                   "frame of another identity, the decoders read the pose only relative to the face's own "
-                  "identity, and cosine neighbours across identities cannot be pose-matched by this embedding."]  # fmt: skip
+                  "identity, and cosine neighbours across identities cannot be pose-matched by this "
+                  "embedding."]  # fmt: skip
     conf = report.get("confidence") or {}
     if conf:
         lines += ["", "## Confidence of the 3-source model", "",
                   f"Over {conf['samples']} test targets (every frame of every test track, its {conf['num_sources']} "
-                  f"sources spread over the rest of the track's yaw range): the largest of the {conf['num_sources']} confidences averages "
+                  f"sources spread over the rest of the track's yaw range): the largest of the "
+                  f"{conf['num_sources']} confidences averages "
                   f"{conf['max_confidence_mean']:.3f} per pixel ({1 / conf['num_sources']:.3f} = no selection), and "
                   f"the source closest in pose to the target is the most confident one on "
                   f"{100 * conf['nearest_pose_share']:.1f}% of the pixels (chance {100 * conf['chance_share']:.1f}%). "

@@ -3,7 +3,8 @@
 ``eval_boxes`` gives the square crop of each record (``crop="center"``: the centre square of
 side 180/256, the mean of the training crops, so the probe sees faces at the training scale);
 ``load_crops`` reads, crops and resizes them to (N, 3, S, S) float32 with the pixel range of
-the training loader (``record_crops``: both steps for a list of records); ``embed_records`` runs a frozen encoder over them in batches.
+the training loader (``record_crops``: both steps for a list of records); ``embed_records`` runs a
+frozen encoder over them in batches.
 """
 
 from __future__ import annotations

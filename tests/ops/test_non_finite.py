@@ -145,7 +145,8 @@ for value in NON_FINITE:
             got = _run("triton", fn, sources, flows, logits, target, NEEDS["all"], **options)
             want = _run("reference", fn, sources, flows, logits, target, NEEDS["all"], **options)
             for i, (g, w) in enumerate(zip([got[0], *got[1]], [want[0], *want[1]])):
-                if not torch.equal(torch.isnan(g), torch.isnan(w)) or not torch.allclose(g, w, atol=1e-9, equal_nan=True):
+                same_nan = torch.equal(torch.isnan(g), torch.isnan(w))
+                if not same_nan or not torch.allclose(g, w, atol=1e-9, equal_nan=True):
                     bad.append(f"{value} {where} {fn} tensor {i}")
 print(json.dumps(bad))
 """

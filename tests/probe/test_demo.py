@@ -1,4 +1,5 @@
-"""``fabnet demo --quick`` end to end: every stage runs and report.json has its documented schema (every task, method and metric key)."""
+"""``fabnet demo --quick`` end to end: every stage runs and report.json has its documented schema
+(every task, method and metric key); Ctrl-C stops it and the same command continues."""
 
 import json
 import math
