@@ -10,7 +10,7 @@ A checkpoint is a ``torch.save``d dict:
     batch_in_epoch  batches of ``epoch`` already consumed (the data position)
     optimizer, scheduler, curriculum   their state dicts (training checkpoints)
     rng           {"torch", "numpy", "python", "cuda"} generator states of rank 0, as tensors
-                  and plain values (``rng_state`` / ``set_rng_state`` in fabnet.train)
+                  and plain values (``rng_state`` / ``set_rng_state`` in fabnet.train.state)
     train_config  the TrainConfig as a dict
     best_val      best validation loss so far (inf before the first validation)
 

@@ -150,7 +150,8 @@ class DemoInterrupted(Exception):
 def _finished_run(run: str, steps: int):
     """The TrainResult of a training run in ``run`` that reached ``steps``, read from its files
     (so a demo run again with the same --out reuses it); None if there is none."""
-    from fabnet.train.loop import TrainResult, read_metrics
+    from fabnet.train.config import TrainResult
+    from fabnet.train.metrics import read_metrics
 
     last = os.path.join(run, "checkpoints", "last.pt")
     metrics = os.path.join(run, "metrics.jsonl")

@@ -11,8 +11,8 @@ from fabnet._lazy import lazy_exports
 # through this package and must not load torch.
 _EXPORTS = {
     "Curriculum": "fabnet.train.curriculum",
-    "TrainConfig": "fabnet.train.loop",
-    "TrainResult": "fabnet.train.loop",
+    "TrainConfig": "fabnet.train.config",
+    "TrainResult": "fabnet.train.config",
     "train": "fabnet.train.loop",
 }
 __all__ = sorted(_EXPORTS)

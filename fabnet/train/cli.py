@@ -130,7 +130,7 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from fabnet.train.loop import TrainConfig
+    from fabnet.train.config import TrainConfig
 
     return TrainConfig(
         data=args.data,
@@ -173,7 +173,8 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from fabnet.data.bad_frames import TooManyBadFrames
     from fabnet.model.checkpoint import CheckpointWriteError
-    from fabnet.train.loop import NonFiniteError, train
+    from fabnet.train.loop import train
+    from fabnet.train.state import NonFiniteError
 
     try:
         result = train(config_from_args(args))

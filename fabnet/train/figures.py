@@ -127,3 +127,24 @@ def samples_figure(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+_VALUE_RANGE = (0.0, 1.0)  # pixel range of the loader's tensors
+
+
+@torch.no_grad()
+def sample_figure(model, target: torch.Tensor, sources: torch.Tensor, count: int, path: str, title: str) -> None:
+    """Samples of a validation batch, target (B, 3, S, S) and sources (B, K, 3, S, S): the target,
+    its sources, the confidences and the generated frame, for ``count`` samples spread over the
+    batch. Leaves the model in eval mode."""
+    model.eval()
+    # Spread over the batch: the validation plan lists a track's identity's tracks together, so
+    # the first ``count`` samples would often show one face.
+    pick = torch.linspace(0, target.shape[0] - 1, min(count, target.shape[0])).round().long().unique()
+    target, sources = target[pick], sources[pick]
+    out = model.generate(target, sources)
+    lo, hi = _VALUE_RANGE
+    scale = lambda x: (x - lo) / (hi - lo)
+    samples_figure(
+        scale(target), scale(sources), out["confidence"], scale(out["generated"]), path, title=title, loss=out["loss"]
+    )

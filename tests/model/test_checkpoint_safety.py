@@ -76,21 +76,21 @@ def test_crafted_checkpoint_through_the_cli(tmp_path, tiny_data, command):
 
 def test_training_checkpoint_round_trips_the_random_streams(tmp_path):
     """The generator states a training checkpoint stores load as plain data and restore exactly."""
-    from fabnet.train.loop import _rng_state, _set_rng_state
+    from fabnet.train.state import rng_state, set_rng_state
 
     np.random.seed(3)
     random.seed(4)
     torch.manual_seed(5)
     model = FabNet(32, 1)
     path = save_checkpoint(
-        {"format": FORMAT, "model_config": model.config(), "model": model.state_dict(), "rng": _rng_state()},
+        {"format": FORMAT, "model_config": model.config(), "model": model.state_dict(), "rng": rng_state()},
         str(tmp_path / "a.pt"),
     )
     expected = (np.random.rand(3), random.random(), torch.rand(3))
     np.random.seed(0)
     random.seed(0)
     torch.manual_seed(0)
-    _set_rng_state(load_checkpoint(path)["rng"])
+    set_rng_state(load_checkpoint(path)["rng"])
     got = (np.random.rand(3), random.random(), torch.rand(3))
     np.testing.assert_array_equal(got[0], expected[0])
     assert got[1] == expected[1]
@@ -99,7 +99,7 @@ def test_training_checkpoint_round_trips_the_random_streams(tmp_path):
 
 def test_file_of_the_previous_format_still_loads(tmp_path):
     """Files written before the numpy state became plain values hold np.random.get_state()."""
-    from fabnet.train.loop import _set_rng_state
+    from fabnet.train.state import set_rng_state
 
     model = FabNet(32, 1)
     np.random.seed(11)
@@ -114,7 +114,7 @@ def test_file_of_the_previous_format_still_loads(tmp_path):
     path = str(tmp_path / "old.pt")
     torch.save(state, path)
     loaded = load_checkpoint(path)
-    _set_rng_state(loaded["rng"])
+    set_rng_state(loaded["rng"])
     np.testing.assert_array_equal(np.random.rand(2), expected)
 
 

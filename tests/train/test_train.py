@@ -15,8 +15,9 @@ from fabnet.model import FabNet, load_checkpoint, save_checkpoint
 from fabnet.model.checkpoint import FORMAT
 from fabnet.train import TrainConfig, train
 from fabnet.train import distributed as D
+from fabnet.train.batches import make_loader
 from fabnet.train.curriculum import Curriculum
-from fabnet.train.loop import _make_loader, plateau_step
+from fabnet.train.loop import plateau_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -409,7 +410,7 @@ def test_lr_falls_only_after_the_curriculum_ends():
 
 def test_ranks_read_disjoint_shards(synth_root, tmp_path):
     cfg = small_config(synth_root, str(tmp_path / "x"), epoch_length=16)
-    plans = [_make_loader(cfg, "train", D.World(rank=r, size=2), 4).plan(0) for r in range(2)]
+    plans = [make_loader(cfg, "train", D.World(rank=r, size=2), 4).plan(0) for r in range(2)]
     paths = [{s.frames[0].path for batch in plan for s in batch} for plan in plans]
     assert all(len(p) == 8 for p in paths)  # 16 samples, 8 per rank, each target a different track
     assert not paths[0] & paths[1]
