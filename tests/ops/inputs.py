@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,20 @@ CASES = [
     Case(3, 4, 4, 8, 12, 17, 5),
     Case(2, 3, 3, 16, 16, 33, 33),
 ]
+
+
+# (residual, padding_mode, align_corners): every option of the op.
+OPTIONS = list(itertools.product([False, True], ["zeros", "border"], [False, True]))
+OPTION_IDS = [f"res{int(r)}-{p}-ac{int(a)}" for r, p, a in OPTIONS]
+
+# Every backend's parity rule, one table. float64 / float32: max |kernel - float64 reference| <=
+# atol + rtol * max |reference| (float32 GPU kernels: 1e-5 absolute, their reductions run in
+# another order). Half types follow flash-attention's rule: at most twice the error of the
+# reference run in that type, plus one unit of the type's precision (EPS) at the output's scale,
+# the cost of rounding the exact result.
+TOLERANCE = {torch.float64: (1e-12, 1e-10), torch.float32: (1e-6, 1e-5)}
+GPU_TOLERANCE = {torch.float64: (1e-12, 1e-10), torch.float32: (1e-5, 1e-5)}
+EPS = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
 
 
 def _noncontiguous(t: torch.Tensor) -> torch.Tensor:

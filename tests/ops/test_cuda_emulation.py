@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from fabnet.ops import reference
-from tests.ops.inputs import Case, make_inputs
+from tests.ops.inputs import TOLERANCE, Case, make_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 CXX = shutil.which("g++") or shutil.which("c++")
@@ -187,7 +187,6 @@ CONFIGS += [
 # Half types: flash-attention's rule (twice the half-type reference's error) plus one unit of
 # the type's precision at the output's scale, the cost of rounding the exact result (see
 # test_triton_interpret.py).
-TOLERANCE = {torch.float64: (1e-12, 1e-10), torch.float32: (1e-6, 1e-5)}
 
 
 def _config_id(c):

@@ -9,14 +9,12 @@ every gradient, the zero-upstream skip, the gather-only backward, permuted input
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
 from fabnet import ops
 from fabnet.ops.checks import validate
-from tests.ops.inputs import CASES, Case, make_inputs
+from tests.ops.inputs import CASES, GPU_TOLERANCE, OPTION_IDS, OPTIONS, Case, make_inputs
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -25,13 +23,6 @@ DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 # CASES have odd W (the one-pixel-per-thread path); these take the 16-byte packed path of the
 # CUDA forward (W % 4 == 0) and several blocks per sample.
 GPU_CASES = CASES[:3] + [Case(2, 3, 3, 16, 16, 32, 32), Case(3, 2, 4, 20, 24, 40, 64), Case(2, 3, 3, 64, 64, 64, 64)]
-OPTIONS = list(itertools.product([False, True], ["zeros", "border"], [False, True]))
-OPTION_IDS = [f"res{int(r)}-{p}-ac{int(a)}" for r, p, a in OPTIONS]
-# float32 / float64: max |error| <= atol + rtol * max |reference| against the float64 reference.
-# Half types: flash-attention's rule, at most twice the error of the reference run in that type,
-# plus one unit of the type's precision at the output's scale (the cost of rounding the exact
-# result; see test_triton_interpret.py).
-TOLERANCE = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-12, 1e-10)}
 
 
 def _skip_unless_available(backend: str, inputs, options):
@@ -70,7 +61,7 @@ def _check(name, got, want, half, dtype):
     if half is not None:
         bound = 2 * (half.double() - want).abs().max().item() + torch.finfo(dtype).eps * want.abs().max().item()
     else:
-        atol, rtol = TOLERANCE[dtype]
+        atol, rtol = GPU_TOLERANCE[dtype]
         bound = atol + rtol * want.abs().max().item()
     assert err <= bound, f"{name}: error {err:.3g} > {bound:.3g}"
 

@@ -8,19 +8,15 @@ in-place scaling could go wrong (a second backward through a retained graph).
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
 from fabnet import ops
 from fabnet.ops import reference
-from tests.ops.inputs import CASES, Case, make_inputs
+from tests.ops.inputs import CASES, OPTION_IDS, OPTIONS, Case, make_inputs
 
 pytestmark = pytest.mark.skipif(not ops.extension.available(), reason="fabnet._C not built")
 
-OPTIONS = list(itertools.product([False, True], ["zeros", "border"], [False, True]))
-OPTION_IDS = [f"res{int(r)}-{p}-ac{int(a)}" for r, p, a in OPTIONS]
 # Which of (flows, logits) need a gradient.
 GRAD_SETS = {"flows+logits": (True, True), "flows": (True, False), "logits": (False, True)}
 

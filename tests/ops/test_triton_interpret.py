@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ops import inputs
 from tests.ops.inputs import Case
 from tests.ops.triton_interpret_worker import CONFIGS, Config
 
@@ -39,8 +40,9 @@ REPO = Path(__file__).resolve().parents[2]
 # in that half type, plus one unit of the type's precision at the output's scale: rounding the
 # exact result to the storage type costs up to half of that, and the half-type reference can be
 # luckier on an output that is a single rounded value (the L1 target gradient, +-grad / (C H W)).
-TOLERANCE = {"float64": (1e-12, 1e-10), "float32": (1e-6, 1e-5)}
-EPS = {"float16": 2.0**-10, "bfloat16": 2.0**-7}
+# The interpreter's results come back as JSON: dtypes by name.
+TOLERANCE = {str(k).removeprefix("torch."): v for k, v in inputs.TOLERANCE.items()}
+EPS = {str(k).removeprefix("torch."): v for k, v in inputs.EPS.items()}
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,17 @@
-"""The fused CPU op against the F.grid_sample reference: forward, every gradient, every dtype."""
+"""The CPU backend (the C++ kernels) against the F.grid_sample reference: forward, every gradient,
+every dtype, every option, strided inputs. The GPU backends run the same checks in test_gpu.py;
+their CPU twins are test_triton_interpret.py and test_cuda_emulation.py."""
 
 from __future__ import annotations
-
-import itertools
 
 import pytest
 import torch
 
 from fabnet import ops
 from fabnet.ops import reference
-from tests.ops.inputs import CASES, Case, make_inputs
+from tests.ops.inputs import CASES, OPTION_IDS, OPTIONS, Case, make_inputs
 
 pytestmark = pytest.mark.skipif(not ops.extension.available(), reason="fabnet._C not built")
-
-OPTIONS = list(itertools.product([False, True], ["zeros", "border"], [False, True]))
-OPTION_IDS = [f"res{int(r)}-{p}-ac{int(a)}" for r, p, a in OPTIONS]
 
 
 def run(fn_name, inputs, *, backend, upstream, **options):
@@ -76,7 +73,7 @@ def test_parity_logit_layouts_and_strides(logits, contiguous, fn_name):
 
 # Per-dtype tolerances against the float64 reference. For the half types the rule is relative:
 # the kernel's error may be at most twice the error of the reference run in that dtype, plus this.
-TOLERANCE = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float64: dict(atol=1e-12, rtol=1e-10)}
+ELEMENTWISE = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float64: dict(atol=1e-12, rtol=1e-10)}
 HALF_SLACK = {torch.bfloat16: 2e-2, torch.float16: 2e-3}
 
 
@@ -95,8 +92,8 @@ def test_parity_dtypes(dtype, fn_name, residual, padding_mode, align_corners):
     upstream = torch.randn(shape, dtype=torch.float64)
     out, grads = run(fn_name, cast, backend="cpu", upstream=upstream.to(dtype), **options)
     gold, gold_grads = run(fn_name, exact, backend="reference", upstream=upstream, **options)
-    if dtype in TOLERANCE:
-        tol = TOLERANCE[dtype]
+    if dtype in ELEMENTWISE:
+        tol = ELEMENTWISE[dtype]
         assert_close(out.double(), gold, **tol, what="output")
         for g, r in zip(grads, gold_grads):
             if r is not None:
