@@ -311,3 +311,25 @@ def test_non_finite_values_show(lib, value, where):
         torch.testing.assert_close(g, w, atol=1e-9, rtol=1e-9, equal_nan=True, msg=name)
     loss = emulated.l1()
     assert torch.isnan(loss[0]) == (where == "flow" or value != float("-inf"))
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border"])
+def test_edge_coordinates(lib, padding_mode, align_corners):
+    """The CUDA sampling math at the frame's edges (tests/ops/test_grid_sample.py's grid)."""
+    from tests.ops.test_grid_sample import edge_grid
+
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(1, 2, 5, 7, generator=g, dtype=torch.float64)
+    grid = edge_grid(torch.float64)
+    sources, flows = x.unsqueeze(1), grid.permute(0, 3, 1, 2).unsqueeze(1).contiguous()
+    emulated = Emulated(lib, sources, flows, None, None, residual=False, padding_mode=padding_mode,
+                        align_corners=align_corners)  # fmt: skip
+    up = torch.randn(1, 2, 4, 9, generator=g, dtype=torch.float64)
+    got = [emulated.forward(), *emulated.backward(up, [True, True, False, False], loss=False)[:2]]
+    xs, gs = x.clone().requires_grad_(), grid.clone().requires_grad_()
+    want = torch.nn.functional.grid_sample(xs, gs, padding_mode=padding_mode, align_corners=align_corners)
+    gx, gg = torch.autograd.grad(want, (xs, gs), up)
+    torch.testing.assert_close(got[0], want.detach(), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got[1][:, 0], gx, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got[2][:, 0].permute(0, 2, 3, 1), gg, rtol=1e-10, atol=1e-10)

@@ -192,6 +192,16 @@ for padding_mode in ("zeros", "border"):
         up = torch.randn(got.shape, generator=g, dtype=torch.float64)
         pairs = zip((got, *torch.autograd.grad(got, (x, grid), up)), (want, *torch.autograd.grad(want, (x, grid), up)))
         errors[f"{padding_mode}-{align_corners}"] = max((a - b).abs().max().item() for a, b in pairs)
+from tests.ops.test_grid_sample import edge_grid
+for padding_mode in ("zeros", "border"):
+    for align_corners in (True, False):
+        x = torch.rand(1, 2, 5, 7, generator=g, dtype=torch.float64, requires_grad=True)
+        grid = edge_grid(torch.float64).requires_grad_()
+        got = ops.grid_sample(x, grid, padding_mode=padding_mode, align_corners=align_corners, backend="triton")
+        want = F.grid_sample(x, grid, padding_mode=padding_mode, align_corners=align_corners)
+        up = torch.randn(got.shape, generator=g, dtype=torch.float64)
+        pairs = zip((got, *torch.autograd.grad(got, (x, grid), up)), (want, *torch.autograd.grad(want, (x, grid), up)))
+        errors[f"edges-{padding_mode}-{align_corners}"] = max((a - b).abs().max().item() for a, b in pairs)
 print(json.dumps(errors))
 """
 
@@ -209,3 +219,31 @@ def test_triton_matches_grid_sample():
     assert proc.returncode == 0, proc.stderr[-4000:]
     errors = json.loads(proc.stdout.strip().splitlines()[-1])
     assert all(e < 1e-10 for e in errors.values()), errors
+
+
+def edge_grid(dtype) -> torch.Tensor:
+    """(1, 4, 9, 2): x and y at exactly -1 and 1, one ulp inside and outside, 1e-7 outside, huge."""
+    one = torch.tensor(1.0, dtype=dtype)
+    values = torch.stack([-one, one, torch.nextafter(-one, -2 * one), torch.nextafter(one, 2 * one),
+                          torch.nextafter(-one, 0 * one), torch.nextafter(one, 0 * one), -one - 1e-7, one + 1e-7,
+                          one * 1e10])  # fmt: skip
+    xs = values.view(1, 1, 9).expand(1, 4, 9)
+    ys = values[[0, 1, 3, 8]].view(1, 4, 1).expand(1, 4, 9)
+    return torch.stack([xs, ys], dim=-1).contiguous()
+
+
+@pytest.mark.parametrize("padding_mode,align_corners", OPTIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_edge_coordinates(backend, dtype, padding_mode, align_corners):
+    """The sampling math of every kernel (csrc/warp_blend_math.h, the Triton copy) at the frame's
+    edges: the same value and gradients as grid_sample."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(1, 2, 5, 7, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    grid = edge_grid(dtype).requires_grad_()
+    got, want = _both(backend, x, grid, padding_mode, align_corners)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got, want, **tol)
+    up = torch.randn(got.shape, generator=g, dtype=torch.float64).to(dtype)
+    for a, b in zip(torch.autograd.grad(got, (x, grid), up), torch.autograd.grad(want, (x, grid), up)):
+        torch.testing.assert_close(a, b, **tol)
