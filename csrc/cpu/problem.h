@@ -63,7 +63,6 @@ struct TapBlock {
   acc_t valid[4][kBlock];     // 1 inside the source, 0 outside
   acc_t tx[kBlock], ty[kBlock];
   acc_t dx[kBlock], dy[kBlock];  // d(source pixel) / d(grid coordinate), 0 where border clamps
-  acc_t poison_x[kBlock], poison_y[kBlock];  // NaN where grid_sample's coordinate is NaN, else 0
   // The same taps as two pairs of adjacent pixels (Problem::pairs): rows y0 and y1 both start at
   // column bx = clamp(x0, 0, Ws - 2), so every pair lies inside the source. The bilinear value is
   // pair_weight . (left y0, right y0, left y1, right y1); nw_is_left says whether the nw / sw tap
@@ -181,39 +180,31 @@ struct Problem {
     acc_t* __restrict py = t.ty;
     acc_t* __restrict ddx = t.dx;
     acc_t* __restrict ddy = t.dy;
-    acc_t* __restrict pzx = t.poison_x;
-    acc_t* __restrict pzy = t.poison_y;
     const acc_t scale_x = ax.scale, scale_y = ay.scale;
     const Axis<acc_t> axis_x = ax, axis_y = ay;
     const acc_t lo = acc_t(-2), xhi = xmax + acc_t(2), yhi = ymax + acc_t(2), zero = acc_t(0);
+    // Non-finite coordinates are rare: this pass only adds up a flag (0, or NaN where some
+    // coordinate is one grid_sample cannot place), and poison_block handles the block if it is set.
     const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
-#pragma omp simd
+    acc_t unplaced = zero;
+#pragma omp simd reduction(+ : unplaced)
     for (int64_t i = 0; i < n; ++i) {
       acc_t ix = axis_x.to_pixel(static_cast<acc_t>(fx[i]) + base_x[i]);
       acc_t iy = axis_y.to_pixel(static_cast<acc_t>(fy[i]) + base_y);
       acc_t dx = scale_x, dy = scale_y;
-      // A coordinate grid_sample cannot place makes its fraction NaN, as in grid_sample: with
-      // zeros padding a NaN or infinite one (inf - inf is NaN), with border padding a NaN one
-      // (an infinite one clamps to the edge). The blend is then NaN, and so is the gradient of
-      // the other coordinate; the taps stay outside, so no NaN reaches the source gradient.
-      acc_t poison_x, poison_y;
-      if constexpr (border) {
-        poison_x = ix != ix ? nan : zero;
-        poison_y = iy != iy ? nan : zero;
-        dx = (ix > zero & ix < xmax) ? dx : zero;  // like grid_sample: clamp, with zero gradient
-        dy = (iy > zero & iy < ymax) ? dy : zero;  // on and past the border
+      if constexpr (border) {  // like grid_sample: clamp, with zero gradient on and past the border
+        unplaced += (ix == ix ? zero : nan) + (iy == iy ? zero : nan);  // NaN only: inf clamps
+        dx = (ix > zero & ix < xmax) ? dx : zero;
+        dy = (iy > zero & iy < ymax) ? dy : zero;
         ix = std::min(std::max(zero, ix), xmax);
         iy = std::min(std::max(zero, iy), ymax);
       } else {
-        poison_x = ix - ix == zero ? zero : nan;
-        poison_y = iy - iy == zero ? zero : nan;
+        unplaced += (ix - ix) + (iy - iy);  // 0, or NaN for NaN and +-inf
       }
       // Far-away or non-finite points sample nothing; bounding them keeps the int cast defined
-      // (std::max(lo, NaN) is lo); the poison is added back to the fractions below.
+      // (std::max(lo, NaN) is lo).
       px[i] = std::min(std::max(lo, ix), xhi);
       py[i] = std::min(std::max(lo, iy), yhi);
-      pzx[i] = poison_x;
-      pzy[i] = poison_y;
       if constexpr (with_taps) {
         ddx[i] = dx;
         ddy[i] = dy;
@@ -243,7 +234,7 @@ struct Problem {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       const acc_t fx0 = std::floor(px[i]), fy0 = std::floor(py[i]);
-      const acc_t tx = px[i] - fx0 + pzx[i], ty = py[i] - fy0 + pzy[i];
+      const acc_t tx = px[i] - fx0, ty = py[i] - fy0;
       const int32_t x0i = static_cast<int32_t>(fx0), y0i = static_cast<int32_t>(fy0);
       const int32_t x1i = x0i + 1, y1i = y0i + 1;
       const acc_t vx0 = (x0i >= 0 & x0i <= xlast) ? acc_t(1) : acc_t(0);
@@ -290,6 +281,34 @@ struct Problem {
       for (int64_t i = n; i < kBlock && (i % 16) != 0; ++i) {
         q0[i] = q1[i] = 0;
         pw0[i] = pw1[i] = pw2[i] = pw3[i] = acc_t(0);
+      }
+    }
+    if (unplaced != unplaced) poison_block<border, fields>(fx, fy, base_x, base_y, n, t);
+  }
+
+  // A coordinate grid_sample cannot place makes its fraction and its pixel's tap weights NaN,
+  // as in grid_sample: with zeros padding a NaN or infinite one, with border padding a NaN one
+  // (an infinite one clamps to the edge). The blend is then NaN there and, as in grid_sample,
+  // the other coordinate's gradient; the taps stay outside, and the source-gradient scatter
+  // skips taps outside, so the sources' gradient stays finite.
+  template <bool border, TapFields fields>
+  void poison_block(const scalar_t* fx, const scalar_t* fy, const acc_t* base_x, acc_t base_y, int64_t n,
+                    TapBlock<acc_t>& t) const {
+    constexpr bool with_taps = fields != TapFields::kPairs, with_pairs = fields != TapFields::kTaps;
+    const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t ix = ax.to_pixel(static_cast<acc_t>(fx[i]) + base_x[i]);
+      const acc_t iy = ay.to_pixel(static_cast<acc_t>(fy[i]) + base_y);
+      const bool bad_x = border ? ix != ix : !(ix - ix == acc_t(0));
+      const bool bad_y = border ? iy != iy : !(iy - iy == acc_t(0));
+      if (!bad_x && !bad_y) continue;
+      for (int j = 0; j < 4; ++j) {
+        if constexpr (with_taps) t.weight[j][i] = nan;
+        if constexpr (with_pairs) t.pair_weight[j][i] = nan;
+      }
+      if constexpr (with_taps) {  // the fractions, read by the gradients of the coordinates
+        if (bad_x) t.tx[i] = nan;
+        if (bad_y) t.ty[i] = nan;
       }
     }
   }

@@ -57,6 +57,9 @@ constexpr int kThreads = 256;
 // spill loads on sm_80, nvcc 13.0); with the bound no forward kernel spills and the packed
 // float kernels use 104 (loss) / 103 (blend) registers on sm_80 instead of 122 / 116.
 constexpr int kForwardMinBlocks = 2;
+// The backward at 2 blocks of 256 threads per SM (at most 128 registers): without a minimum,
+// ptxas chose 80 registers for the float64 backward on sm_90 and spilled 8 bytes.
+constexpr int kBackwardMinBlocks = 2;
 // Channels per register tile. C = 1, 3, 4 take one tile; larger C loops over tiles.
 constexpr int kChunk = 4;
 // gridDim.y limit; larger batches are launched in slices.
@@ -153,8 +156,9 @@ __device__ __forceinline__ acc_t source_coord(acc_t g, const Axis<acc_t>& a, boo
   acc_t coord = a.to_pixel(g);
   *d = a.scale;
   if (border) coord = clamp_with_grad(coord, a.size, d);  // passes NaN through
-  const bool placed = border ? coord == coord : coord - coord == acc_t(0);
-  *poison = placed ? acc_t(0) : acc_t(NAN);
+  // After the border clamp (which passes NaN through and maps +-inf to the edge), coord - coord
+  // is that NaN for exactly the cases above, and 0 otherwise: no branch, no extra register.
+  *poison = coord - coord;
   // Far-away and non-finite points sample nothing; bounding them keeps the int cast defined
   // (a NaN fails the first comparison and lands on -2, where every tap is outside).
   coord = coord > acc_t(-2) ? coord : acc_t(-2);
@@ -333,7 +337,7 @@ __device__ __forceinline__ void put(T* p, acc_t v, bool first) {
 // Backward, one thread per pixel. Channels are processed in tiles of kChunk; every gradient is a
 // sum over channels, so tiles after the first add to the thread's own outputs.
 template <typename T, bool LOSS>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kBackwardMinBlocks)
     warp_blend_backward_cuda_kernel(const Args<T> a, const GradArgs<T> g, int64_t b0) {
   using acc_t = typename AccOf<T>::type;
   const int64_t b = b0 + blockIdx.y;
