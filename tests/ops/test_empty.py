@@ -7,17 +7,13 @@ gradient has its input's shape. A source without pixels, or no source at all, st
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from fabnet import ops
+from tests.ops.interpreter import requires_triton, run_interpreted
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,13 +93,6 @@ print(json.dumps(bad))
 """
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+@requires_triton
 def test_triton_empty_in_empty_out():
-    env = dict(
-        os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", _TRITON_EMPTY], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    assert run_interpreted(_TRITON_EMPTY) == []

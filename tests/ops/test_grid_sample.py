@@ -9,18 +9,12 @@ shapes, and the argument errors.
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from fabnet import ops
+from tests.ops.interpreter import requires_triton, run_interpreted
 
 BACKENDS = [
     "reference",
@@ -206,18 +200,11 @@ print(json.dumps(errors))
 """
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+@requires_triton
 def test_triton_matches_grid_sample():
-    """The Triton kernels in the interpreter (a child process), a non-contiguous grid, float64."""
-    repo = Path(__file__).resolve().parents[2]
-    env = dict(
-        os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", _TRITON], cwd=repo, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    errors = json.loads(proc.stdout.strip().splitlines()[-1])
+    """The Triton kernels in the interpreter (a child process), a non-contiguous grid and the
+    edge grid, float64."""
+    errors = run_interpreted(_TRITON)
     assert all(e < 1e-10 for e in errors.values()), errors
 
 

@@ -10,17 +10,13 @@ a sample with such a pixel is NaN, and so are the gradients that depend on it.
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from fabnet import ops
+from tests.ops.interpreter import requires_triton, run_interpreted
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not ops.extension.available(), reason="fabnet._C not built")
@@ -152,15 +148,8 @@ print(json.dumps(bad))
 """
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+@requires_triton
 def test_triton_non_finite():
     """The Triton kernels in the interpreter (a child process), float64, zeros padding."""
-    env = dict(
-        os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", _TRITON_NON_FINITE], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    bad = json.loads(proc.stdout.strip().splitlines()[-1])
+    bad = run_interpreted(_TRITON_NON_FINITE)
     assert not bad, f"differs from grid_sample / softmax: {bad}"

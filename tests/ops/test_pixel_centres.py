@@ -12,10 +12,6 @@ and the host emulation).
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +19,7 @@ import torch
 
 from fabnet import ops
 from fabnet.ops import reference
+from tests.ops.interpreter import run_interpreted
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not ops.extension.available(), reason="fabnet._C not built")
@@ -141,14 +138,7 @@ def triton_zero_offsets() -> dict:
     import), the shapes above, both align_corners, float32 and float64."""
     if importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed")
-    env = dict(
-        os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", _TRITON_ZERO_OFFSETS], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_interpreted(_TRITON_ZERO_OFFSETS)
 
 
 def _fused_case(key: str) -> bool:
