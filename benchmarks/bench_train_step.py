@@ -7,7 +7,8 @@ mean, backward, SGD. Same weights, same batch; only ``FabNet(op_backend=...)`` d
     pytest benchmarks/bench_train_step.py --benchmark-only              # timings
     pytest benchmarks/bench_train_step.py --benchmark-disable           # smoke: one B=4 step each
 
-Shapes: S=64, B=32, K=3 on the CPU; the paper's S=256 on a GPU (skipped without CUDA).
+Shapes: S=64, B=32, K=3 on the CPU; the paper's S=256 on a GPU in fp32 and bf16 autocast (skipped
+without CUDA).
 """
 
 import pytest
@@ -18,16 +19,13 @@ from fabnet import ops
 from fabnet.model import FabNet
 from fabnet.train.curriculum import Curriculum
 
+_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# (device, S, B, K, precision): bf16 is autocast of the encoder and decoders (the GPU training
+# setting); fp32 beside it on a GPU, for the op's share at full precision.
 CASES = [
-    pytest.param("cpu", 64, 32, 3, id="cpu-S64-B32-K3"),
-    pytest.param(
-        "cuda",
-        256,
-        32,
-        3,
-        id="cuda-S256-B32-K3",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-    ),
+    pytest.param("cpu", 64, 32, 3, "fp32", id="cpu-S64-B32-K3"),
+    pytest.param("cuda", 256, 32, 3, "fp32", id="cuda-S256-B32-K3-fp32", marks=_GPU),
+    pytest.param("cuda", 256, 32, 3, "bf16", id="cuda-S256-B32-K3-bf16", marks=_GPU),
 ]
 
 
@@ -58,8 +56,8 @@ def _step_fn(device, size, batch, k, backend, channels_last=False, bf16=False):
 
 
 @pytest.mark.parametrize("backend_kind", ["fused", "reference"])
-@pytest.mark.parametrize("dev,size,batch,k", CASES)  # not "device": that is conftest's session fixture
-def test_train_step(benchmark, copy_gbps, dev, size, batch, k, backend_kind):
+@pytest.mark.parametrize("dev,size,batch,k,precision", CASES)  # not "device": conftest's session fixture
+def test_train_step(benchmark, copy_gbps, dev, size, batch, k, precision, backend_kind):
     device = dev
     if backend_kind == "fused":
         backend = "cuda" if device == "cuda" else "cpu"
@@ -70,8 +68,8 @@ def test_train_step(benchmark, copy_gbps, dev, size, batch, k, backend_kind):
         backend = "reference"
     if benchmark.disabled:
         batch = 4  # smoke run (--benchmark-disable): the same code path, a CPU step in well under a second
-    step = _step_fn(device, size, batch, k, backend, channels_last=device == "cuda", bf16=device == "cuda")
-    benchmark.group = f"train-step {device} S={size} B={batch} K={k}"
+    step = _step_fn(device, size, batch, k, backend, channels_last=device == "cuda", bf16=precision == "bf16")
+    benchmark.group = f"train-step {device} S={size} B={batch} K={k} {precision}"
     benchmark.extra_info.update(
         size=size,
         batch=batch,
