@@ -61,14 +61,23 @@ def cuda_reasons(device: torch.device | None = None) -> list[str]:
     if not torch.cuda.is_available():
         return ["no CUDA device is usable here (torch.cuda.is_available() is False)"]
     index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
+    if index not in _ARCH_REASONS:
+        _ARCH_REASONS[index] = _arch_reason(index)
+    reason = _ARCH_REASONS[index]
+    return [reason] if reason else []
+
+
+# Per device index: whether the build has code for that GPU. It cannot change in a process, and
+# backend="auto" asks on every op call: the capability and name are read once per device.
+_ARCH_REASONS: dict[int, str | None] = {}
+
+
+def _arch_reason(index: int) -> str | None:
     archs = (BUILD_INFO or {}).get("cuda_archs")
-    if archs:  # no record: an extension built by other means, trusted as it is
-        reason = build_info.cuda_arch_reason(
-            archs, torch.cuda.get_device_capability(index), f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-        )
-        if reason:
-            return [reason]
-    return []
+    if not archs:  # no record: an extension built by other means, trusted as it is
+        return None
+    name = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return build_info.cuda_arch_reason(archs, torch.cuda.get_device_capability(index), name)
 
 
 if available():
