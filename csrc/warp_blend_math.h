@@ -1,4 +1,5 @@
-// Sampling math shared by the CPU and CUDA kernels: no torch headers, host and device inline.
+// Sampling math shared by the CPU (cpu/problem.h) and CUDA (cuda/device_functions.cuh) kernels:
+// no torch headers, host and device inline. kernels/warp_blend.py writes the same steps in Triton.
 //
 // Coordinates follow F.grid_sample: a normalised coordinate g in [-1, 1] maps to the source pixel
 // g * scale + (size - 1) / 2, with scale = (size - 1) / 2 (align_corners) or size / 2 (not).
@@ -48,19 +49,67 @@ struct Axis {
   }
 };
 
-// Clamp for border padding; like grid_sample, the border itself has zero gradient.
+// Border padding clamps a coordinate to [0, last] (last = size - 1) and, like grid_sample, gives
+// it zero derivative on and past the border. Written as selects, not branches: the CPU kernel
+// calls these inside `omp simd` loops, which gcc vectorises only without control flow. A NaN
+// fails every comparison and passes through clamp_to_border unchanged (the callers turn it into
+// their NaN contract); +-inf clamps to the edge, as in grid_sample.
 template <typename acc_t>
-FABNET_HD acc_t clamp_with_grad(acc_t coord, int64_t size, acc_t* grad) {
-  const acc_t hi = acc_t(size - 1);
-  if (coord <= acc_t(0)) {
-    *grad = acc_t(0);
-    return acc_t(0);
+FABNET_HD acc_t clamp_to_border(acc_t coord, acc_t last) {
+  return coord < acc_t(0) ? acc_t(0) : (coord > last ? last : coord);
+}
+
+template <typename acc_t>
+FABNET_HD acc_t border_derivative(acc_t coord, acc_t last, acc_t d) {
+  return ((coord > acc_t(0)) & (coord < last)) ? d : acc_t(0);
+}
+
+// Points further than one pixel outside the source sample nothing; bounding them to
+// [-2, last + 2] keeps the float -> int conversion defined. A NaN lands on -2 (every tap outside).
+template <typename acc_t>
+FABNET_HD acc_t keep_near(acc_t coord, acc_t last) {
+  coord = coord > acc_t(-2) ? coord : acc_t(-2);
+  return coord < last + acc_t(2) ? coord : last + acc_t(2);
+}
+
+// Bilinear weights of the taps nw (x0, y0), ne (x0 + 1, y0), sw (x0, y0 + 1), se (x0 + 1, y0 + 1)
+// at fractions tx, ty in [0, 1). grid_sample forms the same four products.
+template <typename acc_t>
+struct BilinearWeights {
+  acc_t nw, ne, sw, se;
+  FABNET_HD BilinearWeights(acc_t tx, acc_t ty) {
+    const acc_t ux = acc_t(1) - tx, uy = acc_t(1) - ty;
+    nw = ux * uy;
+    ne = tx * uy;
+    sw = ux * ty;
+    se = tx * ty;
   }
-  if (coord >= hi) {
-    *grad = acc_t(0);
-    return hi;
+};
+
+// One axis of a sampling point in source pixels: the bounded coordinate, d(pixel)/d(grid
+// coordinate) (0 where the border clamps), and `poison`: NaN where grid_sample's result is NaN,
+// else 0. The CUDA kernels add `poison` to the cell's fraction, so the blend and the other
+// coordinate's gradient are NaN there: with zeros padding for a NaN or infinite coordinate
+// (inf - inf is NaN), with border padding for a NaN one (an infinite one clamps). The CPU kernel
+// computes the same flag over a block of pixels at once (cpu/problem.h, poison_block).
+template <typename acc_t>
+struct SourceCoord {
+  acc_t pixel, d, poison;
+};
+
+template <typename acc_t>
+FABNET_HD SourceCoord<acc_t> source_coord(acc_t g, const Axis<acc_t>& axis, bool border) {
+  SourceCoord<acc_t> c;
+  const acc_t last = acc_t(axis.size - 1);
+  acc_t pixel = axis.to_pixel(g);
+  c.d = axis.scale;
+  if (border) {
+    c.d = border_derivative(pixel, last, c.d);
+    pixel = clamp_to_border(pixel, last);
   }
-  return coord;
+  c.poison = pixel - pixel;
+  c.pixel = keep_near(pixel, last);
+  return c;
 }
 
 }  // namespace fabnet

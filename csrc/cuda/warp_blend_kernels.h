@@ -32,6 +32,11 @@ struct WarpBlendProblem {
   const void* identity_y;    // (H,) its y
   bool border;               // padding_mode "border" (else "zeros")
   bool align_corners;
+  // Streaming multiprocessors of the device (0: unknown). The forward packs 4 pixels per thread
+  // only when that still gives every SM its resident blocks; see forward.cu.
+  int num_sms = 0;
+  // Use 64-bit offsets even where 32-bit ones fit (tests exercise the huge-tensor kernels).
+  bool force_int64_index = false;
 };
 
 // Upstream gradient and the gradient outputs of one backward call; nullptr where not requested.
@@ -39,6 +44,12 @@ struct WarpBlendGrads {
   const void* grad;      // (B, C, H, W) upstream of the blend, or (B,) of the loss (stride grad_stride[0])
   int64_t grad_stride[4];
   void* sources;         // zeroed contiguous (B, K, C, Hs, Ws) buffer in the accumulation type
+  // Deterministic source gradients instead of `sources` (which is then nullptr): every pixel
+  // writes its four taps' contributions, (B, K, C, H W, 4) in the accumulation type, and their
+  // offsets in the (Hs, Ws) plane, (B, K, H W, 4) int32; both zeroed by the caller, who sums the
+  // contributions into the gradient in a fixed order (warp_blend_binding.cpp).
+  void* source_contributions = nullptr;
+  int32_t* source_taps = nullptr;
   void* flows;           // contiguous (B, K, 2, H, W), storage type
   void* logits;          // contiguous (B, K, H, W), storage type
   void* target;          // contiguous (B, C, H, W), storage type (loss only)

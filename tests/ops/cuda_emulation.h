@@ -1,7 +1,7 @@
-// Runs the CUDA kernels of csrc/cuda/warp_blend_kernels.cu on CPU threads, so their indexing,
+// Runs the CUDA kernels of csrc/cuda/*.cu on CPU threads, so their indexing,
 // masks, packing and reductions are tested on machines without a GPU (test_cuda_emulation.py).
 //
-// Included by the .cu, after the CUDA headers, when compiled by the host compiler with
+// Included by csrc/cuda/device_functions.cuh, after the CUDA headers, when compiled by the host compiler with
 // -DFABNET_CUDA_EMULATION. Every launch runs its blocks one after another, each block as
 // blockDim.x std::threads: __syncthreads is a block-wide barrier, __shfl_down_sync exchanges
 // through a per-warp slot array between two warp-wide barriers, __shared__ variables are statics
@@ -94,3 +94,5 @@ void launch(void (*kernel)(Params...), dim3 grid, int threads, cudaStream_t /*st
 #define __shfl_down_sync(mask, value, offset) ::fabnet_emulation::shfl_down_sync(mask, value, offset)
 #define atomicAdd(address, value) ::fabnet_emulation::atomic_add(address, value)
 #define __expf(x) ::fabnet_emulation::expf_(x)
+#define __ldg(p) (*(p))
+#define __stwb(p, value) (*(p) = (value))

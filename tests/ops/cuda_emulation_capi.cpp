@@ -1,8 +1,10 @@
 // C entry points over the CUDA launchers for test_cuda_emulation.py (ctypes), built together with
-// csrc/cuda/warp_blend_kernels.cu by the host compiler with -DFABNET_CUDA_EMULATION.
+// csrc/cuda/forward.cu and backward.cu by the host compiler with -DFABNET_CUDA_EMULATION.
 //
 // sizes: B, K, C, Hs, Ws, H, W; strides in elements; logits / target may be null; identity: the
 // (W,) and (H,) axes of F.affine_grid's identity in the accumulation type (zeros without residual).
+// flags: 1 residual, 2 border padding, 4 align_corners, 8 an H100's 132 SMs (the forward's
+// small-grid rule), 16 64-bit offsets even where 32-bit ones fit.
 #include <cstdint>
 
 #include "cuda/warp_blend_kernels.h"
@@ -35,6 +37,8 @@ fabnet::cuda::WarpBlendProblem problem(int dtype, const int64_t* sizes, const vo
   p.identity_y = identity[1];
   p.border = flags & 2;
   p.align_corners = flags & 4;
+  p.num_sms = (flags & 8) ? 132 : 0;
+  p.force_int64_index = flags & 16;
   return p;
 }
 
@@ -70,7 +74,8 @@ void emu_backward(int dtype, const int64_t* sizes, const void* sources, const in
                   const void* flows, const int64_t* fs, const void* logits, const int64_t* ls,
                   const void* target, const int64_t* ts, int flags,
                   const void* const* identity, const void* grad,
-                  const int64_t* gs, void* g_sources, void* g_flows, void* g_logits, void* g_target) {
+                  const int64_t* gs, void* g_sources, void* g_flows, void* g_logits, void* g_target,
+                  void* contributions, int32_t* taps) {
   const auto p = problem(dtype, sizes, sources, ss, flows, fs, logits, ls, target, ts, flags, identity);
   fabnet::cuda::WarpBlendGrads g;
   g.grad = grad;
@@ -79,6 +84,8 @@ void emu_backward(int dtype, const int64_t* sizes, const void* sources, const in
   g.flows = g_flows;
   g.logits = g_logits;
   g.target = g_target;
+  g.source_contributions = contributions;
+  g.source_taps = taps;
   fabnet::cuda::warp_blend_backward_cuda(p, g, nullptr);
 }
 

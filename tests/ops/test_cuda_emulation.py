@@ -1,4 +1,4 @@
-"""The CUDA kernels' logic on the CPU: warp_blend_kernels.cu built by the host compiler, each launch
+"""The CUDA kernels' logic on the CPU: csrc/cuda/*.cu built by the host compiler, each launch
 run on CPU threads (tests/ops/cuda_emulation.h), against the float64 reference.
 
 This checks what the GPU tests check about values (indexing, masks, the 16-byte packed path and
@@ -63,7 +63,7 @@ def lib(tmp_path_factory):
         f"-I{CUDA_INCLUDE}",
         "-x",
         "c++",
-        str(REPO / "csrc" / "cuda" / "warp_blend_kernels.cu"),
+        *(str(cu) for cu in sorted((REPO / "csrc" / "cuda").glob("*.cu"))),
         "-x",
         "c++",
         str(REPO / "tests" / "ops" / "cuda_emulation_capi.cpp"),
@@ -93,7 +93,10 @@ def _strides(t: torch.Tensor | None, n: int):
 class Emulated:
     """The ops of warp_blend_binding.cpp over the emulated launchers (same allocations)."""
 
-    def __init__(self, lib, sources, flows, logits, target, *, residual, padding_mode, align_corners):
+    def __init__(
+        self, lib, sources, flows, logits, target, *, residual, padding_mode, align_corners, sms=False, int64=False
+    ):
+        """sms: tell the launchers the device has 132 SMs (else unknown); int64: force 64-bit offsets."""
         self.lib = lib
         self.t = (sources, flows, logits, target)
         B, K, C, Hs, Ws = sources.shape
@@ -109,6 +112,7 @@ class Emulated:
             _strides(logits, 4),
         ]
         self.flags = int(residual) | (2 if padding_mode == "border" else 0) | (4 if align_corners else 0)
+        self.flags |= (8 if sms else 0) | (16 if int64 else 0)
         self.acc = torch.float64 if sources.dtype == torch.float64 else torch.float32
         # What the binding passes: F.affine_grid's identity axes, taken from affine_grid itself.
         H, W = flows.shape[3:]
@@ -134,8 +138,9 @@ class Emulated:
         self.lib.emu_l1(*self.common, *tail, _ptr(partials), _ptr(loss))
         return loss
 
-    def backward(self, grad, mask, loss: bool):
+    def backward(self, grad, mask, loss: bool, deterministic: bool = False):
         sources, flows, logits, target = self.t
+        B, K, C, Hs, Ws, H, W = self.shape
         target = target if loss else None
         nan = dict(fill_value=float("nan"), dtype=sources.dtype)
         g_src = torch.zeros(sources.shape, dtype=self.acc) if mask[0] else None
@@ -143,6 +148,10 @@ class Emulated:
         g_logit = torch.full(logits.shape, **nan) if (mask[2] and logits is not None) else None
         g_tgt = torch.full(target.shape, **nan) if (loss and mask[3]) else None
         g_strides = _i64(list(grad.stride()) + [0] * (4 - grad.dim()))
+        contributions = taps = None
+        if deterministic and mask[0]:  # what the binding allocates
+            contributions = torch.zeros(B, K, C, H * W * 4, dtype=self.acc)
+            taps = torch.zeros(B, K, 1, H * W * 4, dtype=torch.int32)
         self.lib.emu_backward(
             *self.common,
             _ptr(target),
@@ -151,11 +160,17 @@ class Emulated:
             self.identity_ptrs,
             _ptr(grad),
             g_strides,
-            _ptr(g_src),
+            _ptr(g_src) if contributions is None else None,
             _ptr(g_flow),
             _ptr(g_logit),
             _ptr(g_tgt),
+            _ptr(contributions),
+            _ptr(taps),
         )
+        if contributions is not None:  # the binding's fixed-order sum
+            planes = torch.arange(B * K * C, dtype=torch.int64).view(B, K, C, 1) * (Hs * Ws)
+            index = taps.long() + planes
+            g_src.view(-1).index_add_(0, index.view(-1), contributions.view(-1))
         return [g_src.to(sources.dtype) if g_src is not None else None, g_flow, g_logit, g_tgt]
 
 
@@ -212,7 +227,35 @@ def _reference(fn_name, inputs, upstream, options, dtype, mask):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
 def test_emulated_cuda_kernels(lib, config):
+    _check_against_reference(lib, config, {})
+
+
+# Launch variants, each on cases that reach its code: 64-bit offsets (the kernels for tensors of
+# 2^31 elements or more), an H100's SM count (aligned rows that the small-grid rule unpacks), and
+# deterministic source gradients (per-pixel contributions, summed in a fixed order).
+VARIANT_CONFIGS = [
+    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.float32, True, True),
+    (Case(2, 2, 5, 8, 7, 9, 12), True, "zeros", False, "given", torch.float64, True, True),
+    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.bfloat16, True, True),
+    (Case(2, 2, 3, 20, 24, 23, 37), False, "zeros", True, "none", torch.float64, False, True),
+    # Nine sources: past the backward's shared-memory cache of 8 softmax weights.
+    (Case(2, 9, 3, 8, 8, 8, 12), True, "border", False, "given", torch.float64, True, True),
+    # Four channels in the packed forward: two tiles of 3 and 1.
+    (Case(2, 2, 4, 8, 8, 8, 12), True, "zeros", True, "given", torch.float64, True, True),
+]
+VARIANTS = {"int64": dict(int64=True), "sms": dict(sms=True), "deterministic": dict(deterministic=True)}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("config", VARIANT_CONFIGS, ids=_config_id)
+def test_emulated_launch_variants(lib, config, variant):
+    _check_against_reference(lib, config, VARIANTS[variant])
+
+
+def _check_against_reference(lib, config, variant):
     case, residual, padding_mode, align_corners, logits, dtype, contiguous, sources_grad = config
+    deterministic = variant.get("deterministic", False)
+    launch = {k: v for k, v in variant.items() if k != "deterministic"}
     options = dict(residual=residual, padding_mode=padding_mode, align_corners=align_corners)
     base = make_inputs(case, residual=residual, logits=logits, contiguous=contiguous)
     if logits == "5d":  # the public op squeezes (B, K, 1, H, W) before the kernels
@@ -221,7 +264,7 @@ def test_emulated_cuda_kernels(lib, config):
     assert contiguous or not cast[1].is_contiguous()
     # The oracle sees the inputs the kernels see: rounded to dtype, then computed in float64.
     base = tuple(t.double() if t is not None else None for t in cast)
-    emulated = Emulated(lib, *cast, **options)
+    emulated = Emulated(lib, *cast, **options, **launch)
     mask = [sources_grad, True, logits != "none", True]
     failures = []
 
@@ -249,7 +292,7 @@ def test_emulated_cuda_kernels(lib, config):
             half = _reference(fn_name, base, upstream, options, dtype, mask)
         out = emulated.l1() if loss else emulated.forward()
         check(f"{fn_name} output", out, ref, half[0] if half else None)
-        grads = emulated.backward(upstream.to(dtype), mask, loss)
+        grads = emulated.backward(upstream.to(dtype), mask, loss, deterministic=deterministic)
         for i, name in enumerate(["sources", "flows", "logits", "target"][: len(ref_grads)]):
             if ref_grads[i] is None:
                 assert grads[i] is None or not mask[i]
@@ -258,6 +301,22 @@ def test_emulated_cuda_kernels(lib, config):
             if not (grads[i][0] == 0).all():
                 failures.append(f"{fn_name} grad {name}: nonzero for sample 0, whose upstream is zero")
     assert not failures, "\n".join(failures)
+
+
+def test_deterministic_source_gradients_repeat_bitwise(lib):
+    """Flows that converge on a few source pixels (where atomics contend and their order varies):
+    the deterministic path gives the same bits on every call, and the reference's values."""
+    s, f, lg, _ = make_inputs(Case(2, 3, 3, 8, 8, 8, 12), dtype=torch.float32, residual=False)
+    f = (f * 0.05).contiguous()  # every sample within a pixel or two of the centre
+    emulated = Emulated(lib, s, f, lg, None, residual=False, padding_mode="zeros", align_corners=False)
+    up = torch.randn(2, 3, 8, 12)
+    first = emulated.backward(up, [True, False, False, False], loss=False, deterministic=True)[0]
+    again = emulated.backward(up, [True, False, False, False], loss=False, deterministic=True)[0]
+    assert torch.equal(first, again)
+    leaves = [t.double().requires_grad_(i == 0) for i, t in enumerate((s, f, lg))]
+    ref = reference.warp_blend_reference(*leaves, residual=False, padding_mode="zeros", align_corners=False)
+    (want,) = torch.autograd.grad(ref, leaves[0], up.double())
+    torch.testing.assert_close(first.double(), want, atol=1e-5, rtol=1e-5)
 
 
 def test_loss_reduction_is_deterministic(lib):
