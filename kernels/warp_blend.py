@@ -14,7 +14,10 @@ Layout of the work: one program per block of ``BLOCK`` output pixels of one samp
 grid of ``B * cdiv(H * W, BLOCK)`` programs (sample-major; a 2-D grid would cap B at 65535). A
 program holds a (BLOCK, BLOCK_C) tile, all C channels of its pixels, so each source's bilinear
 taps and weights are computed once per pixel and reused for every channel. Accumulation is
-float32 (float64 for float64 inputs); offsets are int64.
+float32 (float64 for float64 inputs); offsets are int32 when every tensor's fit (``IDX64`` off:
+32-bit multiplies, and divisions by W in 32 bits), int64 otherwise. The sampling math follows
+csrc/warp_blend_math.h step by step (Axis::to_pixel, clamp_to_border, border_derivative,
+keep_near, BilinearWeights); tests/ops/test_pixel_centres.py holds the three kernels to it.
 
 - forward: one pass over K with an online softmax (running max and denominator), so the logits
   are read once; ``warp_blend_l1`` reduces |target - blend| to one partial sum per program,
@@ -45,11 +48,66 @@ FORWARD_BLOCK = 256
 FORWARD_WARPS = 8
 BACKWARD_BLOCK = 128
 BACKWARD_WARPS = 4
+# Programs per SM below which a launch takes smaller programs: at (8, 3, 3, 128, 128) the forward
+# makes 8 x 64 = 512 programs of 256 pixels, under 4 per SM of an H100's 132. Halving BLOCK and
+# num_warps together keeps the pixels per thread, hence the registers, and doubles the programs.
+MIN_PROGRAMS_PER_SM = 4
+SMALLEST_BLOCK = 64
 
 
 def _block(pixels: int, block: int) -> int:
     """A power-of-two block no larger than needed: tiny images do not run mostly-masked lanes."""
     return max(16, min(block, triton.next_power_of_2(max(pixels, 1))))
+
+
+def launch_config(kind: str, batch: int, pixels: int, sms: int | None) -> tuple[int, int]:
+    """(BLOCK, num_warps) for a launch over ``batch`` samples of ``pixels`` output pixels.
+
+    The three configs per kernel, largest first: forward (256, 8) / (128, 4) / (64, 2), backward
+    (128, 4) / (64, 2). The largest that still gives every SM ``MIN_PROGRAMS_PER_SM`` programs
+    is taken; with ``sms`` None (no GPU: the interpreter, compile tests) the largest.
+    """
+    block, warps = (FORWARD_BLOCK, FORWARD_WARPS) if kind == "forward" else (BACKWARD_BLOCK, BACKWARD_WARPS)
+    block = _block(pixels, block)
+
+    def too_few(block):
+        return sms and batch * triton.cdiv(pixels, block) < MIN_PROGRAMS_PER_SM * sms
+
+    while too_few(block) and block > SMALLEST_BLOCK and warps > 1:
+        block, warps = block // 2, warps // 2
+    return block, warps
+
+
+def _sm_count(t: torch.Tensor) -> int | None:
+    if t.device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(t.device).multi_processor_count
+
+
+def _fits_int32(sources, flows, logits, target, extra_elements: int = 0) -> bool:
+    """Whether every offset the kernels form fits in int32 (as csrc/cuda/launch.cuh decides):
+    each input's span, each contiguous output, the gathers' reach past a source plane."""
+    limit = 2**31 - 1
+
+    def span(t):
+        if t is None or t.numel() == 0:
+            return 0
+        return 1 + sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride()))
+
+    B, K, C, Hs, Ws = sources.shape
+    H, W = flows.shape[3], flows.shape[4]
+    reach = 2 * (abs(sources.stride(3)) + abs(sources.stride(4)))
+    spans = (
+        span(sources) + reach,
+        span(flows),
+        span(logits),
+        span(target),
+        B * K * C * Hs * Ws,
+        B * K * 2 * H * W,
+        B * C * H * W,
+        extra_elements,
+    )
+    return max(spans) <= limit
 
 
 @triton.jit
@@ -116,6 +174,7 @@ def _taps(
     ALIGN: tl.constexpr,
     BORDER: tl.constexpr,
     F64: tl.constexpr,
+    IDX64: tl.constexpr,
 ):
     """Bilinear cell of source k for each pixel: (x0, y0, tx, ty, dx, dy), each (BLOCK,).
 
@@ -132,7 +191,9 @@ def _taps(
     fy = tl.floor(iy)
     tx = tl.where(placed_x, ix - fx, float("nan"))
     ty = tl.where(placed_y, iy - fy, float("nan"))
-    return fx.to(tl.int64), fy.to(tl.int64), tx, ty, dx, dy
+    if IDX64:
+        return fx.to(tl.int64), fy.to(tl.int64), tx, ty, dx, dy
+    return fx.to(tl.int32), fy.to(tl.int32), tx, ty, dx, dy
 
 
 @triton.jit
@@ -197,17 +258,25 @@ def _scatter(gsrc_k_ptr, c_off, x0, y0, tx, ty, Hs, Ws, gw, m2):
 
 
 @triton.jit
-def _pixel_block(programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr):
+def _pixel_block(
+    programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr, IDX64: tl.constexpr
+):
     """This program's index, its sample b and its BLOCK output pixels p (flat over H * W) with masks, rows,
-    columns, the BLOCK_C channel lanes, and the pixels' offsets into one flow / logit plane."""
-    program = tl.program_id(0).to(tl.int64)
+    columns, the BLOCK_C channel lanes, and the pixels' offsets into one flow / logit plane. Every
+    index is int64 with IDX64, else int32 (the launcher checked that offsets fit)."""
+    program = tl.program_id(0)
+    lanes = tl.arange(0, BLOCK)
+    c = tl.arange(0, BLOCK_C)
+    if IDX64:
+        program = program.to(tl.int64)
+        lanes = lanes.to(tl.int64)
+        c = c.to(tl.int64)
     b = program // programs
-    p = (program % programs) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    p = (program % programs) * BLOCK + lanes
     hw = H * W
     pm = p < hw
     h = p // W
     w = p % W
-    c = tl.arange(0, BLOCK_C).to(tl.int64)
     cm = c < C
     m2 = pm[:, None] & cm[None, :]
     return program, b, p, hw, pm, h, w, c, cm, m2, h * s_fy + w * s_fx, h * s_ly + w * s_lx
@@ -255,11 +324,12 @@ def warp_blend_forward_kernel(
     F64: tl.constexpr,
     BLOCK: tl.constexpr,
     BLOCK_C: tl.constexpr,
+    IDX64: tl.constexpr,
 ):
     """Blend (out: (B, C, H, W) contiguous) or, with LOSS, per-program sums of |target - blend|
     (out: (B, programs) in the accumulation type; ``programs`` per sample)."""
     program, b, p, hw, pm, h, w, c, cm, m2, f_off, l_off = _pixel_block(
-        programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK, BLOCK_C
+        programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK, BLOCK_C, IDX64
     )
 
     zero = _acc(tl.zeros([BLOCK], tl.float32), F64)
@@ -293,6 +363,7 @@ def warp_blend_forward_kernel(
             ALIGN,
             BORDER,
             F64,
+            IDX64,
         )
         v00, v01, v10, v11 = _gather(src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0, s_sy, s_sx, Hs, Ws, m2, F64)
         # Written out rather than _bilinear(...): as a call, ptxas gave this kernel 61-75 registers
@@ -372,6 +443,7 @@ def warp_blend_backward_kernel(
     F64: tl.constexpr,
     BLOCK: tl.constexpr,
     BLOCK_C: tl.constexpr,
+    IDX64: tl.constexpr,
 ):
     """Gradients of the blend (grad: (B, C, H, W), strided) or of the loss (LOSS; grad: (B,)).
 
@@ -381,7 +453,7 @@ def warp_blend_backward_kernel(
     gtgt (B, C, H, W); adds into gsrc, a zeroed contiguous (B, K, C, Hs, Ws) accumulation buffer.
     """
     program, b, p, hw, pm, h, w, c, cm, m2, f_off, l_off = _pixel_block(
-        programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK, BLOCK_C
+        programs, C, H, W, s_fy, s_fx, s_ly, s_lx, BLOCK, BLOCK_C, IDX64
     )
     zero = _acc(tl.zeros([BLOCK], tl.float32), F64)
 
@@ -434,6 +506,7 @@ def warp_blend_backward_kernel(
                 ALIGN,
                 BORDER,
                 F64,
+                IDX64,
             )
             v00, v01, v10, v11 = _gather(src_ptr + b * s_sb + k * s_sk, c * s_sc, x0, y0, s_sy, s_sx, Hs, Ws, a2, F64)
             blend += wk[:, None] * _bilinear(v00, v01, v10, v11, tx, ty)
@@ -474,6 +547,7 @@ def warp_blend_backward_kernel(
                 ALIGN,
                 BORDER,
                 F64,
+                IDX64,
             )
             if NEED_FLOW or NEED_LOGIT:
                 v00, v01, v10, v11 = _gather(
@@ -561,8 +635,11 @@ def forward(
     align_corners: bool,
     wrap=_identity,
     poison: bool = False,
+    sms: int | None = None,
 ) -> torch.Tensor:
-    """The blend (B, C, H, W) when ``target`` is None, else the per-sample L1 (B,)."""
+    """The blend (B, C, H, W) when ``target`` is None, else the per-sample L1 (B,).
+
+    sms: the SM count launch_config sizes programs by (default: the device's; tests set it)."""
     (B, K, C, Hs, Ws, H, W), pointers, strides = _common(sources, flows, logits, target)
     loss = target is not None
     if not loss:
@@ -574,7 +651,7 @@ def forward(
             return sources.new_empty((0,))
         if C * H * W == 0:  # the mean of nothing
             return torch.full((B,), float("nan"), dtype=sources.dtype, device=sources.device)
-    block = _block(H * W, FORWARD_BLOCK)
+    block, warps = launch_config("forward", B, H * W, _sm_count(sources) if sms is None else sms)
     programs = triton.cdiv(H * W, block)
     if loss:
         out = _new((B, programs), sources, dtype=_acc_dtype(sources.dtype), poison=poison)
@@ -599,7 +676,8 @@ def forward(
         F64=sources.dtype == torch.float64,
         BLOCK=block,
         BLOCK_C=triton.next_power_of_2(C),
-        num_warps=FORWARD_WARPS,
+        IDX64=not _fits_int32(sources, flows, logits, target, extra_elements=B * programs),
+        num_warps=warps,
     )
     if loss:
         return (out.sum(dim=1) / (C * H * W)).to(sources.dtype)
@@ -622,6 +700,7 @@ def backward(
     need_target: bool,
     wrap=_identity,
     poison: bool = False,
+    sms: int | None = None,
 ):
     """Gradients (sources, flows, logits, target); a 0-element tensor for each one not asked for.
 
@@ -649,7 +728,7 @@ def backward(
     g_logit = new((B, K, H, W), sources) if need_logits else sources.new_empty((0,))
     g_tgt = new((B, C, H, W), sources) if need_target else sources.new_empty((0,))
     if launch and (need_sources or need_flows or need_logits or need_target):
-        block = _block(H * W, BACKWARD_BLOCK)
+        block, warps = launch_config("backward", B, H * W, _sm_count(sources) if sms is None else sms)
         programs = triton.cdiv(H * W, block)
         g_strides = tuple(grad.stride()) if not loss else (grad.stride(0), 0, 0, 0)
         identity = identity_axes(H, W, residual=residual, align_corners=align_corners, like=sources)
@@ -683,7 +762,8 @@ def backward(
             F64=sources.dtype == torch.float64,
             BLOCK=block,
             BLOCK_C=triton.next_power_of_2(C),
-            num_warps=BACKWARD_WARPS,
+            IDX64=not _fits_int32(sources, flows, logits, target, extra_elements=grad.numel()),
+            num_warps=warps,
         )
     if need_sources:
         g_src = g_src.to(sources.dtype)
@@ -697,4 +777,5 @@ __all__ = [
     "warp_blend_backward_kernel",
     "FORWARD_BLOCK",
     "BACKWARD_BLOCK",
+    "launch_config",
 ]
