@@ -130,6 +130,11 @@ class TritonBackend(Backend):
         except ImportError as err:
             return [f"Triton kernels unavailable ({err}); `pip install triton`"]
         reasons = list(module.not_supported_reasons(args))
+        if args is not None and args.sources.requires_grad and torch.are_deterministic_algorithms_enabled():
+            reasons.append(
+                "torch.use_deterministic_algorithms(True) is on and sources require grad: the Triton kernels "
+                "add source gradients with atomics (backend='cuda' sums them in a fixed order)"
+            )
         if args is not None and args.sources.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
             reasons.append("inputs are on the CPU: Triton runs them only under TRITON_INTERPRET=1")
         return reasons

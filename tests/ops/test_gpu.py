@@ -14,7 +14,7 @@ import torch
 
 from fabnet import ops
 from fabnet.ops.checks import validate
-from tests.ops.inputs import CASES, GPU_TOLERANCE, OPTION_IDS, OPTIONS, Case, make_inputs
+from tests.ops.inputs import CASES, EPS, GPU_TOLERANCE, OPTION_IDS, OPTIONS, Case, make_inputs
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -120,6 +120,39 @@ def test_loss_is_deterministic(backend):
     first = ops.warp_blend_l1(*inputs, **options, backend=backend)
     for _ in range(3):
         assert torch.equal(ops.warp_blend_l1(*inputs, **options, backend=backend), first)
+
+
+@pytest.fixture
+def deterministic_algorithms():
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_deterministic_source_gradients(deterministic_algorithms, dtype):
+    """Flows converging on a few source pixels (where atomics contend): under
+    torch.use_deterministic_algorithms the cuda backend's source gradient repeats bit for bit and
+    matches the reference; Triton, whose source gradient uses atomics, declines."""
+    options = dict(residual=True, padding_mode="border", align_corners=True)
+    s, f, lg, t = make_inputs(Case(4, 3, 3, 64, 64, 96, 96), dtype=dtype, residual=True, device="cuda")
+    f = (f * 0.02 - 0.5).contiguous()  # every pixel within ~2 source pixels of the same spot
+    _skip_unless_available("cuda", (s, f, lg, t), options)
+    grads = []
+    for _ in range(3):
+        leaf = s.clone().requires_grad_()
+        (g,) = torch.autograd.grad(ops.warp_blend_l1(leaf, f, lg, t, **options, backend="cuda").sum(), leaf)
+        grads.append(g)
+    assert all(torch.equal(g, grads[0]) for g in grads[1:])
+    leaf = s.double().requires_grad_()
+    ref = ops.warp_blend_l1(leaf, f.double(), lg.double(), t.double(), **options, backend="reference")
+    (want,) = torch.autograd.grad(ref.sum(), leaf)
+    # bfloat16: the fp32 sum is rounded once to bfloat16 (half a unit), plus the inputs' rounding.
+    atol, rtol = GPU_TOLERANCE.get(dtype, (4 * EPS.get(dtype, 0) * want.abs().max().item(), 0))
+    torch.testing.assert_close(grads[0].double(), want, atol=atol, rtol=rtol)
+    args = validate(s.requires_grad_(), f, lg, t, needs_target=True, **options)
+    assert any("deterministic" in r for r in ops.backends(args)["triton"])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -83,3 +83,22 @@ def test_import_without_extension_falls_back_with_rebuild_hint():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "rebuild" in result.stdout
+
+
+def test_triton_declines_source_gradients_under_deterministic_algorithms():
+    """Its source gradient adds with atomics: "auto" must not pick it when the user asked for
+    deterministic algorithms (the cuda backend has a fixed-order sum)."""
+    from fabnet.ops.checks import validate
+    from tests.ops.inputs import Case, make_inputs
+
+    s, f, lg, t = make_inputs(Case(1, 2, 3, 5, 5, 5, 5), dtype=torch.float32, residual=True)
+    args = validate(s.requires_grad_(), f, lg, t, residual=True, padding_mode="zeros", align_corners=False,
+                    needs_target=True)  # fmt: skip
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        on = ops.backends(args)["triton"]
+    finally:
+        torch.use_deterministic_algorithms(before)
+    off = ops.backends(args)["triton"]
+    assert any("deterministic" in r for r in on) and not any("deterministic" in r for r in off)
