@@ -142,7 +142,8 @@ def _unnormalise(g, size, ALIGN: tl.constexpr, BORDER: tl.constexpr):
         d = ss / 2
     if BORDER:
         placed = coord == coord  # before the clamp, which would turn NaN into 0
-        # Clamp into the source; like grid_sample, zero gradient on and past the border.
+        # Clamp into the source; like grid_sample, zero gradient on and past the border
+        # (border_derivative and clamp_to_border in csrc/warp_blend_math.h).
         hi = ss - 1
         d = tl.where((coord > 0) & (coord < hi), d, 0)
         coord = tl.where(coord > 0, coord, 0)
@@ -150,7 +151,7 @@ def _unnormalise(g, size, ALIGN: tl.constexpr, BORDER: tl.constexpr):
     else:
         placed = coord - coord == 0  # inf - inf is NaN
     # Far-away and non-finite points sample nothing; bounding them keeps the int cast defined
-    # (a NaN fails both comparisons and lands on -2, where every tap is outside).
+    # (a NaN fails both comparisons and lands on -2, where every tap is outside): keep_near.
     coord = tl.where(coord > -2, coord, -2)
     coord = tl.where(coord < ss + 1, coord, ss + 1)
     return coord, d, placed
@@ -207,7 +208,8 @@ def _cell(x0, y0, Hs, Ws):
 
 @triton.jit
 def _bilinear(v00, v01, v10, v11, tx, ty):
-    """The bilinear value (BLOCK, BLOCK_C) of the taps nw, ne, sw, se at fractions tx, ty (BLOCK,)."""
+    """The bilinear value (BLOCK, BLOCK_C) of the taps nw, ne, sw, se at fractions tx, ty (BLOCK,)
+    (BilinearWeights in csrc/warp_blend_math.h, factored by rows)."""
     ux = (1 - tx)[:, None]
     txx = tx[:, None]
     return (1 - ty)[:, None] * (ux * v00 + txx * v01) + ty[:, None] * (ux * v10 + txx * v11)

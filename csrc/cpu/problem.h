@@ -182,7 +182,7 @@ struct Problem {
     acc_t* __restrict ddy = t.dy;
     const acc_t scale_x = ax.scale, scale_y = ay.scale;
     const Axis<acc_t> axis_x = ax, axis_y = ay;
-    const acc_t lo = acc_t(-2), xhi = xmax + acc_t(2), yhi = ymax + acc_t(2), zero = acc_t(0);
+    const acc_t zero = acc_t(0);
     // Non-finite coordinates are rare: this pass only adds up a flag (0, or NaN where some
     // coordinate is one grid_sample cannot place), and poison_block handles the block if it is set.
     const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
@@ -194,17 +194,15 @@ struct Problem {
       acc_t dx = scale_x, dy = scale_y;
       if constexpr (border) {  // like grid_sample: clamp, with zero gradient on and past the border
         unplaced += (ix == ix ? zero : nan) + (iy == iy ? zero : nan);  // NaN only: inf clamps
-        dx = (ix > zero & ix < xmax) ? dx : zero;
-        dy = (iy > zero & iy < ymax) ? dy : zero;
-        ix = std::min(std::max(zero, ix), xmax);
-        iy = std::min(std::max(zero, iy), ymax);
+        dx = border_derivative(ix, xmax, dx);
+        dy = border_derivative(iy, ymax, dy);
+        ix = clamp_to_border(ix, xmax);
+        iy = clamp_to_border(iy, ymax);
       } else {
         unplaced += (ix - ix) + (iy - iy);  // 0, or NaN for NaN and +-inf
       }
-      // Far-away or non-finite points sample nothing; bounding them keeps the int cast defined
-      // (std::max(lo, NaN) is lo).
-      px[i] = std::min(std::max(lo, ix), xhi);
-      py[i] = std::min(std::max(lo, iy), yhi);
+      px[i] = keep_near(ix, xmax);  // NaN -> -2: every tap outside
+      py[i] = keep_near(iy, ymax);
       if constexpr (with_taps) {
         ddx[i] = dx;
         ddy[i] = dy;
@@ -244,8 +242,8 @@ struct Problem {
       const int32_t cx0 = std::min(std::max(0, x0i), xlast), cx1 = std::min(std::max(0, x1i), xlast);
       const int32_t cy0 = std::min(std::max(0, y0i), ylast), cy1 = std::min(std::max(0, y1i), ylast);
       const acc_t v0 = vx0 * vy0, v1 = vx1 * vy0, v2 = vx0 * vy1, v3 = vx1 * vy1;
-      const acc_t ux = acc_t(1) - tx, uy = acc_t(1) - ty;
-      const acc_t b0 = ux * uy * v0, b1 = tx * uy * v1, b2 = ux * ty * v2, b3 = tx * ty * v3;
+      const BilinearWeights<acc_t> bw(tx, ty);
+      const acc_t b0 = bw.nw * v0, b1 = bw.ne * v1, b2 = bw.sw * v2, b3 = bw.se * v3;
       if constexpr (with_taps) {
         o0[i] = cy0 * sy + cx0 * sx;
         o1[i] = cy0 * sy + cx1 * sx;
