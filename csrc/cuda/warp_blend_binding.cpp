@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <array>
+#include <atomic>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -23,6 +24,17 @@
 
 namespace fabnet {
 namespace {
+
+// Streaming multiprocessors of a device, asked once per device: make_problem runs on every op call.
+int sm_count(c10::DeviceIndex device) {
+  static std::array<std::atomic<int>, C10_COMPILE_TIME_MAX_GPUS> counts{};  // 0: not asked yet
+  int n = counts.at(device).load(std::memory_order_relaxed);
+  if (n == 0) {
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    counts.at(device).store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
 
 cuda::DType dtype_of(const at::Tensor& t) {
   switch (t.scalar_type()) {
@@ -73,8 +85,7 @@ cuda::WarpBlendProblem make_problem(const at::Tensor& sources, const at::Tensor&
   p.identity_y = identity[1].data_ptr();
   p.border = pad == Padding::kBorder;
   p.align_corners = align_corners;
-  // The launchers size the forward's grid by it (a driver attribute query, well under a microsecond).
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&p.num_sms, cudaDevAttrMultiProcessorCount, sources.device().index()));
+  p.num_sms = sm_count(sources.device().index());  // the forward sizes its grid by it
   return p;
 }
 

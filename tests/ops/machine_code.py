@@ -36,6 +36,8 @@ REGISTERS_PER_SM = 65536
 REGISTER_UNIT_PER_WARP = 256  # registers are granted to a warp in units of 256
 SHARED_PER_SM = {"80": 164 * 1024, "90": 228 * 1024}
 SHARED_RESERVED_PER_BLOCK = 1024
+# Every kernel is launched with kThreads (csrc/cuda/device_functions.cuh) threads a block.
+THREADS_PER_BLOCK = 256
 
 
 def nvcc() -> str | None:
@@ -167,11 +169,6 @@ def split_sass(text: str) -> dict[str, str]:
     }
 
 
-def block_threads(name: str) -> int:
-    """The block size the launchers use: kThreads (csrc/cuda/device_functions.cuh) for every kernel."""
-    return 256
-
-
 def compile_kernels(cu: Path, arch: str, out_dir: Path, *, extra_flags: tuple[str, ...] = ()) -> list[Kernel]:
     """nvcc -cubin for one architecture, read back with cuobjdump."""
     compiler, dump = nvcc(), cuobjdump()
@@ -197,7 +194,7 @@ def compile_kernels(cu: Path, arch: str, out_dir: Path, *, extra_flags: tuple[st
     usage, bodies = parse_res_usage(res), split_sass(sass)
     mangled = sorted(usage)
     return [
-        Kernel(arch, m, pretty, *usage[m], block_threads(pretty), bodies.get(m, ""))
+        Kernel(arch, m, pretty, *usage[m], THREADS_PER_BLOCK, bodies.get(m, ""))
         for m, pretty in zip(mangled, _demangle(mangled))
     ]
 
