@@ -109,3 +109,34 @@ def test_forward_backward(benchmark, provider, shape_name, dtype_name, providers
     assert g_flows.shape == flows.shape and torch.isfinite(g_flows).all()
     nbytes = 2 * _nbytes(sources, flows, logits, target) + _nbytes(g_flows, g_logits)
     record(benchmark, group, provider, nbytes, copy_gbps)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="source-gradient atomics and their deterministic sum are GPU paths")
+@pytest.mark.parametrize("shape_name", list(SHAPES))
+@pytest.mark.parametrize("provider", ["cuda", "cuda_deterministic", "reference", "compiled_reference"])
+def test_source_gradient(benchmark, provider, shape_name, providers, device, copy_gbps):
+    """Forward+backward with the sources' gradient too: float atomics against the fixed-order sum
+    that torch.use_deterministic_algorithms(True) selects (its cost, stated in the README)."""
+    sources, flows, logits, target = _inputs(SHAPES[shape_name], device)
+    for t in (sources, flows, logits):
+        t.requires_grad_()
+    fn = providers["cuda" if provider == "cuda_deterministic" else provider]
+    group = f"warp_blend_l1 forward+backward, source grads too {shape_name} fp32 {device.type}"
+    benchmark.group = group
+    before = torch.are_deterministic_algorithms_enabled()
+
+    def run():
+        losses = fn(sources, flows, logits, target)
+        grads = torch.autograd.grad(losses.sum(), [sources, flows, logits])
+        synchronize(device)
+        return grads
+
+    torch.use_deterministic_algorithms(provider == "cuda_deterministic")
+    try:
+        run()
+        g_sources, _, _ = benchmark(run)
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert g_sources.shape == sources.shape and torch.isfinite(g_sources).all()
+    nbytes = 2 * _nbytes(sources, flows, logits, target) + _nbytes(sources, flows, logits)
+    record(benchmark, group, provider, nbytes, copy_gbps)
