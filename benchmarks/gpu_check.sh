@@ -4,9 +4,9 @@
 #   bash benchmarks/gpu_check.sh            # writes gpu_check/report.md (GPU_CHECK_OUT to change)
 #
 # 1. builds fabnet._C with its CUDA kernels (FABNET_FORCE_CUDA=1, no build isolation: offline);
-# 2. runs the GPU tests (tests/ops/test_gpu.py: parity in fp32 / bf16 / fp16 / fp64, forward and
-#    every gradient, layouts, the zero-upstream skip, determinism of the loss, opcheck,
-#    torch.compile(fullgraph=True));
+# 2. runs the GPU tests (pytest -m gpu tests/ops: test_parity.py's cuda and triton parity in
+#    fp32 / bf16 / fp16 / fp64, forward and every gradient, layouts, the zero-upstream skip;
+#    test_gpu.py's determinism, opcheck, torch.compile(fullgraph=True));
 # 3. runs the op benchmarks at (8, 3, 3, 128, 128) and (32, 3, 3, 256, 256) in fp32 and bf16
 #    (cuda, triton, eager reference, torch.compile(reference); GB/s against the measured copy
 #    bandwidth) and the training step at S = 256, B = 32, K = 3 (fused op against the reference);
@@ -36,7 +36,7 @@ if ! FABNET_FORCE_CUDA=1 "$PY" -m pip install --no-build-isolation --no-deps -q 
   exit 1
 fi
 step "built"
-timeout 300 "$PY" -m pytest tests/ops/test_gpu.py -q -p no:cacheprovider > "$OUT/tests.log" 2>&1
+timeout 300 "$PY" -m pytest -m gpu tests/ops -q -p no:cacheprovider > "$OUT/tests.log" 2>&1
 tests_rc=$?
 step "GPU tests done (exit $tests_rc)"
 timeout 300 "$PY" -m pytest benchmarks/bench_warp_blend.py benchmarks/bench_train_step.py --benchmark-only -q \
@@ -52,7 +52,7 @@ step "benchmarks done (exit $bench_rc)"
   echo
   echo "Command: \`bash benchmarks/gpu_check.sh\`"
   echo
-  echo "Tests (tests/ops/test_gpu.py): $(tail -1 "$OUT/tests.log")"
+  echo "Tests (pytest -m gpu tests/ops): $(tail -1 "$OUT/tests.log")"
   echo
   if [ -s "$OUT/bench.json" ]; then "$PY" benchmarks/gpu_report.py "$OUT/bench.json"; else echo "no benchmark results (log: $OUT/bench.log)"; fi
 } > "$OUT/report.md"

@@ -41,7 +41,7 @@ import triton.language as tl
 # four tap tiles of one source: 256 x 4 over 8 warps is 4 elements per thread and tile. With 4
 # warps (8 per thread) ptxas spilled the float32 blend kernel on sm_80 (96 registers, 16 bytes of
 # spill stores, Triton 3.9); with 8 it takes 64 registers and no spills on sm_80 and sm_90
-# (test_triton_interpret.py compiles and checks every launch). The backward keeps the upstream
+# (test_triton_compile.py compiles and checks every launch). The backward keeps the upstream
 # tile and the blend alive across its second pass over K, so it takes 128 pixels over 4 warps
 # (80-121 registers for 16/32-bit types, 146-157 for float64; no spills).
 FORWARD_BLOCK = 256

@@ -201,7 +201,7 @@ CONFIGS += [
 ]
 # Half types: flash-attention's rule (twice the half-type reference's error) plus one unit of
 # the type's precision at the output's scale, the cost of rounding the exact result (see
-# test_triton_interpret.py).
+# tests/ops/parity.py).
 
 
 def _config_id(c):

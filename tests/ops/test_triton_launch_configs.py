@@ -1,7 +1,7 @@
 """The Triton launchers' shape-keyed choices: program size by SM count, int32 or int64 offsets.
 
 launch_config is checked as a function; each choice it can make, and the int64 kernels, are run
-under Triton's interpreter against the reference (test_triton_interpret.py compiles them all for
+under Triton's interpreter against the reference (test_triton_compile.py compiles them all for
 sm_80 and sm_90 and checks for spills).
 """
 
