@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fabnet.data.render import EYE_CORNERS, LANDMARK_NAMES, MOUTH_CORNERS, NOSE_TIP, OUTER_EYE_CORNERS
+from fabnet.data.face import EYE_CORNERS, LANDMARK_NAMES, MOUTH_CORNERS, NOSE_TIP, OUTER_EYE_CORNERS
 
 LABELS_FILE = "labels.csv"
 

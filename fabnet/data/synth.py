@@ -31,15 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fabnet.data.face import EYE_CORNERS, FrameState, Identity, sample_identity
 from fabnet.data.labels import ATTRIBUTE_NAMES, EXPRESSION_NAMES, FrameRecord, write_labels
-from fabnet.data.render import (
-    EYE_CORNERS,
-    FrameState,
-    Identity,
-    project_landmarks,
-    render_frame,
-    sample_identity,
-)
+from fabnet.data.render import project_landmarks, render_frame
 
 POSE_RANGE = (45.0, 25.0, 20.0)  # |yaw|, |pitch|, |roll| maxima in degrees
 JPEG_QUALITY = 92

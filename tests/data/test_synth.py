@@ -20,7 +20,8 @@ from fabnet.data import (
     load_index,
     synthesize,
 )
-from fabnet.data.render import FrameState, project_landmarks, render_frame, sample_identity
+from fabnet.data.face import FrameState, sample_identity
+from fabnet.data.render import project_landmarks, render_frame
 from fabnet.data.synth import POSE_RANGE
 from tests.data.conftest import FRAMES, IDENTITIES, SIZE, TRACKS
 
