@@ -60,8 +60,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--frames-per-track",
         type=positive_int,
-        default=12,
-        help="frames per track; training needs at least K + 1 (default 12)",
+        default=16,
+        help="frames per track; training needs at least K + 1 (default 16)",
     )
     # 1024: four times the largest training size (256); 100000 would ask for 298 GiB of images.
     p.add_argument(

@@ -8,10 +8,13 @@
     OUT/landmarks.png                     a few frames enlarged with their landmarks drawn
 
 Within a track the identity (face shape, skin, hair colour and style, eye spacing, background)
-and the light are fixed; the head pose (yaw ±45, pitch ±25, roll ±20 degrees), the expression
-and small zoom / shift / light jitter change from frame to frame. Pose follows random keyframes
-every ~3 frames with cosine easing, so consecutive frames differ as much as VoxCeleb frames
-taken 1 s apart while the marginals cover the whole range.
+and the light are fixed; the head pose (yaw ±45, pitch ±25, roll ±20 degrees) and the
+expression change from frame to frame, and the crop wobbles a little as a face detector's box
+does (``BOX_WOBBLE``: scale and centre drawn per frame around a per-track framing). Pose follows
+random keyframes every ~3 frames with cosine easing, so consecutive frames differ as much as
+VoxCeleb frames taken 1 s apart while the marginals cover the whole range. Nothing relights a
+frame: every change between two frames of a track is one a warp can explain, except what
+appears or disappears (teeth, eyes opening, the far side of the head).
 
 Expression runs in segments of 2-5 frames, each one class of ``EXPRESSION_NAMES``:
 neutral (sometimes talking: mouth half open), smile (sometimes with an open mouth), surprise
@@ -36,6 +39,11 @@ from fabnet.data.labels import ATTRIBUTE_NAMES, EXPRESSION_NAMES, FrameRecord, w
 from fabnet.data.render import project_landmarks, render_frame
 
 POSE_RANGE = (45.0, 25.0, 20.0)  # |yaw|, |pitch|, |roll| maxima in degrees
+# The crop box around a detected face: a per-track framing (zoom in [0.96, 1.04], centre within
+# 2 % of the side) and a per-frame wobble around it (sd 1 % of the scale, 0.5 % of the side in
+# x and y), a third of the keyframed zoom / shift this generator used to draw, which alone made
+# half of the frame-to-frame L1 at 32 px (docs/data/l1-budget.md).
+BOX_WOBBLE = (0.01, 0.005)  # per-frame sd of (zoom, centre shift in image sides)
 JPEG_QUALITY = 92
 DEFAULT_SIZE = 128  # big enough to read the expression by eye; training demos use 64
 
@@ -72,9 +80,10 @@ def sample_track(rng: np.random.Generator, num_frames: int) -> list[TrackFrame]:
     yaw = _keyframe_curve(rng, num_frames, -POSE_RANGE[0], POSE_RANGE[0], 3.0)
     pitch = _keyframe_curve(rng, num_frames, -POSE_RANGE[1], POSE_RANGE[1], 3.0)
     roll = _keyframe_curve(rng, num_frames, -POSE_RANGE[2], POSE_RANGE[2], 3.0)
-    zoom = _keyframe_curve(rng, num_frames, 0.95, 1.05, 4.0)
-    shift = np.stack([_keyframe_curve(rng, num_frames, -0.025, 0.025, 4.0) for _ in range(2)], 1)
-    light0 = np.array([rng.uniform(-0.9, 0.9), rng.uniform(-0.3, 0.9), -1.0])
+    zoom = rng.uniform(0.96, 1.04) + rng.normal(0, BOX_WOBBLE[0], num_frames)
+    shift = rng.uniform(-0.02, 0.02, 2) + rng.normal(0, BOX_WOBBLE[1], (num_frames, 2))
+    light = np.array([rng.uniform(-0.9, 0.9), rng.uniform(-0.3, 0.9), -1.0])
+    light /= np.linalg.norm(light)
     ambient = rng.uniform(0.3, 0.45)
     body_yaw = rng.uniform(-10, 10)
 
@@ -96,12 +105,11 @@ def sample_track(rng: np.random.Generator, num_frames: int) -> list[TrackFrame]:
 
     frames = []
     for k in range(num_frames):
-        light = light0 + rng.uniform(-0.1, 0.1, 3)
         st = FrameState(
             yaw=float(yaw[k]), pitch=float(pitch[k]), roll=float(roll[k]),
             mouth_open=float(level[k, 0]), smile=float(level[k, 1]),
             eyes_closed=float(level[k, 2]), brows_raised=float(level[k, 3]),
-            light=light / np.linalg.norm(light), ambient=float(ambient),
+            light=light, ambient=float(ambient),
             zoom=float(zoom[k]), shift=shift[k], body_yaw=float(body_yaw),
         )  # fmt: skip
         frames.append(TrackFrame(st, int(classes[k]), (level[k] > 0.5).astype(np.float32)))
@@ -137,7 +145,7 @@ def _render_track(args):
     return records
 
 
-def synthesize(out: str, identities: int = 40, tracks_per_identity: int = 4, frames_per_track: int = 12,
+def synthesize(out: str, identities: int = 40, tracks_per_identity: int = 4, frames_per_track: int = 16,
                size: int = DEFAULT_SIZE, seed: int = 0, *, supersample: int = 2, workers: int = 1,
                progress: bool = True, previews: bool = True) -> list[FrameRecord]:  # fmt: skip
     """Render a synthetic data root at ``out``; returns the records written to labels.csv.

@@ -1,0 +1,19 @@
+"""The frame-change budget of the synthetic tracks (fabnet.data.budget)."""
+
+from __future__ import annotations
+
+from fabnet.data.budget import CAUSES, l1_budget, markdown
+
+
+def test_budget_separates_the_causes():
+    budget = l1_budget(pairs=6, size=16, image_size=32, seed=1)
+    rows = budget["rows"]
+    assert set(rows) == set(CAUSES)
+    # Light is fixed within a track: relighting frame a with frame b's light changes nothing.
+    assert rows["light"]["l1"] == 0 and rows["light"]["changed_pixels"] == 0
+    for cause in ("all", "pose", "expression", "camera"):
+        assert rows[cause]["l1"] > 0, cause
+    assert rows["all"]["l1"] > rows["expression"]["l1"]
+    assert budget["frames_per_s"] > 0
+    table = markdown(budget)
+    assert table.count("\n") == len(CAUSES) + 1 and "| light | 0.0000 |" in table
