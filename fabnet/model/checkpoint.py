@@ -3,8 +3,9 @@
 A checkpoint is a ``torch.save``d dict:
 
     format        "fabnet-checkpoint/1"
-    model_config  {"size", "num_sources", "embedding_dim", "width"}: rebuilds ``FabNet`` (files
-                  without "width" were written at the default, 64)
+    model_config  {"size", "num_sources", "embedding_dim", "width", "confidence_range"}: rebuilds
+                  ``FabNet`` (files without "width" were written at the default, 64; without
+                  "confidence_range", with the paper's tanh logits, 1)
     model         FabNet state dict (unwrapped: no DDP "module." prefix)
     step, epoch   optimiser steps done; epoch the data loader is in
     batch_in_epoch  batches of ``epoch`` already consumed (the data position)
@@ -37,7 +38,7 @@ import threading
 import numpy as np
 import torch
 
-from fabnet.model.fabnet import FabNet
+from fabnet.model.fabnet import PAPER_CONFIDENCE_RANGE, FabNet
 from fabnet.model.networks import DEFAULT_WIDTH, Encoder
 
 FORMAT = "fabnet-checkpoint/1"
@@ -208,7 +209,9 @@ def checkpoint_width(state: dict) -> int:
 
 def build_model(state: dict, **kwargs) -> FabNet:
     """A FabNet with the checkpoint's configuration and weights (``kwargs``: op_backend etc.)."""
-    model = FabNet(**{**state["model_config"], "width": checkpoint_width(state)}, **kwargs)
+    # Files written before confidence_range was stored used the paper's tanh logits (r = 1).
+    config = {"confidence_range": PAPER_CONFIDENCE_RANGE, **state["model_config"], "width": checkpoint_width(state)}
+    model = FabNet(**config, **kwargs)
     model.load_state_dict(state["model"])
     return model
 

@@ -107,7 +107,9 @@ class Decoder(nn.Module):
     """(N, in_features) or (N, in_features, 1, 1) -> (N, out_channels, S, S) in [-1, 1] (tanh)."""
 
     def __init__(self, size: int = 256, in_features: int = 512, out_channels: int = 2, *,
-                 width: int = DEFAULT_WIDTH):  # fmt: skip
+                 width: int = DEFAULT_WIDTH, zero_last: bool = False):  # fmt: skip
+        """zero_last: initialise the last conv to zero, so the output starts at 0 everywhere
+        (flows: the identity warp; confidence logits: equal weights) instead of at random."""
         super().__init__()
         self.size = check_size(size)
         self.width = check_width(width)
@@ -117,6 +119,10 @@ class Decoder(nn.Module):
         self.blocks = nn.Sequential(
             *[UpBlock(a, b, last=(i == len(chans) - 2)) for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))]
         )
+        if zero_last:
+            last = self.blocks[-1].conv
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() == 2:

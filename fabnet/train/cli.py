@@ -75,16 +75,33 @@ def register(subparsers) -> None:
         default=2,
         help="validation rounds without improvement that make a plateau (default 2)",
     )
-    p.add_argument("--lr", type=positive_float, default=1e-3, help="SGD learning rate (paper: 1e-3)")
     p.add_argument(
-        "--momentum", type=finite_float(0.0, 1.0, high_open=True), default=0.9, help="SGD momentum (default 0.9)"
+        "--paper",
+        action="store_true",
+        help="the paper's settings for what is not given: SGD at 1e-3, momentum 0.9, random last "
+        "decoder convs, tanh confidence logits (r = 1)",
     )
-    p.add_argument("--weight-decay", type=non_negative_float, default=0.0)
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default 2e-4; --paper: 1e-3)")
+    p.add_argument(
+        "--momentum", type=finite_float(0.0, 1.0, high_open=True), default=None, help="SGD momentum (default 0.9)"
+    )
+    p.add_argument("--weight-decay", type=non_negative_float, default=None, help="(default 0)")
     p.add_argument(
         "--optimizer",
         choices=["sgd", "adam"],
-        default="sgd",
-        help="sgd (the paper's, default) or adam (betas 0.9/0.999) for short runs",
+        default=None,
+        help="adam (betas 0.9/0.999; default) or sgd (--paper)",
+    )
+    p.add_argument(
+        "--confidence-range",
+        type=positive_float,
+        default=None,
+        help="bound r of the confidence logits (default 8: one source can take a pixel whole; --paper: 1)",
+    )
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="random last decoder convs (the paper's) instead of the identity warp and equal confidences",
     )
     p.add_argument("--init", default=None, help="start from this checkpoint (encoder + flow decoder)")
     p.add_argument("--freeze-flow-decoder", action="store_true", help="keep the --init flow decoder fixed")
@@ -130,9 +147,15 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from fabnet.train.config import TrainConfig
+    from fabnet.train.config import PAPER, TrainConfig
 
+    # Options not given on the command line: the paper's with --paper, else TrainConfig's.
+    base = PAPER if args.paper else {k: getattr(TrainConfig, k) for k in PAPER}
+    given = dict(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                 confidence_range=args.confidence_range, identity_init=False if args.random_init else None)  # fmt: skip
+    chosen = {k: (given[k] if given[k] is not None else base[k]) for k in PAPER}
     return TrainConfig(
+        **chosen,
         data=args.data,
         out=args.out,
         size=args.size,
@@ -144,10 +167,6 @@ def config_from_args(args: argparse.Namespace):
         epoch_length=args.epoch_length,
         curriculum=args.curriculum,
         patience=args.patience,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        optimizer=args.optimizer,
         init=args.init,
         freeze_flow_decoder=args.freeze_flow_decoder,
         resume=args.resume,

@@ -36,6 +36,7 @@ import torch
 from fabnet.data.bad_frames import TooManyBadFrames
 from fabnet.model import FabNet, init_from, load_checkpoint, save_checkpoint
 from fabnet.model.checkpoint import FORMAT
+from fabnet.model.fabnet import PAPER_CONFIDENCE_RANGE
 from fabnet.train import distributed as D
 from fabnet.train.batches import epoch_batches, make_loader, to_device
 from fabnet.train.config import TrainConfig, TrainResult, check_config, check_data
@@ -169,8 +170,12 @@ class _Run:
         torch.manual_seed(cfg.seed + world.rank)
         np.random.seed(cfg.seed + world.rank)
         random.seed(cfg.seed + world.rank)
+        # A resumed run keeps its checkpoint's logit bound (older files: the paper's).
+        confidence_range = (resume_state["model_config"].get("confidence_range", PAPER_CONFIDENCE_RANGE)
+                            if resume_state is not None else cfg.confidence_range)  # fmt: skip
         self.model = FabNet(cfg.size, cfg.num_sources, width=cfg.width, op_backend=cfg.op_backend,
-                            channels_last=cfg.channels_last, autocast_bf16=cfg.bf16)  # fmt: skip
+                            channels_last=cfg.channels_last, autocast_bf16=cfg.bf16,
+                            confidence_range=confidence_range, identity_init=cfg.identity_init)  # fmt: skip
         init_loaded = []
         if cfg.init is not None and resume_state is None:
             init_loaded = init_from(self.model, load_checkpoint(cfg.init, "cpu"), path=cfg.init)

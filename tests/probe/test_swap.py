@@ -48,7 +48,8 @@ def _checkpoint(path, num_sources):
     from fabnet.model.checkpoint import FORMAT, save_checkpoint
 
     torch.manual_seed(num_sources)
-    model = FabNet(size=32, num_sources=num_sources)
+    # Random last convs: decoder outputs that depend on the embeddings, as after training.
+    model = FabNet(size=32, num_sources=num_sources, identity_init=False)
     for m in model.modules():  # running statistics = those of the one batch below, as after training
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = None

@@ -16,11 +16,12 @@ from tests.train.test_train import small_args
 
 def test_non_finite_step_stops_training_and_keeps_the_checkpoint(synth_root, tmp_path, capsys):
     """An update that overflows the weights: the next step's loss is NaN, training stops with
-    exit 1 naming that step, and last.pt keeps the last finite weights."""
+    exit 1 naming that step, and last.pt keeps the last finite weights. (The paper's SGD and
+    random init: Adam's step is bounded by the LR per weight, and a zero last conv takes the
+    whole first step, saturating the tanh, so the loss stays finite.)"""
     out = str(tmp_path / "run")
-    rc = fabnet_main(
-        small_args(synth_root, out, "--steps", "4", "--checkpoint-every", "1", "--val-every", "100", "--lr", "1e30")
-    )
+    args = ("--steps", "4", "--checkpoint-every", "1", "--val-every", "100", "--lr", "1e30", "--paper")
+    rc = fabnet_main(small_args(synth_root, out, *args))
     err = capsys.readouterr().err
     assert rc == 1, err
     assert "fabnet train: error: step " in err and "not finite" in err and "Lower --lr (now 1e+30)" in err
