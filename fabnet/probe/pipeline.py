@@ -80,12 +80,14 @@ def save_embeddings(emb: dict[str, Embedded], path: str, checkpoint: str | None 
 
 
 def probe_task(task: str, emb: dict[str, Embedded], *, config: ProbeConfig | None = None,
-               info: dict | None = None) -> tuple[dict, object]:  # fmt: skip
+               info: dict | None = None, bootstrap: int = 1000) -> tuple[dict, object]:  # fmt: skip
     """Fit the probe of ``task`` on train (early stopping on val) and score it on test.
 
     emb: the output of ``embed_splits`` with train, val and test. info: label names
-    (``fabnet.data.labels.label_info``). Returns (metrics, fitted probe); metrics also hold
-    the train / val sizes, the stopping epoch and the fit time.
+    (``fabnet.data.labels.label_info``). bootstrap: identity resamples of the test split for
+    ``ci95`` (0: none). Returns (metrics, fitted probe); metrics also hold ``ci95`` ({main
+    metric: [low, high]}, fabnet.probe.intervals), the number of test identities, the train /
+    val sizes, the stopping epoch and the fit time.
     """
     from fabnet.data.labels import OUTER_EYE_CORNERS
 
@@ -96,6 +98,8 @@ def probe_task(task: str, emb: dict[str, Embedded], *, config: ProbeConfig | Non
         e = emb[split]
         t = task_targets(task, e.records, e.boxes)
         data[split] = (e.embeddings[t.keep], t.y)
+        if split == "test":
+            identities = e.identities[t.keep]
     if min(len(data[s][1]) for s in data) == 0:
         counts = {s: len(data[s][1]) for s in data}
         raise ValueError(
@@ -112,15 +116,27 @@ def probe_task(task: str, emb: dict[str, Embedded], *, config: ProbeConfig | Non
         names = list(info.get("expression_names", []))[: pred.shape[1]] or None
     elif task == "attributes":
         names = list(info.get("attribute_names", []))[: pred.shape[1]] or None
-    metrics = evaluate(task, pred, data["test"][1], pose_names=info.get("pose_names", ("yaw", "pitch", "roll")),
-                       class_names=names, outer_eye_corners=OUTER_EYE_CORNERS)  # fmt: skip
+    options = dict(pose_names=info.get("pose_names", ("yaw", "pitch", "roll")), class_names=names,
+                   outer_eye_corners=OUTER_EYE_CORNERS)  # fmt: skip
+    y_test = data["test"][1]
+    metrics = evaluate(task, pred, y_test, **options)
+    main = MAIN_METRIC[task]
+    metrics["test_identities"] = int(len(np.unique(identities)))
+    if bootstrap:
+        from fabnet.probe.intervals import identity_bootstrap
+
+        def metric(rows):
+            return evaluate(task, pred[rows], y_test[rows], **options)[main]
+
+        metrics["ci95"] = {main: identity_bootstrap(metric, identities, resamples=bootstrap, seed=0)}
     metrics.update(num_train=len(data["train"][1]), num_val=len(data["val"][1]), best_epoch=fit.best_epoch,
                    epochs=fit.epochs, fit_s=round(time.perf_counter() - t0, 2))  # fmt: skip
     return metrics, fit
 
 
 def format_table(results: dict[str, dict[str, dict]], tasks=TASKS) -> str:
-    """A Markdown table of the main metric per task (rows: methods)."""
+    """A Markdown table of the main metric per task (rows: methods), with its 95 % interval
+    over test identities in brackets where the metrics carry one (``ci95``)."""
     methods = []
     for task in tasks:
         for m in results.get(task, {}):
@@ -132,8 +148,14 @@ def format_table(results: dict[str, dict[str, dict]], tasks=TASKS) -> str:
         cells = []
         for t in tasks:
             if t in results:
-                v = results[t].get(m, {}).get(MAIN_METRIC[t])
-                cells.append("-" if v is None else f"{v:.3f}" if "auc" in MAIN_METRIC[t] else f"{v:.2f}")
+                metrics = results[t].get(m, {})
+                v = metrics.get(MAIN_METRIC[t])
+                fmt = ".3f" if "auc" in MAIN_METRIC[t] else ".2f"
+                ci = metrics.get("ci95", {}).get(MAIN_METRIC[t])
+                cell = "-" if v is None else f"{v:{fmt}}"
+                if v is not None and ci is not None:
+                    cell += f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
+                cells.append(cell)
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
