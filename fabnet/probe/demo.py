@@ -31,13 +31,14 @@ import numpy as np
 
 from fabnet.probe.tasks import LOWER_IS_BETTER, MAIN_METRIC, TASKS
 
-METHODS = ("fabnet_1src", "fabnet_3src_curriculum", "autoencoder", "random_init", "pixels")
+METHODS = ("fabnet_1src", "fabnet_3src_curriculum", "autoencoder", "random_init", "pixels", "noise")
 METHOD_LABELS = {
     "fabnet_1src": "FAb-Net, 1 source",
     "fabnet_3src_curriculum": "FAb-Net, 3 sources + curriculum",
     "autoencoder": "autoencoder",
     "random_init": "random-init encoder",
     "pixels": "raw pixels",
+    "noise": "random features (noise floor)",
     "rotation": "rotation prediction",
 }
 
@@ -60,38 +61,29 @@ class DemoConfig:
 
     identities: int = 60
     tracks_per_identity: int = 3
-    frames_per_track: int = 8
+    frames_per_track: int = 16
     image_size: int = 64
     size: int = 32
+    # The probe set: people never seen in training, rendered apart (another seed), split by
+    # identity 60/10/30 into probe-fit / probe-validation / test. 500 identities give 150 test
+    # identities: enough for identity-bootstrap intervals narrower than the gaps between methods.
+    probe_identities: int = 500
+    probe_frames: int = 4
     steps_1src: int = 2000
     batch_1src: int = 16
-    steps_3src: int = 2000
-    batch_3src: int = 8
-    val_every: int = 25
-    # 16 rounds of 25 steps: in practice a constant LR. Validation does not beat the initial
-    # (zero-ish flow) loss for the first ~15 rounds, and with a patience of 4 the LR reached 1e-5
-    # by step ~475. Measured on the demo data (seed 0), 1-source model, pose MAE / landmark NME:
-    # 1000 steps, patience 4: 10.03 deg / 26.6 %; 2000 steps at constant LR: 9.75 deg / 24.8 %
-    # (9.23 / 24.9 in a single-thread run: float sums in another order, another trajectory).
+    # Stage 2 at batch 16: the curriculum's first window (0-50 % of the sorted losses) is 8 samples.
+    steps_3src: int = 1000
+    batch_3src: int = 16
+    val_every: int = 50
+    val_batches: int = 8  # x 16 = 128 fixed validation pairs
     patience_1src: int = 16
-    # Stage 2 shifts the curriculum window after 16 rounds without improvement, as stage 1 cuts its
-    # LR. With 4 rounds, the noisy 2-batch validation spent all four shifts by step ~525 and the LR
-    # cuts by ~850 (1e-8 by step 1150), so stage 2 stopped learning. Measured from the same
-    # 2000-step stage 1 (seed 0, an Intel Xeon 2-core CPU), over all 144 test targets: largest
-    # confidence per pixel / pose-nearest source most confident (chance 33.3 %): 1000 steps,
-    # patience 4: 0.385 / 46.2 %; 3000 steps, patience 4: 0.384 / 45.7 %; 2000 steps, patience 16:
-    # 0.453 / 60.6 % (the window reached 30-80 %, the LR stayed). Seed 1, 2000 / 16: 0.452 / 58.0 %.
-    # Earlier, 1000 steps, patience 4, flow decoder trained too: 0.375 / 38.0 % (18 targets).
     patience: int = 16
-    lr: float = 1e-2
+    # Adam from the identity warp (fabnet.train.config.PAPER has the paper's SGD): the flow
+    # decoder's last conv starts at zero, so the warp starts at the no-warp loss and improves.
+    optimizer: str = "adam"
+    lr: float = 2e-4
     momentum: float = 0.9
-    # Chosen by FAb-Net's own validation L1 (no labels): stage 1 as above, weight decay 0 / 5e-4 /
-    # 5e-3 / 1e-2 / 2e-2 gave best val L1 0.0426 / 0.0429 / 0.0400 / 0.0401 / 0.0416 (2e-2 also cut
-    # the LR at step 2000). Probes of those runs, pose MAE / landmark NME: 9.75 / 24.8, 9.61 / 25.8,
-    # 8.86 / 23.8, 9.31 / 24.5, 9.28 / 25.6. The autoencoder gets the same value, as every other
-    # optimiser setting: its last-50-step L1 was 0.1351 with it and 0.1373 without, but its probes
-    # moved the other way (pose 9.94 / landmarks 25.3 with it, 8.79 / 23.5 without).
-    weight_decay: float = 5e-3
+    weight_decay: float = 0.0
     ae_steps: int = 2000  # as many as FAb-Net's stage 1
     ae_batch: int = 16
     rotation_steps: int = 0
@@ -112,7 +104,9 @@ class DemoConfig:
     def quick(cls) -> DemoConfig:
         # Every stage runs, on a toy budget: the numbers of a quick run say nothing about the method.
         return cls(identities=24, tracks_per_identity=2, frames_per_track=8, image_size=48, size=32,
-                   steps_1src=20, batch_1src=8, steps_3src=8, batch_3src=4, val_every=10, patience_1src=2,
+                   probe_identities=40, probe_frames=3,
+                   steps_1src=20, batch_1src=8, steps_3src=8, batch_3src=4, val_every=10, val_batches=2,
+                   patience_1src=2,
                    ae_steps=20, ae_batch=8, probe_max_epochs=40, probe_patience=8, probe_batch=64,
                    retrieval_queries=4, retrieval_k=5, heatmap_samples=3, name="quick")  # fmt: skip
 
@@ -134,6 +128,43 @@ def _synth(cfg: DemoConfig, root: str, workers: int, progress: bool = False) -> 
     t0 = time.perf_counter()
     synthesize(root, cfg.identities, cfg.tracks_per_identity, cfg.frames_per_track, size=cfg.image_size,
                seed=cfg.seed, workers=workers, progress=progress)  # fmt: skip
+    with open(stamp, "w") as fh:
+        json.dump(want, fh)
+    return {"reused": False, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+# Split of the probe set by identity: fit the probes / stop their training / test.
+PROBE_SPLIT = (0.6, 0.1, 0.3)
+# The probe set's people are drawn with this seed offset: fabnet.data.synth draws identity i
+# from (seed, i), so another seed gives other people than the training data's.
+PROBE_SEED_OFFSET = 10_000
+
+
+def _synth_probe_set(cfg: DemoConfig, root: str, workers: int, progress: bool = False) -> dict:
+    """The labelled probe set: ``probe_identities`` people unseen in training, one track of
+    ``probe_frames`` frames each, with the split written into labels.csv (PROBE_SPLIT)."""
+    from fabnet.data.labels import write_labels
+    from fabnet.data.synth import identity_name, synthesize
+
+    stamp = os.path.join(root, "demo_probe_data.json")
+    want = {"identities": cfg.probe_identities, "frames": cfg.probe_frames, "image_size": cfg.image_size,
+            "seed": cfg.seed + PROBE_SEED_OFFSET, "split": PROBE_SPLIT}  # fmt: skip
+    if os.path.exists(stamp) and os.path.exists(os.path.join(root, "labels.csv")):
+        with open(stamp) as fh:
+            if json.load(fh) == json.loads(json.dumps(want)):
+                _log(f"reusing the probe set in {root}")
+                return {"reused": True}
+    t0 = time.perf_counter()
+    records = synthesize(root, cfg.probe_identities, 1, cfg.probe_frames, size=cfg.image_size,
+                         seed=cfg.seed + PROBE_SEED_OFFSET, workers=workers, progress=progress,
+                         previews=False)  # fmt: skip
+    n_fit = round(PROBE_SPLIT[0] * cfg.probe_identities)
+    n_val = max(1, round(PROBE_SPLIT[1] * cfg.probe_identities))
+    split_of = {identity_name(i): "train" if i < n_fit else "val" if i < n_fit + n_val else "test"
+                for i in range(cfg.probe_identities)}  # fmt: skip
+    for r in records:
+        r.split = split_of[r.identity]
+    write_labels(root, records)
     with open(stamp, "w") as fh:
         json.dump(want, fh)
     return {"reused": False, "wall_s": round(time.perf_counter() - t0, 1)}
@@ -182,11 +213,12 @@ def _train_fabnet(cfg: DemoConfig, data: str, run: str, *, num_sources: int, ste
         _log(f"resuming the interrupted run in {run}")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     kwargs = dict(data=data, out=run, size=cfg.size, num_sources=num_sources, batch_size=batch, steps=steps,
-                  curriculum=curriculum, patience=patience, lr=cfg.lr, momentum=cfg.momentum,
-                  weight_decay=cfg.weight_decay, init=init, resume=resume,
-                  # The release trains encoder + confidence decoder in the K-source stage.
-                  freeze_flow_decoder=num_sources > 1, seed=cfg.seed, val_every=cfg.val_every,
-                  val_batches=2, checkpoint_every=0, log_every=5, figure_every=0, figure_samples=4,
+                  curriculum=curriculum, patience=patience, optimizer=cfg.optimizer, lr=cfg.lr,
+                  momentum=cfg.momentum, weight_decay=cfg.weight_decay, init=init, resume=resume,
+                  # The release freezes the flow decoder in the K-source stage; here it keeps
+                  # learning, so stage 2 can improve the warp it blends.
+                  freeze_flow_decoder=False, seed=cfg.seed, val_every=cfg.val_every,
+                  val_batches=cfg.val_batches, checkpoint_every=0, log_every=5, figure_every=0, figure_samples=4,
                   device="cpu", data_backend="pil", num_workers=0, progress=progress)  # fmt: skip
     result = train(TrainConfig(**{k: v for k, v in kwargs.items() if k in fields}))
     if result.interrupted:  # the signal was taken by train(), which saved a checkpoint first
@@ -266,7 +298,8 @@ def probe_bar_chart(probes: dict, path: str, methods=METHODS) -> str:
     plt = _plt()
     tasks = [t for t in TASKS if t in probes]
     colours = {"fabnet_1src": "tab:blue", "fabnet_3src_curriculum": "tab:green", "autoencoder": "tab:orange",
-               "random_init": "tab:grey", "rotation": "tab:purple", "pixels": "tab:brown"}  # fmt: skip
+               "random_init": "tab:grey", "rotation": "tab:purple", "pixels": "tab:brown",
+               "noise": "tab:olive"}  # fmt: skip
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.6), dpi=110, squeeze=False)
     for ax, task in zip(axes[0], tasks):
         metric = MAIN_METRIC[task]
@@ -455,26 +488,40 @@ def _better(task: str, a: float, b: float) -> bool:
     return a < b if LOWER_IS_BETTER[MAIN_METRIC[task]] else a > b
 
 
+def _versus(task: str, a: dict, b: dict) -> str:
+    """ "ahead of" / "behind" when the two 95 % intervals do not overlap, else "level with (the
+    intervals overlap)"; without intervals, the bare order of the two numbers."""
+    metric = MAIN_METRIC[task]
+    ca, cb = a.get("ci95", {}).get(metric), b.get("ci95", {}).get(metric)
+    if ca is None or cb is None:
+        return "ahead of" if _better(task, a[metric], b[metric]) else "not ahead of"
+    if ca[1] < cb[0] or cb[1] < ca[0]:
+        return "ahead of" if _better(task, a[metric], b[metric]) else "behind"
+    return "level with (the intervals overlap)"
+
+
+def _with_ci(task: str, metrics: dict) -> str:
+    metric = MAIN_METRIC[task]
+    ci = metrics.get("ci95", {}).get(metric)
+    return f"{metrics[metric]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
 def _comparison_text(probes: dict) -> list[str]:
-    """Plain statements of which method wins each task, from the numbers only."""
+    """Which method is ahead on each task, from the numbers and their intervals only: a method
+    is "ahead" of another only where their 95 % intervals over test identities do not overlap."""
     lines = []
     for task in TASKS:
-        if task not in probes or "fabnet_1src" not in probes[task] or "fabnet_3src_curriculum" not in probes[task]:
+        results = probes.get(task, {})
+        if "fabnet_1src" not in results or "fabnet_3src_curriculum" not in results:
             continue
-        metric = MAIN_METRIC[task]
-        one = probes[task]["fabnet_1src"][metric]
-        three = probes[task]["fabnet_3src_curriculum"][metric]
-        rnd = probes[task].get("random_init", {}).get(metric)
-        word = "better" if _better(task, three, one) else "worse" if _better(task, one, three) else "equal"
-        line = f"- **{task}** ({metric}): 3 sources + curriculum {three:.3f} vs 1 source {one:.3f} -> {word}"
-        if rnd is not None:
-            best = "fabnet_3src_curriculum" if _better(task, three, one) else "fabnet_1src"
-            beats = _better(task, probes[task][best][metric], rnd)
-            line += f"; the better FAb-Net {'beats' if beats else 'does NOT beat'} the random-init encoder ({rnd:.3f})"
-            pix = probes[task].get("pixels", {}).get(metric)
-            if pix is not None:
-                beats = _better(task, probes[task][best][metric], pix)
-                line += f" and {'beats' if beats else 'does NOT beat'} raw pixels ({pix:.3f})"
+        three, one = results["fabnet_3src_curriculum"], results["fabnet_1src"]
+        line = (f"- **{task}** ({MAIN_METRIC[task]}): 3 sources + curriculum {_with_ci(task, three)} is "
+                f"{_versus(task, three, one)} 1 source {_with_ci(task, one)}")  # fmt: skip
+        others = [m for m in ("random_init", "pixels", "autoencoder", "noise") if m in results]
+        if others:
+            line += "; against the baselines, 3 sources + curriculum is " + ", ".join(
+                f"{_versus(task, three, results[m])} {m} {_with_ci(task, results[m])}" for m in others
+            )
         lines.append(line + ".")
     for task in TASKS:
         if probes.get(task):
@@ -494,8 +541,17 @@ def write_report(report: dict, out: str) -> str:
     cfg = report["config"]
     probes = report["probes"]
     lines = [
-        "# FAb-Net demo on synthetic faces",
+        "# FAb-Net demo on synthetic faces" + (": smoke test" if cfg.get("name") == "quick" else ""),
         "",
+    ]
+    if cfg.get("name") == "quick":
+        lines += [
+            "**This is a smoke test (`--quick`): every stage runs on a toy budget (tens of training steps, "
+            f"{cfg['probe_identities']} probe identities), so its numbers mean nothing about the method.** "
+            "Run `fabnet demo` for the real comparison.",
+            "",
+        ]
+    lines += [
         f"Run `{report['command']}` on {report['machine']}, {report['date']}; total wall time "
         f"{report['times']['total']:.0f} s. Seed {cfg['seed']}. Load average (1 min) at the start "
         f"{report['load_average']['start'][0]:.1f}, at the end {report['load_average']['end'][0]:.1f}"
@@ -504,28 +560,35 @@ def write_report(report: dict, out: str) -> str:
         "",
         "## Setup",
         "",
-        f"- Data: {cfg['identities']} synthetic identities x {cfg['tracks_per_identity']} tracks x "
+        f"- Training data: {cfg['identities']} synthetic identities x {cfg['tracks_per_identity']} tracks x "
         f"{cfg['frames_per_track']} frames at {cfg['image_size']} px, identity-disjoint 75/15/10 split "
         f"({report['data']['frames']} frames: train {report['data']['train']}, val {report['data']['val']}, "
-        f"test {report['data']['test']}; test identities {report['data']['test_identities']}).",
-        f"- Networks at S = {cfg['size']}, 256-d embedding. FAb-Net stage 1: 1 source, {cfg['steps_1src']} SGD "
-        f"steps of {cfg['batch_1src']} (lr {cfg['lr']}, momentum {cfg['momentum']}, weight decay "
-        f"{cfg.get('weight_decay', 0)}, LR divided by 10 after "
-        f"{cfg['patience_1src']} validation rounds without improvement, validation every {cfg['val_every']} steps), "
-        f"no curriculum. Stage 2: "
-        f"3 sources, curriculum, initialised from stage 1, flow decoder frozen (as in the original release), "
-        f"{cfg['steps_3src']} more steps of {cfg['batch_3src']} (curriculum window shifted by 10 points, then the LR "
-        f"divided by 10, after {cfg['patience']} validation rounds without improvement).",
+        f"test {report['data']['test']}).",
+        f"- Probe set: {cfg['probe_identities']} other identities (never seen in training) x 1 track x "
+        f"{cfg['probe_frames']} frames, split by identity 60/10/30 into probe fitting, probe early stopping "
+        f"and test ({report['sizes']['test_identities']} test identities). Every probe metric comes with a 95 % "
+        "interval from 1000 bootstrap resamples of the test identities.",
+        f"- Networks at S = {cfg['size']}, 256-d embedding, decoders' last conv initialised to zero (the warp "
+        f"starts as the identity, confidences equal). FAb-Net stage 1: 1 source, {cfg['steps_1src']} "
+        f"{cfg['optimizer']} steps of {cfg['batch_1src']} (lr {cfg['lr']}, weight decay "
+        f"{cfg.get('weight_decay', 0)}, LR divided by 10 after {cfg['patience_1src']} validation rounds without "
+        f"improvement; validation every {cfg['val_every']} steps on {cfg['val_batches'] * cfg['batch_1src']} "
+        "fixed pairs), no curriculum. Stage 2: 3 sources, curriculum, initialised from stage 1, flow decoder "
+        f"trained too (the original release froze it), {cfg['steps_3src']} more steps of {cfg['batch_3src']} "
+        "(curriculum window shifted by 10 points, then the LR divided by 10, after "
+        f"{cfg['patience']} validation rounds without improvement).",
         f"- Baselines: random-init encoder (BatchNorm statistics re-estimated on train frames, no training); "
         f"autoencoder (same encoder + decoder, L1 reconstruction), {cfg['ae_steps']} steps of {cfg['ae_batch']}, "
-        f"same SGD settings"
+        f"same optimiser settings"
         + (f"; rotation prediction, {cfg['rotation_steps']} steps" if cfg["rotation_steps"] else "")
         + f"; raw pixels (no network: the {cfg['size']} x {cfg['size']} crop itself, {3 * cfg['size'] ** 2} values, "
-        "read by the same probe and the same cosine retrieval).",
+        "read by the same probe and the same cosine retrieval); random features (256 normal values fixed per "
+        "frame: the noise floor).",
         "- Probes: BatchNorm1d(D) + Linear(D, k, bias=False) on the frozen embedding of the centre crop (D = 256; "
         f"{3 * cfg['size'] ** 2} for raw pixels), "
-        f"Adam lr 1e-3, batch {cfg['probe_batch']}, early stopping on the validation identities (patience "
-        f"{cfg['probe_patience']} epochs, at most {cfg['probe_max_epochs']}); metrics on the test identities.",
+        f"Adam lr 1e-3, batch {cfg['probe_batch']}, early stopping on the probe set's validation identities "
+        f"(patience {cfg['probe_patience']} epochs, at most {cfg['probe_max_epochs']}); metrics on its test "
+        "identities.",
         "",
         "## Linear probes (test split)",
         "",
@@ -684,6 +747,13 @@ def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | Non
     t0 = time.perf_counter()
     synth_info = _synth(cfg, data, workers, progress)
     timed("synth", t0)
+    t0 = time.perf_counter()
+    probe_data = (keep_data.rstrip("/") + "_probe") if keep_data else os.path.join(out, "probe_data")
+    _log(f"synthesising the probe set ({cfg.probe_identities} unseen identities)")
+    _synth_probe_set(cfg, probe_data, workers, progress)
+    timed("synth_probe_set", t0)
+    probe_records = load_index(probe_data)
+    probe_test_ids = sorted({r.identity for r in probe_records if r.split == "test"})
     records = load_index(data)
     counts = {s: sum(r.split == s for r in records) for s in ("train", "val", "test")}
     test_ids = sorted({r.identity for r in records if r.split == "test"})
@@ -734,7 +804,7 @@ def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | Non
     for method, steps, batch in baselines:
         _log(f"baseline {method}" + (f", {steps} steps" if steps else ""))
         t0 = time.perf_counter()
-        bcfg = BaselineConfig(method=method, size=cfg.size, steps=steps, batch_size=batch, optimizer="sgd",
+        bcfg = BaselineConfig(method=method, size=cfg.size, steps=steps, batch_size=batch, optimizer=cfg.optimizer,
                               lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                               seed=cfg.seed)  # fmt: skip
         stage.name = f"baseline {method}"
@@ -753,14 +823,16 @@ def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | Non
                        seed=cfg.seed)  # fmt: skip
     probes: dict[str, dict] = {t: {} for t in TASKS}
     retrieval: dict[str, dict] = {}
+    from fabnet.probe.noise import NoiseEncoder
     from fabnet.probe.pixels import PixelEncoder
 
-    encoders = {**checkpoints, "pixels": PixelEncoder(cfg.size)}  # a checkpoint path or the encoder itself
+    # A checkpoint path or the encoder itself.
+    encoders = {**checkpoints, "pixels": PixelEncoder(cfg.size), "noise": NoiseEncoder(cfg.size, seed=cfg.seed)}
     for method, encoder in encoders.items():
         stage.name = f"embedding and probing {method}"
         _log(f"embedding and probing {method}")
         t0 = time.perf_counter()
-        emb = embed_splits(encoder, data, progress=progress)
+        emb = embed_splits(encoder, probe_data, progress=progress)
         timed(f"embed_{method}", t0)
         t0 = time.perf_counter()
         for task in TASKS:
@@ -779,7 +851,8 @@ def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | Non
     sizes = {"identities": cfg.identities, "tracks_per_identity": cfg.tracks_per_identity,
              "frames_per_track": cfg.frames_per_track, "image_size": cfg.image_size, "network_input": cfg.size,
              "embedding_dim": 256, "frames": len(records), **{f"{s}_frames": n for s, n in counts.items()},
-             "test_identities": len(test_ids), "batch_1src": cfg.batch_1src, "batch_3src": cfg.batch_3src,
+             "test_identities": len(probe_test_ids), "probe_frames": len(probe_records),
+             "training_test_identities": len(test_ids), "batch_1src": cfg.batch_1src, "batch_3src": cfg.batch_3src,
              "batch_baselines": cfg.ae_batch, "probe_batch": cfg.probe_batch}  # fmt: skip
     report = {
         "command": "fabnet demo"
@@ -797,6 +870,7 @@ def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | Non
             **counts,
             "test_identities": len(test_ids),
             "reused": synth_info.get("reused", False),
+            "probe_root": os.path.relpath(probe_data, out),
         },
         "steps": {
             "fabnet_1src": r1.step,
@@ -805,6 +879,7 @@ def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | Non
             "random_init": 0,
             **({"rotation": cfg.rotation_steps} if cfg.rotation_steps else {}),
             "pixels": 0,
+            "noise": 0,
         },
         "best_val_l1": {"fabnet_1src": r1.best_val, "fabnet_3src_curriculum": r3.best_val},
         "zero_flow_val_l1": {

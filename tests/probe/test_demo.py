@@ -12,7 +12,7 @@ from fabnet.cli import main
 pytestmark = pytest.mark.slow  # the longest test module: a whole (tiny) demo run, ~17 s on 2 cores
 
 TASK_METRIC = {"landmarks": "nme_iod_pct", "pose": "mae_deg", "expression": "auc_mean", "attributes": "auc_mean"}
-METHODS = ("fabnet_1src", "fabnet_3src_curriculum", "autoencoder", "random_init", "pixels")
+METHODS = ("fabnet_1src", "fabnet_3src_curriculum", "autoencoder", "random_init", "pixels", "noise")
 
 
 @pytest.fixture(scope="module")
