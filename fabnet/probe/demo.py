@@ -1,20 +1,20 @@
 """``fabnet demo``: the whole method on synthetic faces, from data to a report, on a CPU.
 
-1. Render a synthetic data root (identity-disjoint train / val / test).
+1. Render a synthetic data root for training (identity-disjoint train / val / test) and,
+   apart, a labelled probe set of identities the training never sees.
 2. Train FAb-Net with one source frame; then three source frames with the curriculum, started
    from the one-source model (the paper's schedule, shrunk).
 3. Baselines on the same frames: a random-init encoder and the autoencoder (optionally the
    rotation-prediction network).
-4. Embed every split with every frozen encoder and with the raw pixels (the no-learning
-   reference), fit the linear probes (landmarks, pose, expression, attributes) and score them
-   on the test identities.
-5. Cross-identity retrieval on the test split, and what the FAb-Net decoders read from the
-   target embedding (``fabnet.probe.swap``: the warp with that embedding swapped out).
+4. Embed the probe set with every frozen encoder, with the raw pixels (the no-learning
+   reference) and with random features (the noise floor), fit the linear probes (landmarks,
+   pose, expression, attributes) and score them on its test identities with 95 % intervals.
+5. Cross-identity retrieval on those test identities, and what the FAb-Net decoders read from
+   the target embedding (``fabnet.probe.swap``: the warp with that embedding swapped out).
 6. Write ``DIR/report.md``, ``DIR/report.json`` and ``DIR/figures/*.png``.
 
-Sizes are chosen for a 2-core CPU: ``DemoConfig.full()`` takes about 13 minutes (728-771 s
-measured), ``quick()`` under one.
-"""
+Sizes are chosen for a 2-core CPU: ``DemoConfig.full()`` takes about 13 minutes (789 s
+measured on 2026-12-01), ``quick()`` under one."""
 
 from __future__ import annotations
 
@@ -684,7 +684,9 @@ def write_report(report: dict, out: str) -> str:
                   "Figure: `figures/confidence_heatmaps.png`."]  # fmt: skip
     lines += ["", "## Figures", ""]
     for name, path in report["figures"].items():
-        rel = os.path.relpath(path, out) if os.path.isabs(path) else path  # report.json keeps them relative
+        # Relative to the report's directory whether ``out`` and the paths are relative or not
+        # (a path like "demo/figures/x.png" for --out demo would break the link inside demo/).
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(out))
         lines.append(f"- {name}: [`{rel}`]({rel})")
     lines += ["", "## Wall times (s)", "", "| stage | s |", "|---|---|"]
     for k, v in report["times"].items():

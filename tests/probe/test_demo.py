@@ -4,6 +4,7 @@
 import json
 import math
 import os
+import re
 
 import pytest
 
@@ -18,7 +19,13 @@ METHODS = ("fabnet_1src", "fabnet_3src_curriculum", "autoencoder", "random_init"
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    # A relative --out, as in the README's command: the report's links must still resolve.
+    cwd = os.getcwd()
+    os.chdir(out.parent)
+    try:
+        assert main(["demo", "--quick", "--out", out.name]) == 0
+    finally:
+        os.chdir(cwd)
     return out
 
 
@@ -84,6 +91,18 @@ def test_report_md_lists_every_method_and_figure(demo_dir):
     report = json.loads((demo_dir / "report.json").read_text())
     for rel in report["figures"].values():
         assert f"]({rel})" in text, rel
+    links = re.findall(r"\]\(([^)]+\.png)\)", text)
+    assert links and all((demo_dir / link).is_file() for link in links), links
+    assert text.startswith("# FAb-Net demo on synthetic faces: smoke test")
+
+
+def test_probe_metrics_carry_identity_intervals(demo_dir):
+    report = json.loads((demo_dir / "report.json").read_text())
+    assert report["sizes"]["test_identities"] == 12  # 30 % of the quick probe set's 40
+    for task, metric in TASK_METRIC.items():
+        for method, metrics in report["probes"][task].items():
+            low, high = metrics["ci95"][metric]
+            assert low <= metrics[metric] <= high, (task, method)
 
 
 def test_ctrl_c_stops_the_whole_demo_and_the_same_command_continues(tmp_path):
