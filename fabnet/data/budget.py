@@ -1,6 +1,6 @@
 """Where the frame-to-frame change of the synthetic tracks comes from, cause by cause.
 
-    python -m fabnet.data.budget [--pairs 300] [--size 32] [--out docs/data/l1-budget.md]
+    python -m fabnet.data.budget [--pairs 300] [--size 32] [--image-size 64] [--seed 0]
 
 For random pairs of frames (a, b) of the same track, frame a is rendered once as it is and once
 with one cause of change taken from frame b (pose, expression, camera framing or light), the
@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from fabnet.arguments import int_at_least, require_int
 from fabnet.data.face import sample_identity
 from fabnet.data.render import render_frame
 
@@ -43,7 +44,14 @@ def _network_input(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def l1_budget(pairs: int = 300, size: int = 32, image_size: int = 64, frames: int = 16, seed: int = 0) -> dict:
-    """{"rows": {cause: {"l1": mean, "sem": standard error, "changed_pixels": mean}}, "frames_per_s"}."""
+    """{"rows": {cause: {"l1": mean, "sem": standard error, "changed_pixels": mean}}, "frames_per_s"}.
+
+    pairs >= 2 (a standard error needs two); size, image_size >= 16 (the renderer's smallest).
+    """
+    require_int("pairs", pairs, 2)
+    require_int("size", size, 16)
+    require_int("image_size", image_size, 16)
+    require_int("frames", frames, 2)
     from fabnet.data.synth import sample_track
 
     rng = np.random.default_rng(seed)
@@ -90,9 +98,9 @@ def markdown(budget: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fabnet.data.budget", description=__doc__.split("\n\n")[0])
-    p.add_argument("--pairs", type=int, default=300)
-    p.add_argument("--size", type=int, default=32, help="network input side (default 32, the demo's)")
-    p.add_argument("--image-size", type=int, default=64, help="rendered side (default 64, the demo's)")
+    p.add_argument("--pairs", type=int_at_least(2), default=300, help="frame pairs, >= 2 (default 300)")
+    p.add_argument("--size", type=int_at_least(16), default=32, help="network input side (default 32, the demo's)")
+    p.add_argument("--image-size", type=int_at_least(16), default=64, help="rendered side (default 64, the demo's)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     budget = l1_budget(args.pairs, args.size, args.image_size, seed=args.seed)

@@ -42,7 +42,7 @@ POSE_RANGE = (45.0, 25.0, 20.0)  # |yaw|, |pitch|, |roll| maxima in degrees
 # The crop box around a detected face: a per-track framing (zoom in [0.96, 1.04], centre within
 # 2 % of the side) and a per-frame wobble around it (sd 1 % of the scale, 0.5 % of the side in
 # x and y), a third of the keyframed zoom / shift this generator used to draw, which alone made
-# half of the frame-to-frame L1 at 32 px (docs/data/l1-budget.md).
+# half of the frame-to-frame L1 at 32 px (docs/data/README.md, python -m fabnet.data.budget).
 BOX_WOBBLE = (0.01, 0.005)  # per-frame sd of (zoom, centre shift in image sides)
 JPEG_QUALITY = 92
 DEFAULT_SIZE = 128  # big enough to read the expression by eye; training demos use 64

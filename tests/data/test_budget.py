@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fabnet.data.budget import CAUSES, l1_budget, markdown
+import pytest
+
+from fabnet.data.budget import CAUSES, l1_budget, main, markdown
 
 
 def test_budget_separates_the_causes():
@@ -17,3 +19,17 @@ def test_budget_separates_the_causes():
     assert budget["frames_per_s"] > 0
     table = markdown(budget)
     assert table.count("\n") == len(CAUSES) + 1 and "| light | 0.0000 |" in table
+
+
+def test_bad_sizes_are_named():
+    with pytest.raises(ValueError, match="pairs must be an integer >= 2, got 1"):
+        l1_budget(pairs=1)
+    with pytest.raises(ValueError, match="image_size must be an integer >= 16, got 8"):
+        l1_budget(pairs=2, image_size=8)
+
+
+def test_command_line_refuses_bad_values(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--pairs", "0"])
+    assert exit_info.value.code == 2
+    assert "--pairs" in capsys.readouterr().err
