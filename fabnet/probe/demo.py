@@ -230,7 +230,7 @@ def _baseline(bcfg, train_records, path: str, images, progress: bool):
     """A baseline's BaselineResult: the checkpoint at ``path`` when it was trained with ``bcfg``
     (a demo run again with the same --out), else trained now."""
     from fabnet.model.checkpoint import load_checkpoint
-    from fabnet.probe.baselines import BaselineResult, train_baseline
+    from fabnet.train.baselines import BaselineResult, train_baseline
 
     if os.path.exists(path):
         try:
@@ -727,7 +727,7 @@ def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | Non
                 stage: _Stage) -> dict:  # fmt: skip
     from fabnet.data.index import load_index
     from fabnet.data.labels import label_info
-    from fabnet.probe.baselines import BaselineConfig, preload
+    from fabnet.train.baselines import BaselineConfig, preload
     from fabnet.probe.linear import ProbeConfig
     from fabnet.probe.pipeline import dump_json, embed_splits, format_table, probe_task, retrieval_figure
 

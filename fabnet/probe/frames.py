@@ -47,7 +47,7 @@ def record_crops(records, size: int, crop="center") -> torch.Tensor:
 def load_encoder(path: str):
     """The frozen encoder (eval mode, no grad) of a FAb-Net or baseline checkpoint.
 
-    Baselines (``fabnet.probe.baselines``) write the same checkpoint format as training, with
+    Baselines (``fabnet.train.baselines``) write the same checkpoint format as training, with
     the encoder's weights under ``model["encoder.*"]``, so one loader serves every method.
     """
     from fabnet.model import load_encoder as _load

@@ -30,12 +30,13 @@ def root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoints(root, tmp_path_factory):
     from fabnet.data.index import load_index
-    from fabnet.probe.baselines import BaselineConfig, train_baseline
+    from fabnet.train.baselines import BaselineConfig, train_baseline
 
     d = tmp_path_factory.mktemp("ckpt")
     recs = load_index(root, "train")
     out = {}
-    for method, steps in (("random_init", 0), ("autoencoder", 2), ("rotation", 2)):
+    methods = (("random_init", 0), ("autoencoder", 2), ("rotation", 2), ("contrastive", 2), ("supervised", 2))
+    for method, steps in methods:
         cfg = BaselineConfig(method=method, size=32, steps=steps, batch_size=4, optimizer="sgd", lr=1e-2, bn_batches=2)
         out[method] = train_baseline(cfg, recs, str(d / f"{method}.pt")).checkpoint
     return out
@@ -59,7 +60,7 @@ def test_baseline_weight_decay_shrinks_the_weights(root, tmp_path):
     # The same seed, batches and steps: only the decay term differs, so the decayed encoder's
     # conv weights must end smaller (BatchNorm re-normalises, so the loss barely resists it).
     from fabnet.data.index import load_index
-    from fabnet.probe.baselines import BaselineConfig, train_baseline
+    from fabnet.train.baselines import BaselineConfig, train_baseline
 
     recs = load_index(root, "train")
     norms = {}

@@ -11,3 +11,11 @@ def synth_root(tmp_path_factory):
         root, identities=12, tracks_per_identity=2, frames_per_track=6, size=48, seed=0, progress=False, previews=False
     )
     return root
+
+
+@pytest.fixture(scope="session")
+def train_records(synth_root):
+    """The training split of ``synth_root`` (labelled FrameRecords)."""
+    from fabnet.data.index import load_index
+
+    return load_index(synth_root, "train")

@@ -4,17 +4,16 @@
   statistics are re-estimated on train frames (forward passes only, no labels, no gradient):
   with the initial statistics (mean 0, variance 1) the activations shrink layer after layer and
   the comparison would be with a badly scaled network rather than with untrained weights.
-- ``autoencoder`` (the paper's baseline, supplement Section 2): the same encoder and a
-  ``Decoder(size, 256, 3)`` reconstructing the input frame through the 256-d bottleneck,
-  L1 loss.
-- ``rotation`` (Gidaris et al. 2018): the encoder + ``Linear(256, 4)`` predicting which of
-  0 / 90 / 180 / 270 degrees the input was rotated by, cross-entropy.
+- ``autoencoder`` (the paper's baseline, supplement Section 2), ``rotation`` (Gidaris et al.
+  2018), ``contrastive`` (SimCLR: two augmentations of a frame, InfoNCE) and ``supervised`` (the
+  ceiling: the labels themselves): the objectives of ``fabnet.train.baseline_objectives``.
 
 Every baseline sees the training split with the training augmentation (a random square crop of
-170/256 - 190/256 of the side, resized to S) and uses the optimiser recipe passed in (the demo
-passes FAb-Net's). Checkpoints use FAb-Net's format (``fabnet.model.checkpoint``): encoder
-weights under ``model["encoder.*"]`` and the baseline's head under another prefix, so
-``fabnet.model.load_encoder`` (and ``fabnet embed / probe / retrieve``) read them unchanged.
+170/256 - 190/256 of the side, resized to S; the contrastive views draw their own) and uses the
+optimiser recipe passed in (the demo passes FAb-Net's). Checkpoints use FAb-Net's format
+(``fabnet.model.checkpoint``): encoder weights under ``model["encoder.*"]`` and the baseline's
+head under another prefix, so ``fabnet.model.load_encoder`` (and ``fabnet embed / probe /
+retrieve``) read them unchanged.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from torch import nn
 from fabnet.data.sampling import crop_box
 from fabnet.model.networks import DEFAULT_WIDTH
 
-BASELINES = ("random_init", "autoencoder", "rotation")
+BASELINES = ("random_init", "autoencoder", "rotation", "contrastive", "supervised")
 
 
 @dataclass
@@ -85,16 +84,34 @@ def preload(records, max_frames: int | None = None, seed: int = 0) -> torch.Tens
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
 
 
-def random_crops(images: torch.Tensor, idx: np.ndarray, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """(B, 3, size, size) float32 in [0, 1] (the training loader's range): training-style random
-    square crops of ``images[idx]``."""
-    h, w = images.shape[-2:]
+def crops_at(images: torch.Tensor, idx: np.ndarray, boxes: np.ndarray, size: int) -> torch.Tensor:
+    """(B, 3, size, size) float32 in [0, 1] (the training loader's range): ``images[idx]``
+    cropped to ``boxes`` (B, 4) x0, y0, x1, y1 and resized with antialiasing."""
     out = []
-    for i in idx:
-        x0, y0, x1, y1 = crop_box(w, h, "random", rng)
+    for i, (x0, y0, x1, y1) in zip(idx, boxes):
         patch = images[i : i + 1, :, y0:y1, x0:x1].float()
         out.append(F.interpolate(patch, size=(size, size), mode="bilinear", align_corners=False, antialias=True))
     return torch.cat(out).div_(255.0).clamp_(0.0, 1.0)
+
+
+@dataclass
+class Batch:
+    """One step's draw: frame indices ``idx`` (B,), their crop ``boxes`` (B, 4) and the
+    generators an objective may draw more from (``views`` for the contrastive pair)."""
+
+    images: torch.Tensor
+    idx: np.ndarray
+    boxes: np.ndarray
+    size: int
+    rng: np.random.Generator
+    generator: torch.Generator
+
+    def views(self, fraction: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        from fabnet.train.baseline_objectives import view_boxes
+
+        h, w = self.images.shape[-2:]
+        return tuple(crops_at(self.images, self.idx, view_boxes(w, h, len(self.idx), fraction, self.rng), self.size)
+                     for _ in range(2))  # fmt: skip
 
 
 def _optimizer(cfg: BaselineConfig, params):
@@ -126,26 +143,35 @@ def train_baseline(cfg: BaselineConfig, records, out_path: str, *, images: torch
                    progress: bool = False) -> BaselineResult:  # fmt: skip
     """Train (or, for random_init, only initialise) a baseline on ``records`` and save its checkpoint.
 
-    records: the training frames (FrameRecord-like, with ``path``). images: their preloaded
-    uint8 tensor (``preload``), to share one load between baselines. Returns the checkpoint
-    path, the loss per step and the wall time.
+    records: the training frames (FrameRecord-like, with ``path``; ``supervised`` also reads their
+    labels). images: their preloaded uint8 tensor (``preload``), to share one load between
+    baselines. Returns the checkpoint path, the loss per step and the wall time.
     """
-    from fabnet.model import Decoder, Encoder
+    from fabnet.model import Encoder
     from fabnet.model.checkpoint import save_checkpoint
+    from fabnet.train.baseline_objectives import OBJECTIVES
 
     if cfg.method not in BASELINES:
         raise ValueError(f"method must be one of {BASELINES}; got {cfg.method!r}")
+    if not records:
+        raise ValueError("records must hold at least one training frame; got none")
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
     if images is None:
         images = preload(records)
+    if images.shape[0] != len(records):
+        raise ValueError(f"images must hold one frame per record ({len(records)}); got {images.shape[0]}")
     n = images.shape[0]
+    h, w = images.shape[-2:]
     encoder = Encoder(cfg.size, cfg.embedding_dim, width=cfg.width)
     losses: list[float] = []
 
-    def batch():
-        return random_crops(images, rng.integers(0, n, cfg.batch_size), cfg.size, rng)
+    def draw() -> Batch:
+        idx = rng.integers(0, n, cfg.batch_size)
+        boxes = np.array([crop_box(w, h, "random", rng) for _ in idx]).reshape(-1, 4)
+        return Batch(images, idx, boxes, cfg.size, rng, generator)
 
     if cfg.method == "random_init":
         # Re-estimate BatchNorm statistics only: cumulative averages over bn_batches batches.
@@ -156,38 +182,32 @@ def train_baseline(cfg: BaselineConfig, records, out_path: str, *, images: torch
         encoder.train()
         with torch.no_grad():
             for _ in range(cfg.bn_batches):
-                encoder(batch())
+                b = draw()
+                encoder(crops_at(images, b.idx, b.boxes, cfg.size))
         modules = {"encoder": encoder}
     else:
-        if cfg.method == "autoencoder":
-            head = Decoder(cfg.size, cfg.embedding_dim, 3, width=cfg.width)
-        else:
-            head = nn.Linear(cfg.embedding_dim, 4)
-        opt = _optimizer(cfg, list(encoder.parameters()) + list(head.parameters()))
+        extra = (records,) if cfg.method == "supervised" else ()
+        objective = OBJECTIVES[cfg.method](cfg.size, cfg.embedding_dim, cfg.width, *extra)
+        opt = _optimizer(cfg, list(encoder.parameters()) + list(objective.head.parameters()))
         encoder.train()
-        head.train()
+        objective.head.train()
         steps = range(cfg.steps)
         if progress:
             from tqdm import tqdm
 
             steps = tqdm(steps, desc=cfg.method, unit="step")
         for _ in steps:
-            x = batch()
-            if cfg.method == "autoencoder":
-                # The decoder ends in tanh: reconstruct the frame mapped to [-1, 1].
-                loss = (head(encoder(x)) - (2 * x - 1)).abs().mean()
-            else:
-                k = torch.as_tensor(rng.integers(0, 4, len(x)))
-                xr = torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, k)])
-                loss = F.cross_entropy(head(encoder(xr)), k)
+            b = draw()
+            x = crops_at(images, b.idx, b.boxes, cfg.size) if cfg.method != "contrastive" else None
+            loss = objective.loss(encoder, x, b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-        modules = {"encoder": encoder, "decoder" if cfg.method == "autoencoder" else "rotation_head": head}
+        modules = {"encoder": encoder, objective.prefix: objective.head}
     encoder.eval()
     save_checkpoint(_checkpoint(cfg, modules, losses), out_path)
     return BaselineResult(out_path, losses, time.perf_counter() - t0, asdict(cfg))
 
 
-__all__ = ["BASELINES", "BaselineConfig", "BaselineResult", "preload", "random_crops", "train_baseline"]
+__all__ = ["BASELINES", "Batch", "BaselineConfig", "BaselineResult", "crops_at", "preload", "train_baseline"]
