@@ -17,7 +17,8 @@ import sys
 _COMMAND_MODULES = (
     "fabnet.data.cli",  # synth, extract-frames
     "fabnet.train.cli",  # train
-    "fabnet.probe.cli",  # embed, probe, retrieve, demo
+    "fabnet.probe.cli",  # embed, probe, retrieve
+    "fabnet.demo.cli",  # demo, study
 )
 
 

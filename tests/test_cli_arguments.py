@@ -106,6 +106,8 @@ CASES = [
     # demo, synth, extract-frames
     (["demo", "--out", "{file}"], "argument --out: '{file}' exists and is not a directory"),
     (["demo", "--lr", "0"], "argument --lr: expected a finite number > 0, got 0"),
+    (["study", "--out", "{file}"], "argument --out: '{file}' exists and is not a directory"),
+    (["study", "--steps", "1"], "argument --steps: expected an integer >= 2, got 1"),
     (["synth", "{out}/s", "--size", "100000"], "argument --size: expected an integer in [16, 1024]"),
     (["synth", "{file}"], "argument OUT: '{file}' exists and is not a directory"),
     (["extract-frames", "{missing}", "{out}/f"], "argument VIDEOS: '{missing}' does not exist"),

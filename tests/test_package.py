@@ -20,7 +20,7 @@ def test_cli_parser_imports_no_torch_triton_or_pil():
 
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "fabnet", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("synth", "extract-frames", "train", "embed", "probe", "retrieve", "demo"):
+    for command in ("synth", "extract-frames", "train", "embed", "probe", "retrieve", "demo", "study"):
         assert command in out
 
 

@@ -1,4 +1,4 @@
-"""Evaluating a frozen embedding: linear probes, retrieval, baselines and the end-to-end demo.
+"""Evaluating a frozen embedding: linear probes, retrieval and what the decoders read.
 
 metrics     NME / inter-ocular distance, pose MAE, ROC AUC (ties counted 1/2)
 linear      LinearProbe = BatchNorm1d + Linear(bias=False); fit_probe with early stopping
@@ -6,10 +6,12 @@ tasks       landmarks / pose / expression / attributes: targets from frame recor
 frames      evaluation crops and embeddings through any checkpoint's frozen encoder
 pipeline    embed the splits, probe a task, retrieval figure and pose agreement
 retrieval   cosine nearest neighbours across identities, Figure-5 style grid
-baselines   random-init encoder, autoencoder, rotation prediction (FAb-Net's checkpoint format)
 pixels      PixelEncoder: the crop's raw pixels as the embedding, the no-learning reference
-demo        synthetic data -> FAb-Net 1 and 3 sources -> baselines -> probes -> report
-cli         ``fabnet embed / probe / retrieve / demo``
+confidence  how selective a K-source model's confidences are on test tracks
+swap        what the decoders read from the target embedding
+noise       NoiseEncoder: random features, the noise floor
+intervals   identity-bootstrap intervals
+cli         ``fabnet embed / probe / retrieve``
 """
 
 from fabnet._lazy import lazy_exports

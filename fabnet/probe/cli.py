@@ -1,4 +1,4 @@
-"""``fabnet embed``, ``fabnet probe``, ``fabnet retrieve`` and ``fabnet demo``.
+"""``fabnet embed``, ``fabnet probe`` and ``fabnet retrieve``.
 
 Heavy imports (torch, the model) happen inside the command functions so ``fabnet --help``
 stays fast.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from fabnet.arguments import existing_dir, existing_file, positive_float, positive_int, writable_dir, writable_file
+from fabnet.arguments import existing_dir, existing_file, positive_float, positive_int, writable_file
 from fabnet.probe.tasks import MAIN_METRIC, TASKS
 
 
@@ -143,31 +143,8 @@ def cmd_retrieve(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    import signal
-    import sys
-
-    from fabnet.probe.demo import DemoConfig, DemoInterrupted, run_demo
-
-    cfg = DemoConfig.quick() if args.quick else DemoConfig.full()
-    if args.seed is not None:
-        cfg.seed = args.seed
-    if args.lr is not None:
-        cfg.lr = args.lr
-    try:
-        run_demo(cfg, args.out, workers=args.workers, keep_data=args.data, progress=args.progress)
-    except DemoInterrupted as stop:
-        print(
-            f"\nfabnet demo: interrupted during {stop.stage}; what was trained is kept in {args.out}; "
-            "run the same command to continue",
-            file=sys.stderr,
-        )
-        return 128 + signal.SIGINT
-    return 0
-
-
 def register(subparsers) -> None:
-    """Add embed, probe, retrieve and demo to the ``fabnet`` command line."""
+    """Add embed, probe, retrieve to the ``fabnet`` command line."""
     p = subparsers.add_parser(
         "embed",
         help="frozen-encoder embeddings of a data root",
@@ -229,30 +206,6 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=writable_file, help="output PNG")
     p.add_argument("--seed", type=int, default=0, help="choice of the queries")
     p.set_defaults(func=cmd_retrieve)
-
-    p = subparsers.add_parser(
-        "demo",
-        help="synthesise data, train FAb-Net and baselines, probe, retrieve, report",
-        description="End to end on synthetic faces: FAb-Net 1 source, then 3 sources with the "
-        "curriculum from the 1-source model; autoencoder and random-init baselines; "
-        "linear probes for every task; retrieval. Writes DIR/report.md, "
-        "DIR/report.json and figures. About 20 min on 2 CPU cores (--quick: ~4).",
-    )
-    p.add_argument("--out", type=writable_dir, default="demo_out", help="output directory (default demo_out)")
-    p.add_argument("--quick", action="store_true", help="smaller data and fewer steps (a smoke run, ~4 min on 2 cores)")
-    p.add_argument("--seed", type=int, default=None, help="seed of data, training and probes")
-    p.add_argument("--lr", type=positive_float, default=None, help="learning rate of FAb-Net and the trained baselines")
-    p.add_argument(
-        "--workers",
-        type=positive_int,
-        default=min(2, os.cpu_count() or 1),
-        help="processes rendering the synthetic data (default: 2, or 1 on a 1-core machine)",
-    )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    p.add_argument(
-        "--data", type=writable_dir, default=None, help="reuse / keep the synthetic data here (default DIR/data)"
-    )
-    p.set_defaults(func=cmd_demo)
 
 
 __all__ = ["register"]

@@ -79,20 +79,36 @@ def save_embeddings(emb: dict[str, Embedded], path: str, checkpoint: str | None 
     return path
 
 
-def probe_task(task: str, emb: dict[str, Embedded], *, config: ProbeConfig | None = None,
-               info: dict | None = None, bootstrap: int = 1000) -> tuple[dict, object]:  # fmt: skip
-    """Fit the probe of ``task`` on train (early stopping on val) and score it on test.
+@dataclass
+class ProbeOutcome:
+    """A fitted probe's test predictions and what scoring them needs.
 
-    emb: the output of ``embed_splits`` with train, val and test. info: label names
-    (``fabnet.data.labels.label_info``). bootstrap: identity resamples of the test split for
-    ``ci95`` (0: none). Returns (metrics, fitted probe); metrics also hold ``ci95`` ({main
-    metric: [low, high]}, fabnet.probe.intervals), the number of test identities, the train /
-    val sizes, the stopping epoch and the fit time.
+    pred: (N, k) predictions on the test frames with a label; y: their targets; identities: (N,)
+    each frame's identity (the bootstrap's unit); options: ``evaluate``'s keyword arguments.
     """
+
+    task: str
+    pred: np.ndarray
+    y: np.ndarray
+    identities: np.ndarray
+    options: dict
+    fit: object
+    num_train: int
+    num_val: int
+
+    def score(self, rows=None) -> dict[str, float]:
+        """``evaluate`` on the test rows ``rows`` (all of them by default; repeats allowed)."""
+        if rows is None:
+            return evaluate(self.task, self.pred, self.y, **self.options)
+        return evaluate(self.task, self.pred[rows], self.y[rows], **self.options)
+
+
+def probe_outcome(task: str, emb: dict[str, Embedded], *, config: ProbeConfig | None = None,
+                  info: dict | None = None) -> ProbeOutcome:  # fmt: skip
+    """Fit the probe of ``task`` on train (early stopping on val) and predict the test frames."""
     from fabnet.data.labels import OUTER_EYE_CORNERS
 
     info = info or {}
-    t0 = time.perf_counter()
     data = {}
     for split in ("train", "val", "test"):
         e = emb[split]
@@ -118,18 +134,34 @@ def probe_task(task: str, emb: dict[str, Embedded], *, config: ProbeConfig | Non
         names = list(info.get("attribute_names", []))[: pred.shape[1]] or None
     options = dict(pose_names=info.get("pose_names", ("yaw", "pitch", "roll")), class_names=names,
                    outer_eye_corners=OUTER_EYE_CORNERS)  # fmt: skip
-    y_test = data["test"][1]
-    metrics = evaluate(task, pred, y_test, **options)
+    return ProbeOutcome(task, pred, data["test"][1], np.asarray(identities), options, fit, len(data["train"][1]),
+                        len(data["val"][1]))  # fmt: skip
+
+
+def probe_task(task: str, emb: dict[str, Embedded], *, config: ProbeConfig | None = None,
+               info: dict | None = None, bootstrap: int = 1000) -> tuple[dict, object]:  # fmt: skip
+    """Fit the probe of ``task`` on train (early stopping on val) and score it on test.
+
+    emb: the output of ``embed_splits`` with train, val and test. info: label names
+    (``fabnet.data.labels.label_info``). bootstrap: identity resamples of the test split for
+    ``ci95`` (0: none). Returns (metrics, fitted probe); metrics also hold ``ci95`` ({main
+    metric: [low, high]}, fabnet.probe.intervals), the number of test identities, the train /
+    val sizes, the stopping epoch and the fit time.
+    """
+    t0 = time.perf_counter()
+    outcome = probe_outcome(task, emb, config=config, info=info)
+    metrics = outcome.score()
     main = MAIN_METRIC[task]
-    metrics["test_identities"] = int(len(np.unique(identities)))
+    metrics["test_identities"] = int(len(np.unique(outcome.identities)))
     if bootstrap:
         from fabnet.probe.intervals import identity_bootstrap
 
         def metric(rows):
-            return evaluate(task, pred[rows], y_test[rows], **options)[main]
+            return outcome.score(rows)[main]
 
-        metrics["ci95"] = {main: identity_bootstrap(metric, identities, resamples=bootstrap, seed=0)}
-    metrics.update(num_train=len(data["train"][1]), num_val=len(data["val"][1]), best_epoch=fit.best_epoch,
+        metrics["ci95"] = {main: identity_bootstrap(metric, outcome.identities, resamples=bootstrap, seed=0)}
+    fit = outcome.fit
+    metrics.update(num_train=outcome.num_train, num_val=outcome.num_val, best_epoch=fit.best_epoch,
                    epochs=fit.epochs, fit_s=round(time.perf_counter() - t0, 2))  # fmt: skip
     return metrics, fit
 
@@ -245,5 +277,5 @@ def dump_json(obj, path: str) -> str:
     return path
 
 
-__all__ = ["Embedded", "dump_json", "embed_splits", "format_table", "pose_agreement", "probe_task", "retrieval_figure",
-           "save_embeddings"]  # fmt: skip
+__all__ = ["Embedded", "ProbeOutcome", "dump_json", "embed_splits", "format_table", "pose_agreement", "probe_outcome",
+           "probe_task", "retrieval_figure", "save_embeddings"]  # fmt: skip

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fabnet.probe.demo import _confidence_examples, _every_target, confidence_study
+from fabnet.probe.confidence import _confidence_examples, _every_target, confidence_study
 
 
 def _rec(identity, track, frame, yaw, pitch=0.0):

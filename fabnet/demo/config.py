@@ -1,0 +1,93 @@
+"""What a demo run is made of: its methods, their labels and its sizes (``DemoConfig``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METHODS = ("fabnet_1src", "fabnet_3src_curriculum", "autoencoder", "random_init", "pixels", "noise")
+METHOD_LABELS = {
+    "fabnet_1src": "FAb-Net, 1 source",
+    "fabnet_3src_curriculum": "FAb-Net, 3 sources + curriculum",
+    "autoencoder": "autoencoder",
+    "random_init": "random-init encoder",
+    "pixels": "raw pixels",
+    "noise": "random features (noise floor)",
+    "rotation": "rotation prediction",
+}
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of one demo run.
+
+    identities, tracks_per_identity, frames_per_track, image_size: the synthetic data (frames
+    are rendered at ``image_size`` and the evaluation crop, 180/256 of the side, is resized to
+    ``size``). size: network input side S. steps_1src / steps_3src: FAb-Net optimiser steps
+    per stage, batch_1src / batch_3src their batch sizes, val_every the validation period (steps).
+    patience_1src: validation rounds without improvement before stage 1 divides the LR by 10
+    (its validation uses 2 batches, so a patience of 1 would cut the LR on noise alone);
+    patience: the curriculum's plateau patience in stage 2. lr, momentum, weight_decay: SGD
+    (FAb-Net's optimiser; the baselines use the same). ae_steps / ae_batch: autoencoder.
+    rotation_steps: 0 leaves the rotation baseline out. probe_*: the linear probes.
+    heatmap_samples: rows of the confidence figure (test tracks).
+    """
+
+    identities: int = 60
+    tracks_per_identity: int = 3
+    frames_per_track: int = 16
+    image_size: int = 64
+    size: int = 32
+    # The probe set: people never seen in training, rendered apart (another seed), split by
+    # identity 60/10/30 into probe-fit / probe-validation / test. 500 identities give 150 test
+    # identities: enough for identity-bootstrap intervals narrower than the gaps between methods.
+    probe_identities: int = 500
+    probe_frames: int = 4
+    steps_1src: int = 2000
+    batch_1src: int = 16
+    # Stage 2 at batch 16: the curriculum's first window (0-50 % of the sorted losses) is 8 samples.
+    steps_3src: int = 1000
+    batch_3src: int = 16
+    val_every: int = 50
+    val_batches: int = 8  # x 16 = 128 fixed validation pairs
+    patience_1src: int = 16
+    patience: int = 16
+    # Adam from the identity warp (fabnet.train.config.PAPER has the paper's SGD): the flow
+    # decoder's last conv starts at zero, so the warp starts at the no-warp loss and improves.
+    optimizer: str = "adam"
+    lr: float = 2e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    ae_steps: int = 2000  # as many as FAb-Net's stage 1
+    ae_batch: int = 16
+    rotation_steps: int = 0
+    probe_max_epochs: int = 200
+    probe_patience: int = 15
+    probe_batch: int = 64
+    retrieval_queries: int = 6
+    retrieval_k: int = 6
+    heatmap_samples: int = 4
+    seed: int = 0
+    name: str = "custom"
+
+    @classmethod
+    def full(cls) -> DemoConfig:
+        return cls(name="full")
+
+    @classmethod
+    def quick(cls) -> DemoConfig:
+        # Every stage runs, on a toy budget: the numbers of a quick run say nothing about the method.
+        return cls(identities=24, tracks_per_identity=2, frames_per_track=8, image_size=48, size=32,
+                   probe_identities=40, probe_frames=3,
+                   steps_1src=20, batch_1src=8, steps_3src=8, batch_3src=4, val_every=10, val_batches=2,
+                   patience_1src=2,
+                   ae_steps=20, ae_batch=8, probe_max_epochs=40, probe_patience=8, probe_batch=64,
+                   retrieval_queries=4, retrieval_k=5, heatmap_samples=3, name="quick")  # fmt: skip
+
+
+# Split of the probe set by identity: fit the probes / stop their training / test.
+PROBE_SPLIT = (0.6, 0.1, 0.3)
+# The probe set's people are drawn with this seed offset: fabnet.data.synth draws identity i
+# from (seed, i), so another seed gives other people than the training data's.
+PROBE_SEED_OFFSET = 10_000
+
+__all__ = ["METHODS", "METHOD_LABELS", "PROBE_SEED_OFFSET", "PROBE_SPLIT", "DemoConfig"]

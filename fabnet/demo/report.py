@@ -1,0 +1,224 @@
+"""The demo's report: Markdown from the report dict, sentences that follow the numbers."""
+
+from __future__ import annotations
+
+import os
+
+from fabnet.probe.tasks import LOWER_IS_BETTER, MAIN_METRIC, TASKS
+
+
+def better(task: str, a: float, b: float) -> bool:
+    return a < b if LOWER_IS_BETTER[MAIN_METRIC[task]] else a > b
+
+
+def versus(task: str, a: dict, b: dict) -> str:
+    """ "ahead of" / "behind" when the two 95 % intervals do not overlap, else "level with (the
+    intervals overlap)"; without intervals, the bare order of the two numbers."""
+    metric = MAIN_METRIC[task]
+    ca, cb = a.get("ci95", {}).get(metric), b.get("ci95", {}).get(metric)
+    if ca is None or cb is None:
+        return "ahead of" if better(task, a[metric], b[metric]) else "not ahead of"
+    if ca[1] < cb[0] or cb[1] < ca[0]:
+        return "ahead of" if better(task, a[metric], b[metric]) else "behind"
+    return "level with (the intervals overlap)"
+
+
+def with_ci(task: str, metrics: dict) -> str:
+    metric = MAIN_METRIC[task]
+    ci = metrics.get("ci95", {}).get(metric)
+    return f"{metrics[metric]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _comparison_text(probes: dict) -> list[str]:
+    """Which method is ahead on each task, from the numbers and their intervals only: a method
+    is "ahead" of another only where their 95 % intervals over test identities do not overlap."""
+    lines = []
+    for task in TASKS:
+        results = probes.get(task, {})
+        if "fabnet_1src" not in results or "fabnet_3src_curriculum" not in results:
+            continue
+        three, one = results["fabnet_3src_curriculum"], results["fabnet_1src"]
+        line = (f"- **{task}** ({MAIN_METRIC[task]}): 3 sources + curriculum {with_ci(task, three)} is "
+                f"{versus(task, three, one)} 1 source {with_ci(task, one)}")  # fmt: skip
+        others = [m for m in ("random_init", "pixels", "autoencoder", "noise") if m in results]
+        if others:
+            line += "; against the baselines, 3 sources + curriculum is " + ", ".join(
+                f"{versus(task, three, results[m])} {m} {with_ci(task, results[m])}" for m in others
+            )
+        lines.append(line + ".")
+    for task in TASKS:
+        if probes.get(task):
+            metric = MAIN_METRIC[task]
+            ranked = sorted(probes[task], key=lambda m: probes[task][m][metric],
+                            reverse=not LOWER_IS_BETTER[metric])  # fmt: skip
+            lines.append(
+                f"- {task}, best to worst: " + ", ".join(f"{m} ({probes[task][m][metric]:.3f})" for m in ranked) + "."
+            )
+    return lines
+
+
+def write_report(report: dict, out: str) -> str:
+    """``DIR/report.md`` from the report dict (also written as report.json)."""
+    from fabnet.probe.pipeline import format_table
+
+    cfg = report["config"]
+    probes = report["probes"]
+    lines = [
+        "# FAb-Net demo on synthetic faces" + (": smoke test" if cfg.get("name") == "quick" else ""),
+        "",
+    ]
+    if cfg.get("name") == "quick":
+        lines += [
+            "**This is a smoke test (`--quick`): every stage runs on a toy budget (tens of training steps, "
+            f"{cfg['probe_identities']} probe identities), so its numbers mean nothing about the method.** "
+            "Run `fabnet demo` for the real comparison.",
+            "",
+        ]
+    lines += [
+        f"Run `{report['command']}` on {report['machine']}, {report['date']}; total wall time "
+        f"{report['times']['total']:.0f} s. Seed {cfg['seed']}. Load average (1 min) at the start "
+        f"{report['load_average']['start'][0]:.1f}, at the end {report['load_average']['end'][0]:.1f}"
+        + (", synthetic data reused from an earlier run" if report["data"].get("reused") else "")
+        + ".",
+        "",
+        "## Setup",
+        "",
+        f"- Training data: {cfg['identities']} synthetic identities x {cfg['tracks_per_identity']} tracks x "
+        f"{cfg['frames_per_track']} frames at {cfg['image_size']} px, identity-disjoint 75/15/10 split "
+        f"({report['data']['frames']} frames: train {report['data']['train']}, val {report['data']['val']}, "
+        f"test {report['data']['test']}).",
+        f"- Probe set: {cfg['probe_identities']} other identities (never seen in training) x 1 track x "
+        f"{cfg['probe_frames']} frames, split by identity 60/10/30 into probe fitting, probe early stopping "
+        f"and test ({report['sizes']['test_identities']} test identities). Every probe metric comes with a 95 % "
+        "interval from 1000 bootstrap resamples of the test identities.",
+        f"- Networks at S = {cfg['size']}, 256-d embedding, decoders' last conv initialised to zero (the warp "
+        f"starts as the identity, confidences equal). FAb-Net stage 1: 1 source, {cfg['steps_1src']} "
+        f"{cfg['optimizer']} steps of {cfg['batch_1src']} (lr {cfg['lr']}, weight decay "
+        f"{cfg.get('weight_decay', 0)}, LR divided by 10 after {cfg['patience_1src']} validation rounds without "
+        f"improvement; validation every {cfg['val_every']} steps on {cfg['val_batches'] * cfg['batch_1src']} "
+        "fixed pairs), no curriculum. Stage 2: 3 sources, curriculum, initialised from stage 1, flow decoder "
+        f"trained too (the original release froze it), {cfg['steps_3src']} more steps of {cfg['batch_3src']} "
+        "(curriculum window shifted by 10 points, then the LR divided by 10, after "
+        f"{cfg['patience']} validation rounds without improvement).",
+        f"- Baselines: random-init encoder (BatchNorm statistics re-estimated on train frames, no training); "
+        f"autoencoder (same encoder + decoder, L1 reconstruction), {cfg['ae_steps']} steps of {cfg['ae_batch']}, "
+        f"same optimiser settings"
+        + (f"; rotation prediction, {cfg['rotation_steps']} steps" if cfg["rotation_steps"] else "")
+        + f"; raw pixels (no network: the {cfg['size']} x {cfg['size']} crop itself, {3 * cfg['size'] ** 2} values, "
+        "read by the same probe and the same cosine retrieval); random features (256 normal values fixed per "
+        "frame: the noise floor).",
+        "- Probes: BatchNorm1d(D) + Linear(D, k, bias=False) on the frozen embedding of the centre crop (D = 256; "
+        f"{3 * cfg['size'] ** 2} for raw pixels), "
+        f"Adam lr 1e-3, batch {cfg['probe_batch']}, early stopping on the probe set's validation identities "
+        f"(patience {cfg['probe_patience']} epochs, at most {cfg['probe_max_epochs']}); metrics on its test "
+        "identities.",
+        "",
+        "## Linear probes (test split)",
+        "",
+        format_table(probes),
+        "",
+        "Landmarks: mean error over the 23 landmarks in % of the outer inter-ocular distance (lower is better). "
+        "Pose: mean absolute error of yaw / pitch / roll in degrees (lower is better). Expression (4 classes, "
+        "one-vs-rest) and attributes (4 binary): mean ROC AUC (higher is better, 0.5 = chance).",
+        "",
+        "Per-angle pose errors (deg):",
+        "",
+        "| method | yaw | pitch | roll |",
+        "|---|---|---|---|",
+    ]
+    for m, v in probes.get("pose", {}).items():
+        lines.append(f"| {m} | {v.get('mae_yaw', float('nan')):.2f} | {v.get('mae_pitch', float('nan')):.2f} | "
+                     f"{v.get('mae_roll', float('nan')):.2f} |")  # fmt: skip
+    lines += ["", "## 1 source vs 3 sources + curriculum", ""]
+    lines += _comparison_text(probes)
+    lines += [
+        "",
+        "The 3-source model is the 1-source model trained for "
+        f"{cfg['steps_3src']} more steps, so it also had more training; at this scale (minutes of CPU, "
+        "a few thousand steps, a single seed) differences of a few tenths are within run-to-run noise and "
+        "say nothing either way about the paper's Table 1.",
+        "",
+    ]
+    zero, best = report.get("zero_flow_val_l1", {}), report.get("best_val_l1", {})
+    if zero:
+        lines += ["## How much of the warp was learned", ""]
+        for m, what in (("fabnet_1src", "the unwarped source"),
+                        ("fabnet_3src_curriculum", "the equal-weight blend of the unwarped sources")):  # fmt: skip
+            if m in zero and m in best:
+                gain = 100 * (1 - best[m] / zero[m])
+                lines.append(f"- {m}: best validation L1 {best[m]:.4f}; {what} gives {zero[m]:.4f} "
+                             f"({gain:.0f}% lower with the learned warp).")  # fmt: skip
+        lines += ["", "The gap is the part of the frame-to-frame change that the learned flows explain: the "
+                  "flow decoder reads nothing but the two embeddings, so pose reaches the embedding only as far "
+                  "as the warp has been learned. The `*_samples_final` figures show the warps themselves.",
+                  ""]  # fmt: skip
+    lines += ["## Retrieval", ""]
+    for m, r in report.get("retrieval", {}).items():
+        if "neighbour_pose_diff_deg" in r:
+            n, rd = r["neighbour_pose_diff_deg"], r["random_pose_diff_deg"]
+            lines.append(f"- {m}: mean |yaw, pitch, roll| difference between a test query and its top-"
+                         f"{cfg['retrieval_k']} other-identity neighbours {n[0]:.1f} / {n[1]:.1f} / {n[2]:.1f} deg "
+                         f"(random other-identity frames: {rd[0]:.1f} / {rd[1]:.1f} / {rd[2]:.1f})"
+                         + (f"; {100 * r['identity_share']:.0f}% of the embedding variance lies between identities"
+                            if "identity_share" in r else "")
+                         + (f"; pose explains {100 * r['within_track_pose_r2']:.0f}% of the frame-to-frame "
+                            "(within-track) variance" if "within_track_pose_r2" in r else "") + ".")  # fmt: skip
+    if any("identity_share" in r for r in report.get("retrieval", {}).values()):
+        lines += ["", "Where most of the variance lies between identities, the nearest other identity is the "
+                  "most similar-looking one (skin, hair, background, light) and its frames come first whatever "
+                  "their pose: neighbours are pose-matched only as far as the difference to random frames above "
+                  "shows. The within-track figure is the other half: with every track's mean removed (identity "
+                  "with it), it is the R^2 of a least-squares fit of the embedding's frame-to-frame change on the "
+                  "pose change, i.e. how much of what moves the embedding within one face is pose."]  # fmt: skip
+    swap = {m: r for m, r in (report.get("target_swap") or {}).items() if r}
+    if swap:
+        lines += [
+            "",
+            "## What the decoders read from the target embedding",
+            "",
+            "Mean L1 of the generated test frame against the real target when the target's embedding is "
+            "replaced before the decoders (the sources and their embeddings unchanged; "
+            f"{next(iter(swap.values()))['samples']} targets, `fabnet.probe.swap`):",
+            "",
+            "| target embedding | " + " | ".join(swap) + " |",
+            "|---|" + "---|" * len(swap),
+        ]
+        labels = {"own": "its own (as trained)", "same_track_other": "another frame of the same track",
+                  "track_mean": "the mean of its track", "other_identity_pose": "another identity, nearest pose",
+                  "other_identity_random": "another identity, random frame",
+                  "unwarped": "none: unwarped sources, equal weights"}  # fmt: skip
+        for cond, label in labels.items():
+            if all(cond in r["l1"] for r in swap.values()):
+                lines.append(f"| {label} | " + " | ".join(f"{r['l1'][cond]:.4f}" for r in swap.values()) + " |")
+        lines += ["", "If the embedding coded pose the same way for every face, the pose-matched frame of another "
+                  "identity would come close to the target's own embedding. Where it is no better than a random "
+                  "frame of another identity, the decoders read the pose only relative to the face's own "
+                  "identity, and cosine neighbours across identities cannot be pose-matched by this "
+                  "embedding."]  # fmt: skip
+    conf = report.get("confidence") or {}
+    if conf:
+        lines += ["", "## Confidence of the 3-source model", "",
+                  f"Over {conf['samples']} test targets (every frame of every test track, its {conf['num_sources']} "
+                  f"sources spread over the rest of the track's yaw range): the largest of the "
+                  f"{conf['num_sources']} confidences averages "
+                  f"{conf['max_confidence_mean']:.3f} per pixel ({1 / conf['num_sources']:.3f} = no selection), and "
+                  f"the source closest in pose to the target is the most confident one on "
+                  f"{100 * conf['nearest_pose_share']:.1f}% of the pixels (chance {100 * conf['chance_share']:.1f}%). "
+                  "Figure: `figures/confidence_heatmaps.png`."]  # fmt: skip
+    lines += ["", "## Figures", ""]
+    for name, path in report["figures"].items():
+        # Relative to the report's directory whether ``out`` and the paths are relative or not
+        # (a path like "demo/figures/x.png" for --out demo would break the link inside demo/).
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(out))
+        lines.append(f"- {name}: [`{rel}`]({rel})")
+    lines += ["", "## Wall times (s)", "", "| stage | s |", "|---|---|"]
+    for k, v in report["times"].items():
+        lines.append(f"| {k} | {v:.1f} |")
+    lines.append("")
+    path = os.path.join(out, "report.md")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines))
+    return path
+
+
+__all__ = ["better", "versus", "with_ci", "write_report"]

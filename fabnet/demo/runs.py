@@ -1,0 +1,150 @@
+"""The demo's and the study's building blocks that leave files behind: the synthetic data and
+probe set, FAb-Net training stages and baselines. Each is reused when an earlier run left the
+same thing in the same place, so a run stopped by Ctrl-C continues where it stopped."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+
+from fabnet.demo.config import PROBE_SEED_OFFSET, PROBE_SPLIT
+
+
+def log(msg: str, tag: str = "demo") -> None:
+    print(f"[{tag} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def synth_training_data(cfg, root: str, workers: int, progress: bool = False) -> dict:
+    from fabnet.data.synth import synthesize
+
+    stamp = os.path.join(root, "demo_data.json")
+    want = {k: getattr(cfg, k) for k in ("identities", "tracks_per_identity", "frames_per_track", "image_size", "seed")}
+    if os.path.exists(stamp) and os.path.exists(os.path.join(root, "labels.csv")):
+        with open(stamp) as fh:
+            if json.load(fh) == want:
+                log(f"reusing the synthetic data in {root}")
+                return {"reused": True}
+    t0 = time.perf_counter()
+    synthesize(root, cfg.identities, cfg.tracks_per_identity, cfg.frames_per_track, size=cfg.image_size,
+               seed=cfg.seed, workers=workers, progress=progress)  # fmt: skip
+    with open(stamp, "w") as fh:
+        json.dump(want, fh)
+    return {"reused": False, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def synth_probe_set(cfg, root: str, workers: int, progress: bool = False) -> dict:
+    """The labelled probe set: ``probe_identities`` people unseen in training, one track of
+    ``probe_frames`` frames each, with the split written into labels.csv (PROBE_SPLIT)."""
+    from fabnet.data.labels import write_labels
+    from fabnet.data.synth import identity_name, synthesize
+
+    stamp = os.path.join(root, "demo_probe_data.json")
+    want = {"identities": cfg.probe_identities, "frames": cfg.probe_frames, "image_size": cfg.image_size,
+            "seed": cfg.seed + PROBE_SEED_OFFSET, "split": PROBE_SPLIT}  # fmt: skip
+    if os.path.exists(stamp) and os.path.exists(os.path.join(root, "labels.csv")):
+        with open(stamp) as fh:
+            if json.load(fh) == json.loads(json.dumps(want)):
+                log(f"reusing the probe set in {root}")
+                return {"reused": True}
+    t0 = time.perf_counter()
+    records = synthesize(root, cfg.probe_identities, 1, cfg.probe_frames, size=cfg.image_size,
+                         seed=cfg.seed + PROBE_SEED_OFFSET, workers=workers, progress=progress,
+                         previews=False)  # fmt: skip
+    n_fit = round(PROBE_SPLIT[0] * cfg.probe_identities)
+    n_val = max(1, round(PROBE_SPLIT[1] * cfg.probe_identities))
+    split_of = {identity_name(i): "train" if i < n_fit else "val" if i < n_fit + n_val else "test"
+                for i in range(cfg.probe_identities)}  # fmt: skip
+    for r in records:
+        r.split = split_of[r.identity]
+    write_labels(root, records)
+    with open(stamp, "w") as fh:
+        json.dump(want, fh)
+    return {"reused": False, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+class DemoInterrupted(Exception):
+    """Ctrl-C (or SIGTERM) stopped the demo during ``stage``; what was trained is on disk."""
+
+    def __init__(self, stage: str):
+        super().__init__(stage)
+        self.stage = stage
+
+
+def finished_run(run: str, steps: int):
+    """The TrainResult of a training run in ``run`` that reached ``steps``, read from its files
+    (so a demo run again with the same --out reuses it); None if there is none."""
+    from fabnet.train.config import TrainResult
+    from fabnet.train.metrics import read_metrics
+
+    last = os.path.join(run, "checkpoints", "last.pt")
+    metrics = os.path.join(run, "metrics.jsonl")
+    if not (os.path.exists(last) and os.path.exists(metrics)):
+        return None
+    records = read_metrics(metrics)
+    ends = [r for r in records if r.get("kind") == "end"]
+    if not ends or ends[-1].get("interrupted") or ends[-1].get("step") != steps:
+        return None
+    best = os.path.join(run, "checkpoints", "best.pt")
+    return TrainResult(checkpoint=last, best_val=ends[-1].get("best_val", math.inf), metrics=records, step=steps,
+                       epoch=ends[-1].get("epoch", 0), run_dir=run,
+                       best_checkpoint=best if os.path.exists(best) else None)  # fmt: skip
+
+
+def train_fabnet(cfg, data: str, run: str, *, num_sources: int, steps: int, batch: int,
+                  curriculum: bool, init: str | None, patience: int, progress: bool):  # fmt: skip
+    """Train one FAb-Net stage; a stage finished earlier in ``run`` is reused, one interrupted is
+    resumed. KeyboardInterrupt when a signal stops it (its checkpoint is saved)."""
+    from fabnet.train import TrainConfig, train
+
+    done = finished_run(run, steps)
+    if done is not None:
+        log(f"reusing the finished run in {run}")
+        return done
+    resume = os.path.exists(os.path.join(run, "checkpoints", "last.pt"))
+    if resume:
+        log(f"resuming the interrupted run in {run}")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    kwargs = dict(data=data, out=run, size=cfg.size, num_sources=num_sources, batch_size=batch, steps=steps,
+                  curriculum=curriculum, patience=patience, optimizer=cfg.optimizer, lr=cfg.lr,
+                  momentum=cfg.momentum, weight_decay=cfg.weight_decay, init=init, resume=resume,
+                  # The release freezes the flow decoder in the K-source stage; here it keeps
+                  # learning, so stage 2 can improve the warp it blends.
+                  freeze_flow_decoder=False, seed=cfg.seed, val_every=cfg.val_every,
+                  val_batches=cfg.val_batches, checkpoint_every=0, log_every=5, figure_every=0, figure_samples=4,
+                  device="cpu", data_backend="pil", num_workers=0, progress=progress)  # fmt: skip
+    result = train(TrainConfig(**{k: v for k, v in kwargs.items() if k in fields}))
+    if result.interrupted:  # the signal was taken by train(), which saved a checkpoint first
+        raise KeyboardInterrupt
+    return result
+
+
+def baseline(bcfg, train_records, path: str, images, progress: bool):
+    """A baseline's BaselineResult: the checkpoint at ``path`` when it was trained with ``bcfg``
+    (a demo run again with the same --out), else trained now."""
+    from fabnet.model.checkpoint import load_checkpoint
+    from fabnet.train.baselines import BaselineResult, train_baseline
+
+    if os.path.exists(path):
+        try:
+            state = load_checkpoint(path)
+        except (OSError, ValueError):
+            state = {}
+        if state.get("baseline_config") == asdict(bcfg):
+            log(f"reusing {path}")
+            return BaselineResult(path, list(state.get("losses", [])), 0.0, asdict(bcfg))
+    return train_baseline(bcfg, train_records, path, images=images, progress=progress)
+
+
+__all__ = [
+    "DemoInterrupted",
+    "baseline",
+    "finished_run",
+    "log",
+    "synth_probe_set",
+    "synth_training_data",
+    "train_fabnet",
+]
