@@ -17,19 +17,16 @@ METHOD_LABELS = {
 
 
 @dataclass
-class DemoConfig:
-    """Sizes of one demo run.
+class SyntheticRunConfig:
+    """What ``fabnet demo`` and ``fabnet study`` share.
 
-    identities, tracks_per_identity, frames_per_track, image_size: the synthetic data (frames
-    are rendered at ``image_size`` and the evaluation crop, 180/256 of the side, is resized to
-    ``size``). size: network input side S. steps_1src / steps_3src: FAb-Net optimiser steps
-    per stage, batch_1src / batch_3src their batch sizes, val_every the validation period (steps).
-    patience_1src: validation rounds without improvement before stage 1 divides the LR by 10
-    (its validation uses 2 batches, so a patience of 1 would cut the LR on noise alone);
-    patience: the curriculum's plateau patience in stage 2. lr, momentum, weight_decay: SGD
-    (FAb-Net's optimiser; the baselines use the same). ae_steps / ae_batch: autoencoder.
-    rotation_steps: 0 leaves the rotation baseline out. probe_*: the linear probes.
-    heatmap_samples: rows of the confidence figure (test tracks).
+    identities, tracks_per_identity, frames_per_track, image_size: the synthetic training data
+    (frames are rendered at ``image_size`` and the evaluation crop, 180/256 of the side, is
+    resized to ``size``). size: network input side S. probe_identities, probe_frames: the probe
+    set. val_every, val_batches: FAb-Net's validation period (steps) and size (batches).
+    optimizer, lr, momentum, weight_decay: the recipe of FAb-Net and of the trained baselines.
+    probe_*: the linear probes. heatmap_samples: rows of the confidence figure (test tracks).
+    seed: draws the training data's people (and, offset, the probe set's).
     """
 
     identities: int = 60
@@ -42,32 +39,46 @@ class DemoConfig:
     # identities: enough for identity-bootstrap intervals narrower than the gaps between methods.
     probe_identities: int = 500
     probe_frames: int = 4
-    steps_1src: int = 2000
-    batch_1src: int = 16
-    # Stage 2 at batch 16: the curriculum's first window (0-50 % of the sorted losses) is 8 samples.
-    steps_3src: int = 1000
-    batch_3src: int = 16
     val_every: int = 50
     val_batches: int = 8  # x 16 = 128 fixed validation pairs
-    patience_1src: int = 16
-    patience: int = 16
     # Adam from the identity warp (fabnet.train.config.PAPER has the paper's SGD): the flow
     # decoder's last conv starts at zero, so the warp starts at the no-warp loss and improves.
     optimizer: str = "adam"
     lr: float = 2e-4
     momentum: float = 0.9
     weight_decay: float = 0.0
-    ae_steps: int = 2000  # as many as FAb-Net's stage 1
-    ae_batch: int = 16
-    rotation_steps: int = 0
     probe_max_epochs: int = 200
     probe_patience: int = 15
     probe_batch: int = 64
-    retrieval_queries: int = 6
-    retrieval_k: int = 6
     heatmap_samples: int = 4
     seed: int = 0
     name: str = "custom"
+
+
+@dataclass
+class DemoConfig(SyntheticRunConfig):
+    """Sizes of one demo run (the shared fields: ``SyntheticRunConfig``; ``seed`` also seeds
+    training and probes).
+
+    steps_1src / steps_3src: FAb-Net optimiser steps per stage, batch_1src / batch_3src their
+    batch sizes. patience_1src: validation rounds without improvement before stage 1 divides the
+    LR by 10; patience: the curriculum's plateau patience in stage 2. ae_steps / ae_batch:
+    autoencoder. rotation_steps: 0 leaves the rotation baseline out. retrieval_queries /
+    retrieval_k: rows and columns of the retrieval figures.
+    """
+
+    steps_1src: int = 2000
+    batch_1src: int = 16
+    # Stage 2 at batch 16: the curriculum's first window (0-50 % of the sorted losses) is 8 samples.
+    steps_3src: int = 1000
+    batch_3src: int = 16
+    patience_1src: int = 16
+    patience: int = 16
+    ae_steps: int = 2000  # as many as FAb-Net's stage 1
+    ae_batch: int = 16
+    rotation_steps: int = 0
+    retrieval_queries: int = 6
+    retrieval_k: int = 6
 
     @classmethod
     def full(cls) -> DemoConfig:
@@ -90,4 +101,4 @@ PROBE_SPLIT = (0.6, 0.1, 0.3)
 # from (seed, i), so another seed gives other people than the training data's.
 PROBE_SEED_OFFSET = 10_000
 
-__all__ = ["METHODS", "METHOD_LABELS", "PROBE_SEED_OFFSET", "PROBE_SPLIT", "DemoConfig"]
+__all__ = ["METHODS", "METHOD_LABELS", "PROBE_SEED_OFFSET", "PROBE_SPLIT", "DemoConfig", "SyntheticRunConfig"]

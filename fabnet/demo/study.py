@@ -25,9 +25,9 @@ from __future__ import annotations
 import os
 import platform
 import time
-import types
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
+from fabnet.demo.config import SyntheticRunConfig
 from fabnet.demo.runs import baseline, log, synth_probe_set, synth_training_data, train_fabnet
 
 # The four ablation variants: (sources, curriculum) in the second half.
@@ -38,62 +38,32 @@ STUDY_METHODS = (*ABLATIONS, "autoencoder", "contrastive", "random_init", "pixel
 
 
 @dataclass
-class StudyConfig:
-    """Sizes of a study. Fields shared with ``DemoConfig`` mean the same; ``steps`` is every
-    method's total optimiser steps (half shared, half per variant for FAb-Net), ``batch`` every
-    method's frames (pairs) per step, ``seeds`` the training seeds (initialisation, batches,
-    probes); ``data_seed`` draws the training people and the probe set's."""
+class StudyConfig(SyntheticRunConfig):
+    """Sizes of a study (the shared fields: ``SyntheticRunConfig``; ``seed`` draws the data
+    only). ``steps`` is every method's total optimiser steps (half shared, half per variant for
+    FAb-Net), ``batch`` every method's frames (pairs) per step, ``seeds`` the training seeds
+    (initialisation, batches, probes)."""
 
     identities: int = 300
-    tracks_per_identity: int = 3
-    frames_per_track: int = 16
-    image_size: int = 64
-    size: int = 32
-    probe_identities: int = 500
-    probe_frames: int = 4
     steps: int = 1000
     batch: int = 16
-    val_every: int = 50
-    val_batches: int = 8
     # The curriculum's plateau: 3 validation rounds (150 steps) without improvement shift the
     # window, so it can move a few times in the 500-step second half (16 would never shift).
     patience: int = 3
     # The shared first half has no curriculum; as the demo's stage 1, its LR is cut only after
     # 16 rounds (800 steps) without improvement, i.e. not within it.
     patience_first_half: int = 16
-    optimizer: str = "adam"
-    lr: float = 2e-4
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    probe_max_epochs: int = 200
-    probe_patience: int = 15
-    probe_batch: int = 64
     bootstrap: int = 1000
     seeds: tuple = (0, 1, 2)
-    data_seed: int = 0
-    heatmap_samples: int = 4
     name: str = "full"
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def quick(cls) -> StudyConfig:
         # Every stage on a toy budget: a smoke test, its numbers mean nothing.
         return cls(identities=24, tracks_per_identity=2, frames_per_track=8, image_size=48, probe_identities=40,
                    probe_frames=3, steps=16, batch=4, val_every=4, val_batches=2, patience=1,
-                   patience_first_half=2, probe_max_epochs=30, probe_patience=5, bootstrap=200, seeds=(0, 1), heatmap_samples=2,
-                   name="quick")  # fmt: skip
-
-
-def _data_view(cfg: StudyConfig):
-    """What ``synth_training_data`` / ``synth_probe_set`` read, with the data seed as ``seed``."""
-    keys = ("identities", "tracks_per_identity", "frames_per_track", "image_size", "probe_identities", "probe_frames")
-    return types.SimpleNamespace(**{k: getattr(cfg, k) for k in keys}, seed=cfg.data_seed)
-
-
-def _train_view(cfg: StudyConfig, seed: int):
-    """What ``train_fabnet`` reads: the study's optimiser settings with the training seed."""
-    keys = ("size", "optimizer", "lr", "momentum", "weight_decay", "val_every", "val_batches")
-    return types.SimpleNamespace(**{k: getattr(cfg, k) for k in keys}, seed=seed)
+                   patience_first_half=2, probe_max_epochs=30, probe_patience=5, bootstrap=200, seeds=(0, 1),
+                   heatmap_samples=2, name="quick")  # fmt: skip
 
 
 def _train_seed(cfg: StudyConfig, seed: int, data: str, out: str, records, progress: bool) -> dict:
@@ -102,7 +72,7 @@ def _train_seed(cfg: StudyConfig, seed: int, data: str, out: str, records, progr
     from fabnet.train.figures import zero_flow_loss
 
     runs = os.path.join(out, f"seed{seed}", "runs")
-    tcfg = _train_view(cfg, seed)
+    tcfg = replace(cfg, seed=seed)  # the data seed gives way to the training seed
     half = cfg.steps // 2
     wall, checkpoints, warp, curves = {}, {}, {}, {}
     t0 = time.perf_counter()
@@ -176,8 +146,8 @@ def run_study(cfg: StudyConfig, out: str, *, workers: int = 1, progress: bool = 
     data, probe_data = os.path.join(out, "data"), os.path.join(out, "probe_data")
     log(f"{cfg.name} study into {out}: seeds {list(cfg.seeds)}, {cfg.steps} steps per method", "study")
     t0 = time.perf_counter()
-    synth_training_data(_data_view(cfg), data, workers, progress)
-    synth_probe_set(_data_view(cfg), probe_data, workers, progress)
+    synth_training_data(cfg, data, workers, progress)
+    synth_probe_set(cfg, probe_data, workers, progress)
     times = {"synth": round(time.perf_counter() - t0, 1)}
     records = load_index(data)
     test_records = [r for r in records if r.split == "test"]

@@ -126,20 +126,34 @@ def _claims(probes: dict, warp: dict, confidence: dict) -> list[dict]:
     for task in ("landmarks", "pose"):
         if FABNET in probes[task] and "fabnet_1src_curriculum" in probes[task]:
             c = compare(task, probes[task][FABNET], probes[task]["fabnet_1src_curriculum"])
-            claims.append({"claim": f"3 sources not worse than 1 ({task}, both with the curriculum)",
-                           "holds": c["verdict"] != "behind",
-                           "numbers": f"{_fmt(task, probes[task][FABNET])} vs "
-                                      f"{_fmt(task, probes[task]['fabnet_1src_curriculum'])}: {c['verdict']}"})  # fmt: skip
+            claims.append(
+                {
+                    "claim": f"3 sources not worse than 1 ({task}, both with the curriculum)",
+                    "holds": c["verdict"] != "behind",
+                    "numbers": f"{_fmt(task, probes[task][FABNET])} vs "
+                    f"{_fmt(task, probes[task]['fabnet_1src_curriculum'])}: {c['verdict']}",
+                }
+            )
     if FABNET in confidence:
         share = confidence[FABNET]["nearest_pose_share"]
-        claims.append({"claim": "the pose-nearest source the most confident on > 50 % of pixels",
-                       "holds": bool(share["mean"] > 0.5),
-                       "numbers": f"{100 * share['mean']:.1f} % (seeds: "
-                                  + ", ".join(f"{100 * v:.1f}" for v in share["per_seed"]) + "; chance 33.3 %)"})  # fmt: skip
+        claims.append(
+            {
+                "claim": "the pose-nearest source the most confident on > 50 % of pixels",
+                "holds": bool(share["mean"] > 0.5),
+                "numbers": f"{100 * share['mean']:.1f} % (seeds: "
+                + ", ".join(f"{100 * v:.1f}" for v in share["per_seed"])
+                + "; chance 33.3 %)",
+            }
+        )
     if FABNET in warp:
         g = warp[FABNET]["gain_pct"]
-        claims.append({"claim": "the learned warp at least 30 % below the no-warp L1", "holds": bool(g["mean"] >= 30),
-                       "numbers": f"{g['mean']:.1f} % (seeds: " + ", ".join(f"{v:.1f}" for v in g["per_seed"]) + ")"})  # fmt: skip
+        claims.append(
+            {
+                "claim": "the learned warp at least 30 % below the no-warp L1",
+                "holds": bool(g["mean"] >= 30),
+                "numbers": f"{g['mean']:.1f} % (seeds: " + ", ".join(f"{v:.1f}" for v in g["per_seed"]) + ")",
+            }
+        )
     return claims
 
 
@@ -181,8 +195,8 @@ def summarise(cfg, outcomes: dict, per_seed: dict, records, probe_records) -> di
         "seeds": {
             "training": seeds,
             "probes": seeds,
-            "data": cfg.data_seed,
-            "probe_set": cfg.data_seed + PROBE_SEED_OFFSET,
+            "data": cfg.seed,
+            "probe_set": cfg.seed + PROBE_SEED_OFFSET,
         },  # fmt: skip
         "sizes": sizes,
         "probes": probes,
@@ -347,8 +361,10 @@ def write_study_report(report: dict, out: str) -> str:
               "|---|---|---|---|"]  # fmt: skip
     for name, w in report["warp"].items():
         g = w["gain_pct"]
-        lines.append(f"| {LABELS.get(name, name)} | {w['best_val_l1']['mean']:.4f} | "
-                     f"{w['zero_flow_val_l1']['mean']:.4f} | {g['mean']:.1f} (sd {g['seed_sd'] or 0:.1f}) |")  # fmt: skip
+        lines.append(
+            f"| {LABELS.get(name, name)} | {w['best_val_l1']['mean']:.4f} | "
+            f"{w['zero_flow_val_l1']['mean']:.4f} | {g['mean']:.1f} (sd {g['seed_sd'] or 0:.1f}) |"
+        )
     for name, c in report["confidence"].items():
         s, mx = c["nearest_pose_share"], c["max_confidence_mean"]
         lines.append(f"\n{LABELS.get(name, name)}: over {c['samples']} test targets, the pose-nearest of 3 "
