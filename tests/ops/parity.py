@@ -13,7 +13,9 @@ zero (when B > 1), so the kernels' zero-upstream skip runs beside the ordinary p
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -148,10 +150,18 @@ def unavailable(config: Config, backend: str, device: str = "cpu") -> list[str]:
     return ops.backends(args)[backend]
 
 
-def measure(config: Config, backend: str, device: str = "cpu") -> dict:
+Runner = Callable[[str, list, torch.Tensor, dict], tuple]
+
+
+def measure(config: Config, backend: str | Runner, device: str = "cpu") -> dict:
     """Per "op.output" / "op.grad_<input>": the kernel's max abs error against the float64
     reference, the reference's scale, dtype / shape checks, whether sample 0 (zero upstream)
-    got an exactly zero gradient, and for half types the error of the reference run in them."""
+    got an exactly zero gradient, and for half types the error of the reference run in them.
+
+    ``backend``: a name for ``fabnet.ops``, or a runner ``(op name, leaves, upstream, options)
+    -> (output, gradients)`` for kernels reached another way (the host-compiled CUDA sources of
+    test_cuda_emulation.py); it returns None for a leaf that does not require a gradient."""
+    kernel = backend if callable(backend) else functools.partial(_run, backend=backend)
     dtype = getattr(torch, config.dtype)
     base = make_inputs(
         config.case,
@@ -174,7 +184,7 @@ def measure(config: Config, backend: str, device: str = "cpu") -> dict:
         ref, ref_grads = _run(fn_name, leaves(torch.float64), upstream, config.options, "reference")
         if device == "cuda":
             _poison_cuda_allocator()
-        out, grads = _run(fn_name, leaves(dtype), upstream.to(dtype), config.options, backend)
+        out, grads = kernel(fn_name, leaves(dtype), upstream.to(dtype), config.options)
         half = None
         if dtype in (torch.float16, torch.bfloat16):
             half = _run(fn_name, leaves(dtype), upstream.to(dtype), config.options, "reference")

@@ -16,13 +16,16 @@ import itertools
 import os
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
 import torch
 
 from fabnet.ops import reference
-from tests.ops.inputs import TOLERANCE, Case, make_inputs
+from tests.ops import parity
+from tests.ops.inputs import OPTIONS, TOLERANCE, Case, make_inputs
+from tests.ops.parity import Config
 
 REPO = Path(__file__).resolve().parents[2]
 CXX = shutil.which("g++") or shutil.which("c++")
@@ -174,58 +177,57 @@ class Emulated:
         return [g_src.to(sources.dtype) if g_src is not None else None, g_flow, g_logit, g_tgt]
 
 
-# (case, residual, padding_mode, align_corners, logits, dtype, contiguous, sources_grad)
-_OPTIONS = list(itertools.product([False, True], ["zeros", "border"], [False, True]))
+def emulated_runner(lib, *, deterministic: bool = False, **launch) -> parity.Runner:
+    """tests/ops/parity.py's runner for the emulated kernels: the op's output and the gradients
+    of the leaves that require one, upstream given (``launch``: Emulated's sms / int64)."""
+
+    def run(fn_name, leaves, upstream, options):
+        loss = fn_name == "warp_blend_l1"
+        leaves = leaves if loss else leaves[:3]
+        sources, flows, logits = (t.detach() if t is not None else None for t in leaves[:3])
+        target = leaves[3].detach() if loss else None
+        if logits is not None and logits.dim() == 5:  # the public op squeezes (B, K, 1, H, W)
+            logits = logits.squeeze(2)
+        emulated = Emulated(lib, sources, flows, logits, target, **options, **launch)
+        out = emulated.l1() if loss else emulated.forward()
+        mask = [t is not None and t.requires_grad for t in leaves] + [False] * (4 - len(leaves))
+        grads = emulated.backward(upstream, mask, loss, deterministic=deterministic)
+        return out, [g.view(t.shape) if m else None for g, t, m in zip(grads, leaves, mask)]
+
+    return run
+
+
 _SHAPES = [Case(2, 1, 3, 7, 6, 5, 9), Case(2, 2, 3, 16, 16, 12, 16), Case(2, 3, 4, 9, 9, 6, 5)]
 CONFIGS = [
-    (dataclasses.replace(_SHAPES[i % 3], K=k), r, p, a, ("given", "none", "5d")[i % 3], torch.float64, True, True)
-    for i, ((r, p, a), k) in enumerate(itertools.product(_OPTIONS, [1, 2, 3]))
+    Config(dataclasses.replace(_SHAPES[i % 3], K=k), *opts, logits=("given", "none", "5d")[i % 3])
+    for i, (opts, k) in enumerate(itertools.product(OPTIONS, [1, 2, 3]))
 ]
 CONFIGS += [
     # Five channels: two channel tiles (the backward adds the second tile's gradients).
-    (Case(2, 2, 5, 8, 7, 9, 12), True, "border", True, "given", torch.float64, True, True),
-    (Case(2, 3, 6, 8, 7, 9, 11), False, "zeros", False, "none", torch.float64, True, True),
+    Config(Case(2, 2, 5, 8, 7, 9, 12), True, "border", True),
+    Config(Case(2, 3, 6, 8, 7, 9, 11), False, "zeros", False, logits="none"),
     # Several blocks per sample, packed (W % 4 == 0) and not.
-    (Case(2, 2, 3, 20, 24, 24, 40), True, "border", True, "given", torch.float64, True, True),
-    (Case(2, 2, 3, 20, 24, 23, 37), True, "zeros", False, "given", torch.float64, True, True),
+    Config(Case(2, 2, 3, 20, 24, 24, 40), True, "border", True),
+    Config(Case(2, 2, 3, 20, 24, 23, 37), True, "zeros", False),
     # Permuted inputs (scalar path; read through their strides) and the gather-only backward.
-    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.float64, False, True),
-    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.float64, True, False),
+    Config(Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, contiguous=False),
+    Config(Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, sources_grad=False),
     # Single-pixel axes: the identity grid is 0 there.
-    (Case(2, 2, 3, 1, 6, 1, 8), True, "zeros", True, "given", torch.float64, True, True),
-    # Storage types below float64: float accumulation, half conversions, packs of 4 halves.
-    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.float32, True, True),
-    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.float16, True, True),
-    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.bfloat16, True, True),
-    (Case(2, 2, 3, 7, 6, 5, 9), False, "zeros", False, "none", torch.bfloat16, True, True),
+    Config(Case(2, 2, 3, 1, 6, 1, 8), True, "zeros", True),
+    # Storage types below float64: float accumulation, half conversions, packs of 4 halves
+    # (judged by parity.py's rule for each dtype).
+    *(Config(Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, dtype=d) for d in ("float32", "float16", "bfloat16")),
+    Config(Case(2, 2, 3, 7, 6, 5, 9), False, "zeros", False, dtype="bfloat16", logits="none"),
 ]
-# Half types: flash-attention's rule (twice the half-type reference's error) plus one unit of
-# the type's precision at the output's scale, the cost of rounding the exact result (see
-# tests/ops/parity.py).
 
 
-def _config_id(c):
-    case, r, p, a, lg, dt, contiguous, sg = c
-    return (
-        f"{case}-res{int(r)}-{p}-ac{int(a)}-{lg}-{str(dt)[6:]}"
-        + ("" if contiguous else "-permuted")
-        + ("" if sg else "-gather_only")
-    )
+def _check_against_reference(lib, config: Config, variant: dict) -> None:
+    torch.manual_seed(zlib.crc32(config.id.encode()))  # the same draw in every session
+    problems = parity.failures(config, parity.measure(config, emulated_runner(lib, **variant)))
+    assert not problems, f"{config.id}:\n" + "\n".join(problems)
 
 
-def _reference(fn_name, inputs, upstream, options, dtype, mask):
-    args = [
-        t.detach().to(dtype).requires_grad_(m) if t is not None else None
-        for t, m in zip(inputs if fn_name == "warp_blend_l1" else inputs[:3], mask)
-    ]
-    fn = reference.warp_blend_l1_reference if fn_name == "warp_blend_l1" else reference.warp_blend_reference
-    out = fn(*args, **options)
-    wanted = [a for a in args if a is not None and a.requires_grad]
-    grads = iter(torch.autograd.grad((out * upstream.to(dtype)).sum(), wanted))
-    return out, [next(grads) if (a is not None and a.requires_grad) else None for a in args]
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.id)
 def test_emulated_cuda_kernels(lib, config):
     _check_against_reference(lib, config, {})
 
@@ -234,73 +236,22 @@ def test_emulated_cuda_kernels(lib, config):
 # 2^31 elements or more), an H100's SM count (aligned rows that the small-grid rule unpacks), and
 # deterministic source gradients (per-pixel contributions, summed in a fixed order).
 VARIANT_CONFIGS = [
-    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.float32, True, True),
-    (Case(2, 2, 5, 8, 7, 9, 12), True, "zeros", False, "given", torch.float64, True, True),
-    (Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, "given", torch.bfloat16, True, True),
-    (Case(2, 2, 3, 20, 24, 23, 37), False, "zeros", True, "none", torch.float64, False, True),
+    Config(Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, dtype="float32"),
+    Config(Case(2, 2, 5, 8, 7, 9, 12), True, "zeros", False),
+    Config(Case(2, 3, 3, 8, 8, 8, 12), True, "border", True, dtype="bfloat16"),
+    Config(Case(2, 2, 3, 20, 24, 23, 37), False, "zeros", True, logits="none", contiguous=False),
     # Nine sources: past the backward's shared-memory cache of 8 softmax weights.
-    (Case(2, 9, 3, 8, 8, 8, 12), True, "border", False, "given", torch.float64, True, True),
+    Config(Case(2, 9, 3, 8, 8, 8, 12), True, "border", False),
     # Four channels in the packed forward: two tiles of 3 and 1.
-    (Case(2, 2, 4, 8, 8, 8, 12), True, "zeros", True, "given", torch.float64, True, True),
+    Config(Case(2, 2, 4, 8, 8, 8, 12), True, "zeros", True),
 ]
 VARIANTS = {"int64": dict(int64=True), "sms": dict(sms=True), "deterministic": dict(deterministic=True)}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("config", VARIANT_CONFIGS, ids=_config_id)
+@pytest.mark.parametrize("config", VARIANT_CONFIGS, ids=lambda c: c.id)
 def test_emulated_launch_variants(lib, config, variant):
     _check_against_reference(lib, config, VARIANTS[variant])
-
-
-def _check_against_reference(lib, config, variant):
-    case, residual, padding_mode, align_corners, logits, dtype, contiguous, sources_grad = config
-    deterministic = variant.get("deterministic", False)
-    launch = {k: v for k, v in variant.items() if k != "deterministic"}
-    options = dict(residual=residual, padding_mode=padding_mode, align_corners=align_corners)
-    base = make_inputs(case, residual=residual, logits=logits, contiguous=contiguous)
-    if logits == "5d":  # the public op squeezes (B, K, 1, H, W) before the kernels
-        base = (base[0], base[1], base[2].squeeze(2), base[3])
-    cast = tuple(t.to(dtype) if t is not None else None for t in base)  # .to keeps the strides
-    assert contiguous or not cast[1].is_contiguous()
-    # The oracle sees the inputs the kernels see: rounded to dtype, then computed in float64.
-    base = tuple(t.double() if t is not None else None for t in cast)
-    emulated = Emulated(lib, *cast, **options, **launch)
-    mask = [sources_grad, True, logits != "none", True]
-    failures = []
-
-    def check(what, got, want, half):
-        err = (got.double() - want.double()).abs().max().item() if got.shape == want.shape else float("inf")
-        if half is not None:
-            bound = (
-                2 * (half.double() - want.double()).abs().max().item()
-                + torch.finfo(dtype).eps * want.abs().max().item()
-            )
-        else:
-            atol, rtol = TOLERANCE[dtype]
-            bound = atol + rtol * want.abs().max().item()
-        if got.dtype != dtype or not err <= bound:  # NaN (an unwritten element) fails too
-            failures.append(f"{what}: {got.dtype}, error {err:.3g} > {bound:.3g}")
-
-    for fn_name in ("warp_blend", "warp_blend_l1"):
-        loss = fn_name == "warp_blend_l1"
-        shape = (case.B,) if loss else (case.B, case.C, case.H, case.W)
-        upstream = torch.randn(shape, dtype=torch.float64)
-        upstream[0] = 0  # sample 0: the zero-upstream skip
-        ref, ref_grads = _reference(fn_name, base, upstream, options, torch.float64, mask)
-        half = None
-        if dtype in (torch.float16, torch.bfloat16):
-            half = _reference(fn_name, base, upstream, options, dtype, mask)
-        out = emulated.l1() if loss else emulated.forward()
-        check(f"{fn_name} output", out, ref, half[0] if half else None)
-        grads = emulated.backward(upstream.to(dtype), mask, loss, deterministic=deterministic)
-        for i, name in enumerate(["sources", "flows", "logits", "target"][: len(ref_grads)]):
-            if ref_grads[i] is None:
-                assert grads[i] is None or not mask[i]
-                continue
-            check(f"{fn_name} grad {name}", grads[i], ref_grads[i], half[1][i] if half else None)
-            if not (grads[i][0] == 0).all():
-                failures.append(f"{fn_name} grad {name}: nonzero for sample 0, whose upstream is zero")
-    assert not failures, "\n".join(failures)
 
 
 def test_deterministic_source_gradients_repeat_bitwise(lib):
