@@ -90,7 +90,7 @@ def register(subparsers) -> None:
         "four variants at equal steps (1 / 3 sources, with / without the curriculum, same initialisation), the "
         "autoencoder, contrastive, random-init and supervised encoders, raw pixels and random features, each "
         "probed linearly. Writes DIR/report.md, DIR/report.json and figures: seed means with 95 %% intervals over "
-        "test identities and the seeds' sd, and the paper's claims checked. About 45 min on 2 CPU cores "
+        "test identities and the seeds' sd, and the paper's claims checked. About an hour on 2 CPU cores "
         "(--quick: a smoke test, ~1 min). Run again with the same --out to continue an interrupted study.",
     )
     p.add_argument("--out", type=writable_dir, default="study_out", help="output directory (default study_out)")
