@@ -53,6 +53,17 @@ def cmd_study(args) -> int:
     return 0
 
 
+def _add_machine_options(p) -> None:
+    """--workers and --no-progress, as demo and study take them."""
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=min(2, os.cpu_count() or 1),
+        help="processes rendering the synthetic data (default: 2, or 1 on a 1-core machine)",
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
 def register(subparsers) -> None:
     """Add demo and study to the ``fabnet`` command line."""
     p = subparsers.add_parser(
@@ -71,13 +82,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="seed of data, training and probes")
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate of FAb-Net and the trained baselines")
-    p.add_argument(
-        "--workers",
-        type=positive_int,
-        default=min(2, os.cpu_count() or 1),
-        help="processes rendering the synthetic data (default: 2, or 1 on a 1-core machine)",
-    )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    _add_machine_options(p)
     p.add_argument(
         "--data", type=writable_dir, default=None, help="reuse / keep the synthetic data here (default DIR/data)"
     )
@@ -102,13 +107,7 @@ def register(subparsers) -> None:
         default=None,
         help="optimiser steps per method, half of them shared by the FAb-Net variants (default 1000)",
     )
-    p.add_argument(
-        "--workers",
-        type=positive_int,
-        default=min(2, os.cpu_count() or 1),
-        help="processes rendering the synthetic data (default: 2, or 1 on a 1-core machine)",
-    )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    _add_machine_options(p)
     p.set_defaults(func=cmd_study)
 
 

@@ -21,14 +21,22 @@ and baseline is ``fabnet.demo.study``.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import asdict
 
 from fabnet.demo.config import METHOD_LABELS, DemoConfig
 from fabnet.demo.figures import copy_training_figures, fabnet_curves, figure_dir, loss_figure, probe_bar_chart
 from fabnet.demo.report import write_report
-from fabnet.demo.runs import DemoInterrupted, baseline, log, synth_probe_set, synth_training_data, train_fabnet
+from fabnet.demo.runs import (
+    DemoInterrupted,
+    baseline,
+    load_average,
+    log,
+    provenance,
+    synth_probe_set,
+    synth_training_data,
+    train_fabnet,
+)
 from fabnet.probe.tasks import TASKS
 
 
@@ -67,7 +75,7 @@ def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | Non
     from fabnet.train.baselines import BaselineConfig, preload
 
     t_start = time.perf_counter()
-    load_start = [round(v, 2) for v in os.getloadavg()]  # the machine may be shared: timings depend on it
+    load_start = load_average()
     os.makedirs(out, exist_ok=True)
     fig_dir = figure_dir(out)
     data = keep_data or os.path.join(out, "data")
@@ -196,8 +204,6 @@ def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | Non
         + (" --quick" if cfg.name == "quick" else "")
         + f" --out {out}"
         + (f" --data {keep_data}" if keep_data else ""),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {_torch_version()}",
         "config": asdict(cfg),
         "seeds": {"data": cfg.seed, "training": cfg.seed, "probes": cfg.seed, "split": 0},
         "sizes": sizes,
@@ -229,7 +235,7 @@ def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | Non
         "target_swap": target_swap,
         "figures": figures,
         "times": wall,
-        "load_average": {"start": load_start, "end": [round(v, 2) for v in os.getloadavg()]},
+        **provenance(load_start),
     }
     write_report(report, out)
     # Paths in report.json relative to DIR, so the report stays valid when DIR is moved.
@@ -242,12 +248,6 @@ def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | Non
     log(f"done in {wall['total']:.0f} s: {os.path.join(out, 'report.md')}")
     print(format_table(probes))
     return report
-
-
-def _torch_version() -> str:
-    import torch
-
-    return torch.__version__
 
 
 __all__ = ["run_demo"]

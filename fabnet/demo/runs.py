@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import time
 from dataclasses import asdict
 
@@ -18,21 +19,48 @@ def log(msg: str, tag: str = "demo") -> None:
     print(f"[{tag} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages: the machine may be shared, and timings depend on it."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def provenance(load_start: list[float]) -> dict:
+    """A report's date, machine and load averages (``load_start`` taken when the run began)."""
+    import torch
+
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "load_average": {"start": load_start, "end": load_average()},
+    }
+
+
+def _made_with(root: str, stamp: str, want: dict) -> bool:
+    """Whether ``root`` holds a data root whose ``stamp`` file records ``want`` (compared as
+    JSON, so tuples match the lists they were written as)."""
+    path = os.path.join(root, stamp)
+    if not (os.path.exists(path) and os.path.exists(os.path.join(root, "labels.csv"))):
+        return False
+    with open(path) as fh:
+        return json.load(fh) == json.loads(json.dumps(want))
+
+
+def _stamp(root: str, stamp: str, want: dict) -> None:
+    with open(os.path.join(root, stamp), "w") as fh:
+        json.dump(want, fh)
+
+
 def synth_training_data(cfg, root: str, workers: int, progress: bool = False) -> dict:
     from fabnet.data.synth import synthesize
 
-    stamp = os.path.join(root, "demo_data.json")
     want = {k: getattr(cfg, k) for k in ("identities", "tracks_per_identity", "frames_per_track", "image_size", "seed")}
-    if os.path.exists(stamp) and os.path.exists(os.path.join(root, "labels.csv")):
-        with open(stamp) as fh:
-            if json.load(fh) == want:
-                log(f"reusing the synthetic data in {root}")
-                return {"reused": True}
+    if _made_with(root, "demo_data.json", want):
+        log(f"reusing the synthetic data in {root}")
+        return {"reused": True}
     t0 = time.perf_counter()
     synthesize(root, cfg.identities, cfg.tracks_per_identity, cfg.frames_per_track, size=cfg.image_size,
                seed=cfg.seed, workers=workers, progress=progress)  # fmt: skip
-    with open(stamp, "w") as fh:
-        json.dump(want, fh)
+    _stamp(root, "demo_data.json", want)
     return {"reused": False, "wall_s": round(time.perf_counter() - t0, 1)}
 
 
@@ -42,14 +70,11 @@ def synth_probe_set(cfg, root: str, workers: int, progress: bool = False) -> dic
     from fabnet.data.labels import write_labels
     from fabnet.data.synth import identity_name, synthesize
 
-    stamp = os.path.join(root, "demo_probe_data.json")
     want = {"identities": cfg.probe_identities, "frames": cfg.probe_frames, "image_size": cfg.image_size,
             "seed": cfg.seed + PROBE_SEED_OFFSET, "split": PROBE_SPLIT}  # fmt: skip
-    if os.path.exists(stamp) and os.path.exists(os.path.join(root, "labels.csv")):
-        with open(stamp) as fh:
-            if json.load(fh) == json.loads(json.dumps(want)):
-                log(f"reusing the probe set in {root}")
-                return {"reused": True}
+    if _made_with(root, "demo_probe_data.json", want):
+        log(f"reusing the probe set in {root}")
+        return {"reused": True}
     t0 = time.perf_counter()
     records = synthesize(root, cfg.probe_identities, 1, cfg.probe_frames, size=cfg.image_size,
                          seed=cfg.seed + PROBE_SEED_OFFSET, workers=workers, progress=progress,
@@ -61,8 +86,7 @@ def synth_probe_set(cfg, root: str, workers: int, progress: bool = False) -> dic
     for r in records:
         r.split = split_of[r.identity]
     write_labels(root, records)
-    with open(stamp, "w") as fh:
-        json.dump(want, fh)
+    _stamp(root, "demo_probe_data.json", want)
     return {"reused": False, "wall_s": round(time.perf_counter() - t0, 1)}
 
 
@@ -143,7 +167,9 @@ __all__ = [
     "DemoInterrupted",
     "baseline",
     "finished_run",
+    "load_average",
     "log",
+    "provenance",
     "synth_probe_set",
     "synth_training_data",
     "train_fabnet",

@@ -23,12 +23,11 @@ command, so an interrupted study continues.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, replace
 
 from fabnet.demo.config import SyntheticRunConfig
-from fabnet.demo.runs import baseline, log, synth_probe_set, synth_training_data, train_fabnet
+from fabnet.demo.runs import baseline, load_average, log, provenance, synth_probe_set, synth_training_data, train_fabnet
 
 # The four ablation variants: (sources, curriculum) in the second half.
 ABLATIONS = {"fabnet_1src": (1, False), "fabnet_1src_curriculum": (1, True), "fabnet_3src": (3, False),
@@ -66,9 +65,10 @@ class StudyConfig(SyntheticRunConfig):
                    heatmap_samples=2, name="quick")  # fmt: skip
 
 
-def _train_seed(cfg: StudyConfig, seed: int, data: str, out: str, records, progress: bool) -> dict:
-    """The checkpoints, validation figures and wall times of one training seed."""
-    from fabnet.train.baselines import BaselineConfig, preload
+def _train_seed(cfg: StudyConfig, seed: int, data: str, out: str, train_records, images, progress: bool) -> dict:
+    """The checkpoints, validation figures and wall times of one training seed (``images``: the
+    training frames, ``fabnet.train.baselines.preload(train_records)``, for the baselines)."""
+    from fabnet.train.baselines import BaselineConfig
     from fabnet.train.figures import zero_flow_loss
 
     runs = os.path.join(out, f"seed{seed}", "runs")
@@ -92,8 +92,6 @@ def _train_seed(cfg: StudyConfig, seed: int, data: str, out: str, records, progr
         warp[name] = {"best_val_l1": res.best_val, "zero_flow_val_l1": zero_flow_loss(res.metrics)}
         curves[name] = [(half + m["step"], m["val_loss"]) for m in res.metrics if m.get("kind") == "val"]
     curves["fabnet_first_half"] = [(m["step"], m["val_loss"]) for m in fork.metrics if m.get("kind") == "val"]
-    train_records = [r for r in records if r.split == "train"]
-    images = preload(train_records)
     for method in ("random_init", *TRAINED_BASELINES):
         steps = 0 if method == "random_init" else cfg.steps
         log(f"seed {seed}: baseline {method}" + (f", {steps} steps" if steps else ""), "study")
@@ -139,9 +137,10 @@ def run_study(cfg: StudyConfig, out: str, *, workers: int = 1, progress: bool = 
     from fabnet.data.labels import label_info
     from fabnet.demo.study_report import summarise, write_study_report
     from fabnet.probe.confidence import confidence_study
+    from fabnet.train.baselines import preload
 
     t_start = time.perf_counter()
-    load_start = [round(v, 2) for v in os.getloadavg()]
+    load_start = load_average()
     os.makedirs(os.path.join(out, "figures"), exist_ok=True)
     data, probe_data = os.path.join(out, "data"), os.path.join(out, "probe_data")
     log(f"{cfg.name} study into {out}: seeds {list(cfg.seeds)}, {cfg.steps} steps per method", "study")
@@ -151,11 +150,13 @@ def run_study(cfg: StudyConfig, out: str, *, workers: int = 1, progress: bool = 
     times = {"synth": round(time.perf_counter() - t0, 1)}
     records = load_index(data)
     test_records = [r for r in records if r.split == "test"]
+    train_records = [r for r in records if r.split == "train"]
+    images = preload(train_records)  # the same frames for every seed's baselines
     info = label_info(probe_data)
     per_seed, outcomes = {}, {}
     for seed in cfg.seeds:
         t0 = time.perf_counter()
-        trained = _train_seed(cfg, seed, data, out, records, progress)
+        trained = _train_seed(cfg, seed, data, out, train_records, images, progress)
         trained["confidence"] = {}
         for name in ("fabnet_3src", "fabnet_3src_curriculum"):
             png = os.path.join(out, "figures", f"confidence_{name}_seed{seed}.png")
@@ -168,21 +169,13 @@ def run_study(cfg: StudyConfig, out: str, *, workers: int = 1, progress: bool = 
     report = summarise(cfg, outcomes, per_seed, records, load_index(probe_data))
     report.update(
         command="fabnet study" + (" --quick" if cfg.name == "quick" else "") + f" --out {out}",
-        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {_torch_version()}",
         config={**asdict(cfg), "seeds": list(cfg.seeds)},
         times=times,
-        load_average={"start": load_start, "end": [round(v, 2) for v in os.getloadavg()]},
+        **provenance(load_start),
     )
     write_study_report(report, out)
     log(f"done in {times['total']:.0f} s: {os.path.join(out, 'report.md')}", "study")
     return report
-
-
-def _torch_version() -> str:
-    import torch
-
-    return torch.__version__
 
 
 def study_config(quick: bool, seeds=None, steps: int | None = None) -> StudyConfig:
