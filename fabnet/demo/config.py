@@ -5,13 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 METHODS = ("fabnet_1src", "fabnet_3src_curriculum", "autoencoder", "random_init", "pixels", "noise")
+# Every method's name in reports and figures, the demo's and the study's.
 METHOD_LABELS = {
     "fabnet_1src": "FAb-Net, 1 source",
+    "fabnet_1src_curriculum": "FAb-Net, 1 source + curriculum",
+    "fabnet_3src": "FAb-Net, 3 sources",
     "fabnet_3src_curriculum": "FAb-Net, 3 sources + curriculum",
     "autoencoder": "autoencoder",
+    "contrastive": "contrastive (SimCLR)",
     "random_init": "random-init encoder",
     "pixels": "raw pixels",
     "noise": "random features (noise floor)",
+    "supervised": "supervised (ceiling)",
     "rotation": "rotation prediction",
 }
 

@@ -15,21 +15,9 @@ import os
 
 import numpy as np
 
-from fabnet.demo.config import PROBE_SEED_OFFSET
+from fabnet.demo.config import METHOD_LABELS, PROBE_SEED_OFFSET
 from fabnet.probe.tasks import LOWER_IS_BETTER, MAIN_METRIC, TASKS
 
-LABELS = {
-    "fabnet_1src": "FAb-Net, 1 source",
-    "fabnet_1src_curriculum": "FAb-Net, 1 source + curriculum",
-    "fabnet_3src": "FAb-Net, 3 sources",
-    "fabnet_3src_curriculum": "FAb-Net, 3 sources + curriculum",
-    "autoencoder": "autoencoder",
-    "contrastive": "contrastive (SimCLR)",
-    "random_init": "random-init encoder",
-    "pixels": "raw pixels",
-    "noise": "random features (floor)",
-    "supervised": "supervised (ceiling)",
-}
 FABNET = "fabnet_3src_curriculum"
 # Extra per-task numbers averaged over seeds (beside the main metric).
 EXTRA = {"pose": ("mae_yaw", "mae_pitch", "mae_roll"), "expression": ("accuracy",), "landmarks": (), "attributes": ()}
@@ -107,7 +95,7 @@ def _claims(probes: dict, warp: dict, confidence: dict) -> list[dict]:
                 continue
             c = compare(task, fab[task], probes[task][other])
             holds = c["apart"] and c["gap"] > 0 and c["beyond_two_sd"]
-            claims.append({"claim": f"FAb-Net ahead of {LABELS[other]} on {task}", "holds": holds,
+            claims.append({"claim": f"FAb-Net ahead of {METHOD_LABELS[other]} on {task}", "holds": holds,
                            "numbers": f"{c['verdict']}: {_fmt(task, fab[task])} vs {_fmt(task, probes[task][other])}; "
                                       f"gap {c['gap']:+.2f} (+ = FAb-Net better), 2 sd {c['two_sd']:.2f}"})  # fmt: skip
     if fab["expression"] is not None:
@@ -118,7 +106,7 @@ def _claims(probes: dict, warp: dict, confidence: dict) -> list[dict]:
         for task in ("landmarks", "pose"):
             if with_c in probes[task] and without in probes[task]:
                 c = compare(task, probes[task][with_c], probes[task][without])
-                claims.append({"claim": f"the curriculum better at equal steps ({LABELS[without]}, {task})",
+                claims.append({"claim": f"the curriculum better at equal steps ({METHOD_LABELS[without]}, {task})",
                                "holds": c["apart"] and c["gap"] > 0,
                                "numbers": f"{_fmt(task, probes[task][with_c])} with vs "
                                           f"{_fmt(task, probes[task][without])} without: {c['verdict']}"})  # fmt: skip
@@ -235,7 +223,7 @@ def study_figure(probes: dict, path: str) -> str:
             seeds = probes[task][m]["per_seed"][main]
             ax.plot([i] * len(seeds), seeds, "k.", ms=3)
         ax.set_xticks(range(len(methods)))
-        ax.set_xticklabels([LABELS.get(m, m).replace(", ", "\n").replace(" + ", "\n+ ").replace(" (", "\n(")
+        ax.set_xticklabels([METHOD_LABELS.get(m, m).replace(", ", "\n").replace(" + ", "\n+ ").replace(" (", "\n(")
                             for m in methods], fontsize=5.5, rotation=90)  # fmt: skip
         arrow = "lower is better" if LOWER_IS_BETTER[main] else "higher is better"
         ax.set_title(f"{task}: {main} ({arrow})", fontsize=9)
@@ -260,7 +248,7 @@ def validation_figure(curves: dict, warp: dict, path: str) -> str:
         if points:
             steps, loss = zip(*points)
             ax.plot(steps, loss, "-" if name != "fabnet_first_half" else "k-", lw=1.2,
-                    label=LABELS.get(name, "shared first half (1 source)"))  # fmt: skip
+                    label=METHOD_LABELS.get(name, "shared first half (1 source)"))  # fmt: skip
     zero = [w["zero_flow_val_l1"]["mean"] for n, w in warp.items() if n.startswith("fabnet_1src")]
     if zero:
         ax.axhline(zero[0], color="tab:red", ls="--", lw=1, label="unwarped source (1 source)")
@@ -332,7 +320,7 @@ def write_study_report(report: dict, out: str) -> str:
         for t in TASKS:
             r = probes[t].get(m)
             cells.append(f"{_fmt(t, r)} ({r['seed_sd'][MAIN_METRIC[t]]:.3g})" if r else "")
-        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
     lines += ["", "Landmarks: mean error in % of the outer inter-ocular distance; pose: mean absolute error of "
               "yaw / pitch / roll in degrees (lower is better for both); expression (4 classes) and attributes "
               "(4 binary): mean ROC AUC (0.5 = chance).", "",
@@ -342,7 +330,9 @@ def write_study_report(report: dict, out: str) -> str:
         if m in ("noise", "supervised"):
             continue
         shares = [report["gap_share"][t].get(m) for t in TASKS]
-        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join("" if s is None else f"{s:.2f}" for s in shares) + " |")
+        lines.append(
+            f"| {METHOD_LABELS.get(m, m)} | " + " | ".join("" if s is None else f"{s:.2f}" for s in shares) + " |"
+        )
     lines += ["", "## The paper's claims", "",
               "A claim of superiority holds where the 95 % intervals do not overlap and the gap exceeds twice the "
               "larger of the two seed sds; \"better\" for the curriculum needs the intervals apart; \"not worse\" "
@@ -364,12 +354,12 @@ def write_study_report(report: dict, out: str) -> str:
     for name, w in report["warp"].items():
         g = w["gain_pct"]
         lines.append(
-            f"| {LABELS.get(name, name)} | {w['best_val_l1']['mean']:.4f} | "
+            f"| {METHOD_LABELS.get(name, name)} | {w['best_val_l1']['mean']:.4f} | "
             f"{w['zero_flow_val_l1']['mean']:.4f} | {g['mean']:.1f} (sd {g['seed_sd'] or 0:.1f}) |"
         )
     for name, c in report["confidence"].items():
         s, mx = c["nearest_pose_share"], c["max_confidence_mean"]
-        lines.append(f"\n{LABELS.get(name, name)}: over {c['samples']} test targets, the pose-nearest of 3 "
+        lines.append(f"\n{METHOD_LABELS.get(name, name)}: over {c['samples']} test targets, the pose-nearest of 3 "
                      f"sources is the most confident on {100 * s['mean']:.1f} % of pixels (chance 33.3 %); the "
                      f"largest confidence averages {mx['mean']:.3f} (1/3 = no selection).")  # fmt: skip
     lines += ["", "## Figures", ""]
@@ -386,4 +376,4 @@ def write_study_report(report: dict, out: str) -> str:
     return os.path.join(out, "report.md")
 
 
-__all__ = ["LABELS", "compare", "gap_share", "seed_mean", "summarise", "write_study_report"]
+__all__ = ["compare", "gap_share", "seed_mean", "summarise", "write_study_report"]
