@@ -31,6 +31,11 @@ CONTRASTIVE_TEMPERATURE = 0.2
 VIEW_FRACTION = (0.55, 0.85)
 
 
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) ITU-R 601 luma of ``x``, repeated over the three channels."""
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+
+
 def augment_colour(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """SimCLR's colour distortion at strength 0.5: brightness, contrast and saturation each
     scaled by U(0.6, 1.4) per frame, then grey with probability 0.2. x: (B, 3, S, S) in [0, 1]."""
@@ -39,11 +44,10 @@ def augment_colour(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     def factor():
         return (0.6 + 0.8 * torch.rand(b, 1, 1, 1, generator=generator)).to(x)
 
-    grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+    mean = _grey(x).mean(dim=(1, 2, 3), keepdim=True)
     x = x * factor()
-    mean = grey.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * factor() + mean
-    grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+    grey = _grey(x)
     x = grey + (x - grey) * factor()
     to_grey = (torch.rand(b, 1, 1, 1, generator=generator) < 0.2).to(x)
     return (x * (1 - to_grey) + grey * to_grey).clamp(0.0, 1.0)
@@ -114,8 +118,9 @@ class SupervisedObjective:
         self.num_landmark = landmarks.shape[1]
         self.classes = max(int(r.expression) for r in records) + 1
         self.attributes = len(records[0].attributes)
-        self.scale = {"landmarks": (landmarks.mean(0), landmarks.std(0) + 1e-6),
-                      "pose": (pose.mean(0), pose.std(0) + 1e-6)}  # fmt: skip
+        self.scale = {task: (torch.as_tensor(y.mean(0), dtype=torch.float32),
+                             torch.as_tensor(y.std(0) + 1e-6, dtype=torch.float32))
+                      for task, y in (("landmarks", landmarks), ("pose", pose))}  # fmt: skip
         out = self.num_landmark + 3 + self.classes + self.attributes
         self.head = nn.Linear(embedding_dim, out)
 
@@ -133,16 +138,15 @@ class SupervisedObjective:
         for task in ("landmarks", "pose"):
             keep, y = self._targets(task, batch.idx, batch.boxes)
             if keep.any():
-                mean, std = (torch.as_tensor(v, dtype=torch.float32) for v in self.scale[task])
+                mean, std = self.scale[task]
                 total = total + F.mse_loss(heads[task][keep], (y - mean) / std)
         keep, y = self._targets("expression", batch.idx, None)
         if keep.any():
             total = total + F.cross_entropy(heads["expression"][keep], y.long())
         keep, y = self._targets("attributes", batch.idx, None)
         if keep.any():
-            pred, y = heads["attributes"][keep], y
             known = ~torch.isnan(y)
-            total = total + F.binary_cross_entropy_with_logits(pred[known], y[known])
+            total = total + F.binary_cross_entropy_with_logits(heads["attributes"][keep][known], y[known])
         return total
 
 
