@@ -11,18 +11,29 @@ import torch
 import torch.nn.functional as F
 
 
+def _axis(n: int, *, align_corners: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Pixel positions along one axis in normalised units, as ``F.affine_grid`` computes them:
+    linspace(-1, 1, n), scaled by (n - 1) / n without align_corners; a single pixel sits at 0."""
+    if n <= 1:
+        return torch.zeros(n, dtype=dtype, device=device)
+    axis = torch.linspace(-1, 1, n, dtype=dtype, device=device)
+    return axis if align_corners else axis * (n - 1) / n
+
+
 def identity_grid(
     batch: int, height: int, width: int, *, align_corners: bool, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
-    """The identity sampling grid, (batch, height, width, 2), x first, as ``F.affine_grid`` makes it.
+    """The identity sampling grid, (batch, height, width, 2), x first: ``F.affine_grid`` of the
+    identity, bit for bit (tests/ops/test_pixel_centres.py), built from two axes.
 
-    Empty sizes give an empty grid (affine_grid itself refuses them); every sample's grid is
-    the same, so it is made once and expanded.
+    Not affine_grid itself: that records as ``affine_grid_generator``, which ONNX has only from
+    opset 20, while linspace and broadcasting export at any opset. Empty sizes give an empty grid
+    (affine_grid refuses them); every sample's grid is the same, so it is made once and expanded.
     """
-    if batch == 0 or height == 0 or width == 0:
-        return torch.empty(batch, height, width, 2, dtype=dtype, device=device)
-    theta = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=dtype, device=device)
-    return F.affine_grid(theta, [1, 1, height, width], align_corners=align_corners).expand(batch, -1, -1, -1)
+    xs = _axis(width, align_corners=align_corners, dtype=dtype, device=device)
+    ys = _axis(height, align_corners=align_corners, dtype=dtype, device=device)
+    grid = torch.stack((xs.expand(height, width), ys.unsqueeze(1).expand(height, width)), dim=-1)
+    return grid.unsqueeze(0).expand(batch, -1, -1, -1)
 
 
 def sampling_grid(flows: torch.Tensor, *, residual: bool, align_corners: bool) -> torch.Tensor:
@@ -61,9 +72,19 @@ def warp_blend_reference(
     B, K, C, Hs, Ws = sources.shape
     H, W = flows.shape[-2:]
     grid = sampling_grid(flows, residual=residual, align_corners=align_corners)
+    lost = None
+    if padding_mode == "border":
+        # The op's contract: a NaN coordinate gives NaN, with either padding. grid_sample's border
+        # padding has no one answer there (its CPU forward clamps NaN to a finite value, its CPU
+        # backward reads out of bounds): it samples a placeholder, replaced by NaN after.
+        nan = torch.isnan(grid)
+        lost = nan.any(dim=-1).unsqueeze(1)  # (B*K, 1, H, W)
+        grid = torch.where(nan, torch.zeros_like(grid), grid)
     warped = F.grid_sample(
         sources.reshape(B * K, C, Hs, Ws), grid, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners
     )
+    if lost is not None:
+        warped = torch.where(lost, torch.full_like(warped, float("nan")), warped)
     warped = warped.reshape(B, K, C, H, W)
     weights = blend_weights(logits, B, K, H, W, like=warped)
     return (weights * warped).sum(dim=1)
