@@ -29,13 +29,32 @@ the flow gradient from the same side as the reference.
 Non-finite values show, as in grid_sample and torch.softmax: with zeros padding a NaN or
 infinite coordinate gives NaN at that pixel (and, as grid_sample, a NaN gradient for the other
 coordinate; the sources' gradient stays finite); with border padding an infinite coordinate
-clamps to the edge and a NaN one gives NaN (grid_sample has no single answer there: its CPU
-kernel crashes, its CUDA kernel clamps NaN to 0). A NaN or +inf logit makes that pixel's
-softmax, and so its blend, NaN.
+clamps to the edge and a NaN one gives NaN on every backend, the reference included
+(grid_sample has no single answer there: its CPU forward clamps NaN to a finite value, its CPU
+backward reads out of bounds, its CUDA kernel clamps NaN to 0). A NaN or +inf logit makes that
+pixel's softmax, and so its blend, NaN.
 
 Empty inputs give empty outputs, as in grid_sample: B, C, H or W may be 0 (the loss of a sample
 without pixels is NaN, the mean of nothing; every gradient has its input's shape). K, Hs and Ws
 must be at least 1.
+
+With the rest of torch, as ``F.grid_sample``:
+
+- autocast: inside ``torch.autocast`` mixed dtypes run in the widest of them (grid_sample is a
+  "promote" op), e.g. an fp32 frame with a bf16 flow from a conv gives fp32; outside it they
+  must agree.
+- double backward (``create_graph=True``): the gradients are recomputed through the reference,
+  so a gradient penalty differentiates them; a plain backward keeps the kernels.
+- ``torch.func``: ``vmap`` folds the mapped dimension into B (one fused call); ``grad``, ``vjp``,
+  ``jacrev`` and ``hessian``'s reverse part run the reference (torch cannot apply these to a
+  custom op's formula); forward mode (``jvp``, ``jacfwd``, ``forward_ad``) raises, as
+  grid_sample has no forward formula either.
+- export: ``torch.jit.trace`` and ``torch.onnx.export`` (both exporters) record the reference
+  (ONNX GridSample); ``torch.export`` keeps ``fabnet::warp_blend`` (loading it needs fabnet);
+  ``torch.jit.script`` cannot compile this Python API, and scripted code calls
+  ``torch.ops.fabnet.warp_blend(sources, flows, logits, residual, padding_mode, align_corners)``.
+- ``backend="auto"`` falling back to the reference for want of a fused backend warns once per
+  process and reason (``FallbackWarning``), naming why and the fix.
 """
 
 from __future__ import annotations
@@ -43,8 +62,8 @@ from __future__ import annotations
 import torch
 
 from fabnet.ops import extension
-from fabnet.ops.backends import BACKENDS, backends, select
-from fabnet.ops.checks import validate
+from fabnet.ops.backends import BACKENDS, FallbackWarning, backends, select
+from fabnet.ops.checks import quiet_under_jit_trace, validate
 from fabnet.ops.grid_sample import grid_sample
 from fabnet.ops.reference import warp_blend_l1_reference, warp_blend_reference
 
@@ -54,6 +73,7 @@ __all__ = [
     "grid_sample",
     "backends",
     "BACKENDS",
+    "FallbackWarning",
     "warp_blend_reference",
     "warp_blend_l1_reference",
     "extension",
@@ -71,17 +91,18 @@ def warp_blend(
     backend: str = "auto",
 ) -> torch.Tensor:
     """Blend of K bilinearly warped sources, (B, C, H, W). See the module docstring."""
-    args = validate(
-        sources,
-        flows,
-        logits,
-        None,
-        residual=residual,
-        padding_mode=padding_mode,
-        align_corners=align_corners,
-        needs_target=False,
-    )
-    return select(backend, args).warp_blend(args)
+    with quiet_under_jit_trace():
+        args = validate(
+            sources,
+            flows,
+            logits,
+            None,
+            residual=residual,
+            padding_mode=padding_mode,
+            align_corners=align_corners,
+            needs_target=False,
+        )
+        return select(backend, args).warp_blend(args)
 
 
 def warp_blend_l1(
@@ -96,14 +117,15 @@ def warp_blend_l1(
     backend: str = "auto",
 ) -> torch.Tensor:
     """Per-sample mean |target - blend| over (C, H, W), (B,). See the module docstring."""
-    args = validate(
-        sources,
-        flows,
-        logits,
-        target,
-        residual=residual,
-        padding_mode=padding_mode,
-        align_corners=align_corners,
-        needs_target=True,
-    )
-    return select(backend, args).warp_blend_l1(args)
+    with quiet_under_jit_trace():
+        args = validate(
+            sources,
+            flows,
+            logits,
+            target,
+            residual=residual,
+            padding_mode=padding_mode,
+            align_corners=align_corners,
+            needs_target=True,
+        )
+        return select(backend, args).warp_blend_l1(args)

@@ -11,11 +11,20 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import torch
 
-from fabnet.ops import extension, reference
+from fabnet.ops import extension, reference, transforms
 from fabnet.ops.checks import WarpBlendArgs
+
+
+class FallbackWarning(UserWarning):
+    """``backend="auto"`` ran the slower PyTorch reference because no fused backend could serve.
+
+    Shown once per process and reason; ``warnings.simplefilter("ignore", FallbackWarning)`` or
+    ``backend="reference"`` silences it.
+    """
 
 
 class Backend:
@@ -74,7 +83,7 @@ class ExtensionBackend(Backend):
     def not_supported_reasons(self, args=None):
         if not extension.available():
             return [extension.LOAD_ERROR]
-        reasons = []
+        reasons = _context_reasons(args)
         if self.device_type == "cuda":
             on_cuda = args is not None and args.sources.device.type == "cuda"
             reasons += extension.cuda_reasons(args.sources.device if on_cuda else None)
@@ -113,6 +122,12 @@ def _only_flows_or_logits_need_grad(a: WarpBlendArgs) -> bool:
     return a.flows.requires_grad or (a.logits is not None and a.logits.requires_grad)
 
 
+def _context_reasons(args: WarpBlendArgs | None) -> list[str]:
+    """The caller's context, when it rules out the fused kernels for this call."""
+    reason = transforms.grad_transform_reason() if args is not None else None
+    return [reason] if reason else []
+
+
 class TritonBackend(Backend):
     """Triton kernels (fabnet.kernels); on CPU tensors only under TRITON_INTERPRET=1."""
 
@@ -129,7 +144,7 @@ class TritonBackend(Backend):
             module = self._module()
         except ImportError as err:
             return [f"Triton kernels unavailable ({err}); `pip install triton`"]
-        reasons = list(module.not_supported_reasons(args))
+        reasons = list(module.not_supported_reasons(args)) + _context_reasons(args)
         if args is not None and args.sources.requires_grad and torch.are_deterministic_algorithms_enabled():
             reasons.append(
                 "torch.use_deterministic_algorithms(True) is on and sources require grad: the Triton kernels "
@@ -164,10 +179,19 @@ def backends(args: WarpBlendArgs | None = None) -> dict[str, list[str]]:
 
 def select(name: str, args: WarpBlendArgs) -> Backend:
     """The backend to run ``args`` on: ``name`` itself, or the first that can for "auto"."""
+    transforms.check_forward_mode(args.tensors)
     if name == "auto":
-        for candidate in AUTO_ORDER.get(args.sources.device.type, ("reference",)):
-            if not BACKENDS[candidate].not_supported_reasons(args):
+        if transforms.tracing_reason() is not None:
+            return BACKENDS["reference"]
+        declined = {}
+        for candidate in AUTO_ORDER.get(args.sources.device.type, ()):
+            if candidate == "reference":
+                break
+            declined[candidate] = BACKENDS[candidate].not_supported_reasons(args)
+            if not declined[candidate]:
                 return BACKENDS[candidate]
+        if declined and transforms.grad_transform_reason() is None:
+            _warn_fallback(args.sources.device.type, declined)
         return BACKENDS["reference"]
     if name not in BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {name!r}")
@@ -175,3 +199,34 @@ def select(name: str, args: WarpBlendArgs) -> Backend:
     if reasons:
         raise ValueError(f"backend {name!r} cannot serve this input: " + "; ".join(reasons))
     return BACKENDS[name]
+
+
+# Messages already shown: a training loop calls the op thousands of times; once is enough.
+_WARNED: set[str] = set()
+
+
+def _warn_fallback(device_type: str, declined: dict[str, list[str]]) -> None:
+    """One FallbackWarning per process and reason: why each fused backend declined, and the fix
+    (each reason ends with it)."""
+    if torch.compiler.is_compiling():  # the eager call before compiling has already warned
+        return
+    why = "; ".join(f"{name}: {' / '.join(reasons)}" for name, reasons in declined.items())
+    if why in _WARNED:
+        return
+    _WARNED.add(why)
+    warnings.warn(
+        f"fabnet.ops: backend='auto' runs the slower PyTorch reference on {device_type} tensors, because {why}. "
+        "backend='reference' chooses it without this warning.",
+        FallbackWarning,
+        stacklevel=_stacklevel_of_caller(),
+    )
+
+
+def _stacklevel_of_caller() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside fabnet.ops (the user's
+    call of warp_blend, warp_blend_l1 or grid_sample, however deep the call chain inside)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == package:
+        frame, level = frame.f_back, level + 1
+    return level

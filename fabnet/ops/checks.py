@@ -6,13 +6,17 @@ argument, what was expected and what came.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 PADDING_MODES = ("zeros", "border")
 FLOATING_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+# Device types with an autocast mode; torch.is_autocast_enabled raises for others (meta).
+AUTOCAST_DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,32 @@ def _shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
+def _autocast_promote(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Inside an autocast region of ``device``'s type, every tensor cast to the widest dtype among
+    them, as autocast treats ``F.grid_sample`` (a "promote" op on CPU and CUDA): an fp32 image with
+    a bf16 grid from a conv runs in fp32. Outside autocast the dtypes must agree, as in grid_sample.
+    """
+    if device.type not in AUTOCAST_DEVICE_TYPES or not torch.is_autocast_enabled(device.type):
+        return tensors
+    widest = tensors["sources"].dtype
+    for t in tensors.values():
+        widest = torch.promote_types(widest, t.dtype)
+    return {name: t.to(widest) for name, t in tensors.items()}
+
+
+@contextlib.contextmanager
+def quiet_under_jit_trace():
+    """Under ``torch.jit.trace`` sizes are traced tensors, and each test of one warns that its
+    truth value is not recorded. For the argument checks and the reference's size branches that
+    is right: they hold for the traced shapes, as the trace itself does."""
+    if not torch.jit.is_tracing():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
 def validate(
     sources, flows, logits, target, *, residual, padding_mode, align_corners, needs_target: bool
 ) -> WarpBlendArgs:
@@ -56,14 +86,17 @@ def validate(
     for name, t in given.items():
         if t.dtype not in FLOATING_DTYPES:
             raise TypeError(f"{name} must be float32, float64, bfloat16 or float16, got {t.dtype}")
-    dtypes = {name: t.dtype for name, t in given.items()}
-    if len(set(dtypes.values())) > 1:
-        listed = ", ".join(f"{n}={d}" for n, d in dtypes.items())
-        raise TypeError(f"all tensors must share one dtype, got {listed}; cast them with .to(dtype)")
     devices = {name: t.device for name, t in given.items()}
     if len(set(devices.values())) > 1:
         listed = ", ".join(f"{n} on {d}" for n, d in devices.items())
         raise ValueError(f"all tensors must be on one device, got {listed}")
+    given = _autocast_promote(given, sources.device)
+    dtypes = {name: t.dtype for name, t in given.items()}
+    if len(set(dtypes.values())) > 1:
+        listed = ", ".join(f"{n}={d}" for n, d in dtypes.items())
+        raise TypeError(f"all tensors must share one dtype, got {listed}; cast them with .to(dtype)")
+    sources, flows = given["sources"], given["flows"]
+    logits, target = given.get("logits"), given.get("target", target)
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     if not isinstance(residual, bool) or not isinstance(align_corners, bool):

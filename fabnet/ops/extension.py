@@ -9,12 +9,10 @@ per-sample gradients for flows and logits; its backward only scales them.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
-from fabnet.ops import build_info
-from fabnet.ops.autograd import backward_formulas, setup_context
+from fabnet.ops import build_info, vmap
+from fabnet.ops.autograd import backward_formulas, creating_graph, differentiable_gradients, setup_context
 
 REBUILD_COMMAND = build_info.REBUILD_COMMAND
 BUILD_INFO = build_info.read()
@@ -34,9 +32,8 @@ def _load(info: dict | None, torch_version: str) -> str | None:
     return None
 
 
+# Not a warning here: backend="auto" warns (once, FallbackWarning) when a call falls back for it.
 LOAD_ERROR: str | None = _load(BUILD_INFO, torch.__version__)
-if LOAD_ERROR is not None:
-    warnings.warn(f"{LOAD_ERROR}. fabnet.ops falls back to the PyTorch reference.", stacklevel=2)
 
 
 def available() -> bool:
@@ -141,6 +138,11 @@ if available():
     def _with_grads_backward(ctx, grad, _grad_flows_grad, _grad_logits_grad):
         if grad is None:  # no gradient reached the loss (grads are not materialised)
             return None, None, None, None, None, None, None, None
+        if creating_graph():
+            sources, flows, logits, target = ctx.saved_tensors
+            mask = [False, bool(ctx.mask[0]), bool(ctx.mask[1]) and logits is not None, False]
+            _, gf, gl, _ = differentiable_gradients(grad, (sources, flows, logits, target), ctx.options, mask)
+            return None, gf, gl, None, None, None, None, None
         if ctx.unit_grads is not None:
             # loss[b] depends on sample b only, so d(sum_b grad[b] loss[b]) / d flows[b] is
             # grad[b] times the unit gradient the forward computed.
@@ -167,3 +169,11 @@ if available():
     )
     torch.library.register_autograd("fabnet::warp_blend", _blend_backward, setup_context=setup_context)
     torch.library.register_autograd("fabnet::warp_blend_l1", _l1_backward, setup_context=setup_context)
+    for _name in (
+        "warp_blend",
+        "warp_blend_l1",
+        "warp_blend_backward",
+        "warp_blend_l1_backward",
+        "warp_blend_l1_with_grads",
+    ):
+        vmap.register(f"fabnet::{_name}")

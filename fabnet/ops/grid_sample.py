@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from fabnet.ops.checks import quiet_under_jit_trace
+
 MODES = ("bilinear",)
 PADDING_MODES = ("zeros", "border")
 
@@ -44,20 +46,21 @@ def grid_sample(
             f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}; use "
             "torch.nn.functional.grid_sample for 'reflection'"
         )
-    if not isinstance(input, torch.Tensor) or input.dim() != 4:
-        raise ValueError(
-            f"input must be a 4-d tensor (N, C, Hs, Ws), got "
-            f"{tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__}"
-        )
-    if not isinstance(grid, torch.Tensor) or grid.dim() != 4 or grid.shape[-1] != 2:
-        raise ValueError(
-            f"grid must have shape (N, H, W, 2), got "
-            f"{tuple(grid.shape) if isinstance(grid, torch.Tensor) else type(grid).__name__}"
-        )
-    if grid.shape[0] != input.shape[0]:
-        raise ValueError(
-            f"grid and input must have the same N, got grid {tuple(grid.shape)} and input {tuple(input.shape)}"
-        )
+    with quiet_under_jit_trace():
+        if not isinstance(input, torch.Tensor) or input.dim() != 4:
+            raise ValueError(
+                f"input must be a 4-d tensor (N, C, Hs, Ws), got "
+                f"{tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__}"
+            )
+        if not isinstance(grid, torch.Tensor) or grid.dim() != 4 or grid.shape[-1] != 2:
+            raise ValueError(
+                f"grid must have shape (N, H, W, 2), got "
+                f"{tuple(grid.shape) if isinstance(grid, torch.Tensor) else type(grid).__name__}"
+            )
+        if grid.shape[0] != input.shape[0]:
+            raise ValueError(
+                f"grid and input must have the same N, got grid {tuple(grid.shape)} and input {tuple(input.shape)}"
+            )
     sources = input.unsqueeze(1)  # (N, 1, C, Hs, Ws), a view
     flows = grid.permute(0, 3, 1, 2).unsqueeze(1)  # (N, 1, 2, H, W), a view
     return warp_blend(

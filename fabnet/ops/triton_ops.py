@@ -24,6 +24,7 @@ import os
 
 import torch
 
+from fabnet.ops import vmap
 from fabnet.ops.autograd import backward_formulas, setup_context
 from fabnet.ops.checks import WarpBlendArgs
 
@@ -185,6 +186,8 @@ if _kernels is not None:
 
     _warp_blend_op.register_autograd(_blend_backward, setup_context=setup_context)
     _warp_blend_l1_op.register_autograd(_l1_backward, setup_context=setup_context)
+    for _name in ("warp_blend", "warp_blend_l1", "warp_blend_backward", "warp_blend_l1_backward"):
+        vmap.register(f"fabnet::triton_{_name}")
 
 
 def warp_blend(a: WarpBlendArgs) -> torch.Tensor:

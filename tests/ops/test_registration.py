@@ -1,4 +1,4 @@
-"""The ops as torch sees them: opcheck, torch.compile(fullgraph=True), the import fallback."""
+"""The ops as torch sees them: opcheck, torch.compile(fullgraph=True), the fallback warning."""
 
 from __future__ import annotations
 
@@ -67,22 +67,43 @@ def test_compile_fullgraph_matches_eager(compile_backend):
         torch.testing.assert_close(got, want)
 
 
-def test_import_without_extension_falls_back_with_rebuild_hint():
+def test_without_extension_auto_warns_once_with_the_reason_and_the_fix():
+    """A missing _C: the import is silent, the first call that falls back warns (FallbackWarning,
+    naming the reason and the rebuild command), later calls do not, and the result is right."""
     code = (
         "import sys, warnings\n"
         "sys.modules['fabnet._C'] = None\n"
-        "with warnings.catch_warnings(record=True) as caught:\n"
+        "with warnings.catch_warnings(record=True) as at_import:\n"
         "    warnings.simplefilter('always')\n"
         "    import torch, fabnet.ops as ops\n"
-        "assert any('pip install -e .' in str(w.message) for w in caught), caught\n"
+        "assert not [w for w in at_import if 'fabnet' in str(w.message)], at_import\n"
         "s = torch.rand(1, 2, 3, 4, 4); f = torch.zeros(1, 2, 2, 4, 4)\n"
-        "out = ops.warp_blend(s, f, residual=True, align_corners=True)\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    for _ in range(3):\n"
+        "        out = ops.warp_blend(s, f, residual=True, align_corners=True)\n"
+        "mine = [w for w in caught if issubclass(w.category, ops.FallbackWarning)]\n"
+        "assert len(mine) == 1, [str(w.message) for w in caught]\n"
+        "assert mine[0].filename == '<string>', mine[0].filename  # points at the caller's line\n"
         "assert torch.allclose(out, s.mean(1), atol=1e-6)\n"
-        "print(ops.backends()['cpu'][0])\n"
+        "print(mine[0].message)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "rebuild" in result.stdout
+    assert "runs the slower PyTorch reference on cpu tensors" in result.stdout
+    assert "fabnet._C could not be loaded" in result.stdout and "pip install -e ." in result.stdout
+
+
+def test_explicit_reference_does_not_warn():
+    code = (
+        "import sys, warnings\n"
+        "sys.modules['fabnet._C'] = None\n"
+        "import torch, fabnet.ops as ops\n"
+        "warnings.simplefilter('error', ops.FallbackWarning)\n"
+        "ops.warp_blend(torch.rand(1, 2, 3, 4, 4), torch.zeros(1, 2, 2, 4, 4), backend='reference')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_triton_declines_source_gradients_under_deterministic_algorithms():
