@@ -172,9 +172,31 @@ def check_footprint(sources, flows, logits, target, *, C: int, H: int, W: int) -
     for t in (flows, logits, target):
         if t is not None and t.requires_grad:
             need += t.numel() * item
+    need += _internal_copies(sources, flows, logits, target, acc)
     limit, what = _memory_limit(sources.device)
     if need > limit:
         raise ValueError(
-            f"this call needs {need / 2**30:.1f} GiB for its output and gradients, more than the "
-            f"{limit / 2**30:.1f} GiB of {what}; split the batch"
+            f"this call needs {need / 2**30:.1f} GiB for its output, gradients and internal copies, more "
+            f"than the {limit / 2**30:.1f} GiB of {what}; split the batch (or make expanded inputs "
+            "contiguous at the size you need)"
         )
+
+
+def _internal_copies(sources, flows, logits, target, acc: int) -> int:
+    """Bytes the kernels allocate besides outputs and gradients. The CPU kernels read flows,
+    logits and target contiguous (an expanded, zero-stride flows of 1 element becomes B K 2 H W),
+    and sources too when their gradient is asked for; the CUDA kernels read strides, but their
+    deterministic source gradient keeps 4 tap contributions and indices per output pixel."""
+    item = sources.element_size()
+    total = 0
+    if sources.device.type == "cpu":
+        for t in (flows, logits, target):
+            if t is not None and not t.is_contiguous():
+                total += t.numel() * item
+        if sources.requires_grad and not sources.is_contiguous():
+            total += sources.numel() * item
+    elif sources.device.type == "cuda" and sources.requires_grad and torch.are_deterministic_algorithms_enabled():
+        B, K, C = sources.shape[:3]
+        H, W = flows.shape[3], flows.shape[4]
+        total += B * K * H * W * 4 * (C * acc + 4)
+    return total

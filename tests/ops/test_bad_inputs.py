@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fabnet import ops
+from fabnet.ops import checks
 
 
 def good(B=2, K=3, C=3, H=5, W=6, dtype=torch.float32):
@@ -72,10 +73,28 @@ def test_a_call_larger_than_memory_is_refused_before_allocating():
     flows = torch.zeros(1, 1, 1, 1, 1).expand(2**20, 1, 2, 2**11, 2**11)
     with pytest.raises(
         ValueError,
-        match=r"this call needs \d+\.\d GiB for its output and gradients, more than "
+        match=r"this call needs \d+\.\d GiB for its output, gradients and internal copies, more than "
         r"the \d+\.\d GiB of physical memory; split the batch",
     ):
         ops.warp_blend(sources, flows)
+
+
+def test_internal_copies_of_expanded_inputs_are_counted():
+    """A tiny output (the loss, (B,)) over expanded flows and target: the CPU kernel reads them
+    contiguous, more than the machine holds. Before, the check counted the loss alone (16 KB at
+    B = 4096) and the allocator was asked for 32 GiB; now the call is refused first."""
+    K, H, W = 4, 512, 512
+    limit, _ = checks._memory_limit(torch.device("cpu"))
+    B = limit // (K * 2 * H * W * 4) + 1  # the flows' copy alone passes this machine's memory
+    sources = torch.rand(1, 1, 1, 2, 2).expand(B, K, 1, 2, 2)
+    flows = torch.zeros(1, 1, 2, 1, 1).expand(B, K, 2, H, W)
+    target = torch.zeros(1, 1, 1, 1).expand(B, 1, H, W)
+    need = (B + flows.numel() + target.numel()) * 4 / 2**30  # the loss (B,) and the two copies
+    with pytest.raises(ValueError, match=rf"needs {need:.1f} GiB for its output, gradients and internal copies"):
+        ops.warp_blend_l1(sources, flows, None, target, backend="cpu")
+    # Made contiguous at a size that fits, the same call has no copies to count.
+    small = dict(sources=sources[:2].contiguous(), flows=flows[:2, :, :, :8, :8].contiguous())
+    assert checks._internal_copies(*small.values(), None, target[:2, :, :8, :8].contiguous(), 4) == 0
 
 
 def test_a_plane_past_32_bit_offsets_is_refused():
