@@ -18,6 +18,7 @@ import math
 import os
 import warnings
 
+from fabnet.data.files import check_regular
 from fabnet.data.index import DataWarning
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -37,11 +38,16 @@ def plan_videos(videos: str) -> list[tuple[str, tuple[str, str, str]]]:
         return [(videos, (stem, stem, "00"))]
     if not os.path.isdir(videos):
         raise FileNotFoundError(f"VIDEOS {videos!r} is neither a video file nor a directory")
-    plan = []
+    plan, irregular = [], []
     for dirpath, dirnames, filenames in os.walk(videos):
         dirnames.sort()
         for name in sorted(filenames):
             if not name.lower().endswith(VIDEO_EXTENSIONS):
+                continue
+            try:  # a FIFO named x.mp4 would block the decoder's open forever
+                check_regular(os.path.join(dirpath, name), None)
+            except OSError as err:
+                irregular.append(f"{os.path.join(dirpath, name)} ({err})")
                 continue
             rel = os.path.relpath(os.path.join(dirpath, name), videos).split(os.sep)
             stem = os.path.splitext(rel[-1])[0]
@@ -55,6 +61,9 @@ def plan_videos(videos: str) -> list[tuple[str, tuple[str, str, str]]]:
                 raise ValueError(f"video {'/'.join(rel)} under {videos!r} is nested too deep: expected <name>.<ext>, "
                                  f"<identity>/<video>.<ext> or <identity>/<video>/<track>.<ext>")  # fmt: skip
             plan.append((os.path.join(dirpath, name), key))
+    if irregular:
+        named = "; ".join(irregular[:10])
+        warnings.warn(f"skipped {len(irregular)} non-regular file(s): {named}", DataWarning, stacklevel=2)
     if not plan:
         raise FileNotFoundError(f"no video file ({', '.join(VIDEO_EXTENSIONS)}) under {videos!r}")
     return plan
@@ -104,8 +113,8 @@ def extract_frames(videos: str, out: str, *, fps: float = 1.0, size: int = 0, pr
         import av
     except ImportError:
         raise ImportError(f"extract-frames decodes videos with PyAV, which is not installed: {INSTALL_HINT}") from None
-    if not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps!r}")
+    if not 0 < fps <= 1000:
+        raise ValueError(f"fps must be in (0, 1000], got {fps!r}")
     if size < 0:
         raise ValueError(f"size must be >= 0 (0 keeps the video's size), got {size!r}")
     plan = plan_videos(videos)
@@ -135,6 +144,9 @@ def extract_frames(videos: str, out: str, *, fps: float = 1.0, size: int = 0, pr
         except (av.FFmpegError, ValueError) as err:  # one broken video must not stop a long extraction
             failed.append(f"{path} ({err})")
         written += kept
+    if failed and len(failed) == len(plan) and written == 0:
+        more = f"; ... and {len(failed) - 5} more" if len(failed) > 5 else ""
+        raise ValueError(f"none of the {len(plan)} video(s) could be decoded: {'; '.join(failed[:5])}{more}")
     if failed:
         # The frames a broken video gave before failing are kept: each one is a whole JPEG.
         warnings.warn(f"could not decode {len(failed)} of {len(plan)} video(s): {'; '.join(failed[:20])}"

@@ -20,6 +20,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from fabnet.data.files import MAX_FRAME_BYTES, MAX_TABLE_BYTES, UnreadableFile, check_regular, open_image
 from fabnet.data.labels import SPLITS, DataWarning, FrameRecord, read_labels
 
 CACHE_FILE = ".fabnet-index.json"
@@ -29,24 +30,27 @@ _MAX_NAMED = 20  # files named in one warning before "... and N more"
 
 
 def _check_jpeg(path: str) -> tuple[bool, int, int, str]:
-    """(ok, width, height, reason) for one file, reading its first and last bytes only."""
+    """(ok, width, height, reason) for one file, reading its first and last bytes only (after
+    ``files.check_regular``: a FIFO would block the open, /dev/zero would never end)."""
     try:
-        size = os.path.getsize(path)
+        size = check_regular(path, MAX_FRAME_BYTES).st_size
         with open(path, "rb") as fh:
             head = fh.read(2)
             fh.seek(max(0, size - 64))
             tail = fh.read()
+    except UnreadableFile as err:
+        return False, 0, 0, str(err)
     except OSError as err:
         return False, 0, 0, f"unreadable ({err.strerror})"
     if head != b"\xff\xd8":
         return False, 0, 0, "not a JPEG (no SOI marker)"
     if b"\xff\xd9" not in tail:
         return False, 0, 0, "truncated (no EOI marker)"
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:  # parses the header only
+        with open_image(path) as im:  # parses the header only
             w, h = im.size
+    except UnreadableFile as err:
+        return False, 0, 0, str(err)
     except Exception as err:  # PIL raises several types for corrupt headers
         return False, 0, 0, f"bad header ({err})"
     return True, w, h, ""
@@ -90,11 +94,27 @@ def _scan(root: str) -> list[FrameRecord]:
 
 
 def _load_cache(root: str) -> dict:
+    """The cached checks {relpath: [size, mtime_ns, ok, width, height, reason]}; an unreadable
+    cache, or one of another shape (edited, or written by something else), counts as none and is
+    rebuilt."""
+    path = os.path.join(root, CACHE_FILE)
     try:
-        with open(os.path.join(root, CACHE_FILE)) as fh:
-            return json.load(fh)
+        check_regular(path, MAX_TABLE_BYTES)
+        with open(path) as fh:
+            cache = json.load(fh)
     except (OSError, ValueError):
         return {}
+    if not isinstance(cache, dict) or not all(_cache_entry(v) for v in cache.values()):
+        return {}
+    return cache
+
+
+def _cache_entry(value) -> bool:
+    if not isinstance(value, list) or len(value) != 6:
+        return False
+    size, mtime, ok, width, height, reason = value
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (size, mtime, width, height))
+    return ints and isinstance(ok, bool) and isinstance(reason, str)
 
 
 def _save_cache(root: str, cache: dict) -> None:
@@ -112,8 +132,11 @@ def _check_files(root: str, records: list[FrameRecord], use_cache: bool) -> list
     new_cache, kept, bad = {}, [], []
     for r in records:
         try:
-            st = os.stat(r.path)
+            st = check_regular(r.path, MAX_FRAME_BYTES)
             stamp = [st.st_size, st.st_mtime_ns]
+        except UnreadableFile as err:
+            bad.append((r.relpath, str(err)))
+            continue
         except OSError:
             bad.append((r.relpath, "missing"))
             continue

@@ -39,6 +39,7 @@ import csv
 import json
 import math
 import os
+import posixpath
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fabnet.data.face import EYE_CORNERS, LANDMARK_NAMES, MOUTH_CORNERS, NOSE_TIP, OUTER_EYE_CORNERS
+from fabnet.data.files import MAX_TABLE_BYTES, UnreadableFile, check_regular
 
 LABELS_FILE = "labels.csv"
 
@@ -130,58 +132,100 @@ def write_labels(
 
 
 def _float(s: str) -> float:
-    return float(s) if s.strip() else math.nan
+    """An empty cell is unknown (NaN); a number must be finite (an infinite pose or landmark would
+    turn every metric of its probe into NaN)."""
+    if not s.strip():
+        return math.nan
+    value = float(s)
+    if not math.isfinite(value):
+        raise ValueError(f"{s.strip()!r} is not a finite number (leave the cell empty for unknown)")
+    return value
+
+
+def _size(s: str) -> int:
+    """A stored image side in pixels: empty (read from the file) or an integer in [1, 65535]."""
+    if not s.strip():
+        return 0
+    value = int(s)
+    if not 1 <= value <= MAX_SIDE:
+        raise ValueError(f"image side {s.strip()[:20]!r} must be in [1, {MAX_SIDE}] pixels (or empty)")
+    return value
+
+
+# JPEG's own limit on a side.
+MAX_SIDE = 65535
+
+
+def _normalised(rel: str) -> str:
+    """One spelling per frame: ``a//b/./c.jpg`` and ``./a/b/c.jpg`` both name ``a/b/c.jpg``."""
+    return posixpath.normpath(rel.replace("\\", "/"))
 
 
 def read_labels(root: str) -> list[FrameRecord] | None:
-    """Parse ``ROOT/labels.csv`` into records (paths unchecked), or None if there is no table."""
+    """Parse ``ROOT/labels.csv`` into records (paths unchecked), or None if there is no table.
+
+    ValueError naming the file (and the line) for anything it cannot use: not UTF-8, a NUL byte,
+    a cell that is not a number where one is needed, an infinite value, an image side past 65535.
+    """
     path = os.path.join(root, LABELS_FILE)
     if not os.path.exists(path):
         return None
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or header[0] != "path":
-            raise ValueError(f"{path}: the first header column must be 'path', got {header[:1]}")
-        col = {name: i for i, name in enumerate(header)}
-        missing = [c for c in ("identity", "video", "track", "frame") if c not in col]
-        if missing:
-            raise ValueError(f"{path}: missing required column(s) {missing}; header is {header}")
-        attr_cols = [i for i, n in enumerate(header) if n.startswith("attr_")]
-        lm_cols = []
-        while f"x{len(lm_cols)}" in col and f"y{len(lm_cols)}" in col:
-            lm_cols.append((col[f"x{len(lm_cols)}"], col[f"y{len(lm_cols)}"]))
-        pose_cols = [col.get(n) for n in POSE_NAMES]
-        records, lines_of = [], {}
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            rel = row[0].replace("\\", "/")
-            parts = rel.split("/")
-            if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel) or ".." in parts:
-                raise ValueError(
-                    f"{path}, line {line}: path {rel!r} leaves the data root; paths must be "
-                    "relative to ROOT, without '..'"
-                )
-            if rel in lines_of:
-                lines_of[rel].append(line)
-                continue
-            lines_of[rel] = [line]
-            try:
-                get = lambda name, default="", row=row: row[col[name]] if name in col else default
-                records.append(FrameRecord(
-                    path=os.path.join(root, *rel.split("/")), relpath=rel,
-                    identity=get("identity"), video=get("video"), track=get("track"),
-                    frame=int(get("frame")), split=get("split").strip(),
-                    width=int(get("width") or 0), height=int(get("height") or 0),
-                    pose=np.array([_float(row[c]) if c is not None else math.nan for c in pose_cols], np.float32),
-                    expression=int(get("expression") or -1),
-                    attributes=np.array([_float(row[c]) for c in attr_cols], np.float32),
-                    landmarks=np.array([[_float(row[x]), _float(row[y])] for x, y in lm_cols],
-                                       np.float32).reshape(-1, 2),
-                ))  # fmt: skip
-            except (ValueError, IndexError) as err:
-                raise ValueError(f"{path}, line {line}: cannot parse row {row[:6]}...: {err}") from err
+    try:
+        check_regular(path, MAX_TABLE_BYTES)
+        with open(path, newline="", encoding="utf-8") as fh:
+            return _parse_labels(path, root, csv.reader(fh))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
+    except csv.Error as err:
+        raise ValueError(f"{path}: not a readable CSV table ({err})") from None
+    except UnreadableFile as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _parse_labels(path: str, root: str, reader) -> list[FrameRecord]:
+    header = next(reader, None)
+    if header is None or header[0] != "path":
+        raise ValueError(f"{path}: the first header column must be 'path', got {header[:1]}")
+    col = {name: i for i, name in enumerate(header)}
+    missing = [c for c in ("identity", "video", "track", "frame") if c not in col]
+    if missing:
+        raise ValueError(f"{path}: missing required column(s) {missing}; header is {header}")
+    attr_cols = [i for i, n in enumerate(header) if n.startswith("attr_")]
+    lm_cols = []
+    while f"x{len(lm_cols)}" in col and f"y{len(lm_cols)}" in col:
+        lm_cols.append((col[f"x{len(lm_cols)}"], col[f"y{len(lm_cols)}"]))
+    pose_cols = [col.get(n) for n in POSE_NAMES]
+    records, lines_of = [], {}
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if any("\x00" in cell for cell in row):
+            raise ValueError(f"{path}, line {line}: a NUL byte in the row; the table is corrupt or not text")
+        rel = _normalised(row[0])
+        parts = rel.split("/")
+        if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel) or ".." in parts:
+            raise ValueError(
+                f"{path}, line {line}: path {rel!r} leaves the data root; paths must be relative to ROOT, without '..'"
+            )
+        if rel in lines_of:
+            lines_of[rel].append(line)
+            continue
+        lines_of[rel] = [line]
+        try:
+            get = lambda name, default="", row=row: row[col[name]] if name in col else default
+            records.append(FrameRecord(
+                path=os.path.join(root, *rel.split("/")), relpath=rel,
+                identity=get("identity"), video=get("video"), track=get("track"),
+                frame=int(get("frame")), split=get("split").strip(),
+                width=_size(get("width")), height=_size(get("height")),
+                pose=np.array([_float(row[c]) if c is not None else math.nan for c in pose_cols], np.float32),
+                expression=int(get("expression") or -1),
+                attributes=np.array([_float(row[c]) for c in attr_cols], np.float32),
+                landmarks=np.array([[_float(row[x]), _float(row[y])] for x, y in lm_cols],
+                                   np.float32).reshape(-1, 2),
+            ))  # fmt: skip
+        except (ValueError, IndexError) as err:
+            raise ValueError(f"{path}, line {line}: cannot parse row {row[:6]}...: {err}") from None
     repeated = {rel: lines for rel, lines in lines_of.items() if len(lines) > 1}
     if repeated:
         # A frame listed twice would be drawn as a source of itself.
@@ -204,11 +248,21 @@ def label_info(root: str) -> dict:
             "attribute_names": list(ATTRIBUTE_NAMES), "landmark_names": list(LANDMARK_NAMES)}  # fmt: skip
     path = os.path.join(root, LABEL_INFO_FILE)
     if os.path.exists(path):
-        with open(path) as fh:
-            info.update(json.load(fh))
+        try:
+            check_regular(path, MAX_TABLE_BYTES)
+            with open(path, encoding="utf-8") as fh:
+                names = json.load(fh)
+        except (ValueError, UnreadableFile) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ValueError(f"{path}: not a readable labels.json ({err}); fix it or remove it") from None
+        if not isinstance(names, dict) or not all(isinstance(v, list) for v in names.values()):
+            raise ValueError(f'{path}: expected an object of name lists, e.g. {{"expression_names": [...]}}')
+        info.update(names)
     csv_path = os.path.join(root, LABELS_FILE)
     if os.path.exists(csv_path):
-        with open(csv_path, newline="") as fh:
-            header = next(csv.reader(fh), [])
+        try:
+            with open(csv_path, newline="", encoding="utf-8") as fh:
+                header = next(csv.reader(fh), [])
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise ValueError(f"{csv_path}: not a readable CSV table ({err})") from None
         info["attribute_names"] = [n[len("attr_") :] for n in header if n.startswith("attr_")]
     return info

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from fabnet.data.bad_frames import BadFrames
+from fabnet.data.files import open_image
 from fabnet.data.sampling import Sample
 
 
@@ -35,7 +36,7 @@ def read_crop(
     """
     from PIL import Image
 
-    with Image.open(path) as im:
+    with open_image(path) as im:  # a regular file of bounded size and pixels (fabnet.data.files)
         w0, h0 = im.size
         if indexed_size and all(indexed_size) and (w0, h0) != tuple(indexed_size):
             fx, fy = w0 / indexed_size[0], h0 / indexed_size[1]

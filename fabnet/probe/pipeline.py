@@ -57,8 +57,8 @@ def embed_splits(checkpoint, root: str, splits=("train", "val", "test"), *, crop
                 f"split {split!r} of {root!r} has no frames; the probes need train, val and test "
                 "identities (make a data set with at least 3 identities, e.g. `fabnet synth`)"
             )
-        emb, boxes = embed_records(encoder, recs, crop=crop, batch_size=batch_size, progress=progress)
-        out[split or "all"] = Embedded(split or "all", recs, emb, boxes)
+        emb, boxes, kept = embed_records(encoder, recs, crop=crop, batch_size=batch_size, progress=progress)
+        out[split or "all"] = Embedded(split or "all", [recs[i] for i in kept], emb, boxes)
     return out
 
 

@@ -91,13 +91,14 @@ def target_swap_study(checkpoint: str, records, *, samples: int = 256, seed: int
             f"checkpoint {checkpoint!r} has no flow decoder (a baseline?); the target-swap "
             "study needs a FAb-Net training checkpoint"
         )
-    model = build_model(state, op_backend="auto").eval()
+    model = build_model(state, checkpoint, op_backend="auto").eval()
     k = model.num_sources
+    emb_np, _, kept = embed_records(model.encoder, records, batch_size=batch_size)
+    records = [records[i] for i in kept]  # unreadable frames left out (and named) before drawing
     rng = np.random.default_rng(seed)
     drawn = _draw_samples(records, k, samples, rng)
     if not drawn:
         return {}
-    emb_np, _ = embed_records(model.encoder, records, batch_size=batch_size)
     emb = torch.from_numpy(emb_np)
     ids = np.array([r.identity for r in records])
     track_mean = {key: emb[rows].mean(0) for key, rows in _rows_by_track(records).items()}
