@@ -27,6 +27,8 @@ __all__ = [
     "existing_path",
     "writable_dir",
     "writable_file",
+    "output_file",
+    "refuse_inputs_as_outputs",
     "device",
     "power_of_two_in",
 ]
@@ -162,6 +164,40 @@ def writable_file(text: str) -> str:
     except argparse.ArgumentTypeError as err:
         _fail(f"{text!r} cannot be written: {err}")
     return text
+
+
+def output_file(*extensions: str):
+    """A writable file whose name ends in one of ``extensions`` (".png", ...): the writers pick
+    the format from it, and a name they cannot write would fail only after the work is done."""
+
+    def parse(text: str) -> str:
+        if not text.lower().endswith(extensions):
+            _fail(f"{text!r}: expected a file name ending in {', '.join(extensions)}")
+        return writable_file(text)
+
+    parse.__name__ = "file name"
+    return parse
+
+
+def refuse_inputs_as_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
+    """ValueError when an output path is an input file or lies inside an input directory
+    (``fabnet embed --out CKPT`` would overwrite the trained model). Paths are compared after
+    resolving links, so two spellings of one file are one file."""
+    for out_name, out in outputs.items():
+        if not out:
+            continue
+        target = os.path.realpath(out)
+        for in_name, given in inputs.items():
+            if not given:
+                continue
+            source = os.path.realpath(given)
+            inside = os.path.isdir(source) and os.path.commonpath([source, target]) == source
+            if target == source or (inside and os.path.exists(target)):
+                what = "is" if target == source else "is a file inside"
+                raise ValueError(
+                    f"{out_name} {out!r} {what} the input {in_name} {given!r}; writing it would destroy "
+                    f"the input: choose another {out_name}"
+                )
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")

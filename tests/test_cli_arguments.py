@@ -39,7 +39,9 @@ CASES = [
         "argument --data: '{missing}' does not exist or is not a directory",
     ),
     (["embed", "--pixels", "8", "--data", "{data}", "--out", "{under_file}/e.npz"], "argument --out: "),
-    (["embed", "--pixels", "8", "--data", "{data}", "--out", "{data}"], "is a directory; give a file name"),
+    (["embed", "--pixels", "8", "--data", "{data}", "--out", "{data}"], "expected a file name ending in .pt, .npz"),
+    (["embed", "--pixels", "8", "--data", "{data}", "--out", "{out}/e.parquet"], "ending in .pt, .npz"),
+    (["retrieve", "--pixels", "8", "--data", "{data}", "--out", "{out}/r.jpg"], "ending in .png, .pdf, .svg"),
     (
         ["embed", "--pixels", "8", "--data", "{data}", "--out", "{out}/e.npz", "--batch-size", "0"],
         "argument --batch-size: expected an integer >= 1, got 0",
@@ -111,7 +113,9 @@ CASES = [
     (["synth", "{out}/s", "--size", "100000"], "argument --size: expected an integer in [16, 1024]"),
     (["synth", "{file}"], "argument OUT: '{file}' exists and is not a directory"),
     (["extract-frames", "{missing}", "{out}/f"], "argument VIDEOS: '{missing}' does not exist"),
-    (["extract-frames", "{data}", "{out}/f", "--fps", "0"], "argument --fps: expected a finite number > 0, got 0"),
+    (["extract-frames", "{data}", "{out}/f", "--fps", "0"], "--fps: expected a finite number > 0 and <= 1000, got 0"),
+    (["extract-frames", "{data}", "{out}/f", "--fps", "1e308"], "--fps: expected a finite number > 0 and <= 1000"),
+    (["extract-frames", "{data}", "{out}/f", "--size", "100000"], "argument --size: expected an integer in [0, 4096]"),
 ]
 
 

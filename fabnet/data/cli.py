@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from fabnet.arguments import existing_path, int_in, non_negative_int, positive_float, positive_int, writable_dir
+from fabnet.arguments import existing_path, finite_float, int_in, positive_int, writable_dir
 
 
 def cmd_synth(args) -> int:
@@ -90,17 +90,18 @@ def register(subparsers) -> None:
     )  # fmt: skip
     p.add_argument("videos", metavar="VIDEOS", type=existing_path, help="a video file or a directory of videos")
     p.add_argument("out", metavar="OUT", type=writable_dir, help="output data root")
+    # 1000: above any camera's frame rate (every frame is kept from fps >= the video's rate).
     p.add_argument(
         "--fps",
-        type=positive_float,
+        type=finite_float(0.0, 1000.0, low_open=True),
         default=1.0,
-        help="frames per second to keep (default 1, as the paper did for VoxCeleb)",
+        help="frames per second to keep, in (0, 1000] (default 1, as the paper did for VoxCeleb)",
     )
     p.add_argument(
         "--size",
-        type=non_negative_int,
+        type=int_in(0, 4096, "4K frames have a 2160 px shorter side"),
         default=0,
-        help="resize frames so the shorter side is SIZE px; 0 keeps the video's size (default 0)",
+        help="resize frames so the shorter side is SIZE px, at most 4096; 0 keeps the video's size (default 0)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract_frames)

@@ -9,8 +9,20 @@ from __future__ import annotations
 import argparse
 import os
 
-from fabnet.arguments import existing_dir, existing_file, positive_float, positive_int, writable_file
+from fabnet.arguments import (
+    existing_dir,
+    existing_file,
+    int_in,
+    output_file,
+    positive_float,
+    positive_int,
+    refuse_inputs_as_outputs,
+)
 from fabnet.probe.tasks import MAIN_METRIC, TASKS
+
+# 3 S^2 features a frame: 256 gives 196608 (768 KB a frame in float32), the largest network
+# input; S = 100000 asked for 120 GB a frame.
+MAX_PIXELS_SIDE = 256
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -22,7 +34,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     source.add_argument(
         "--pixels",
-        type=positive_int,
+        type=int_in(1, MAX_PIXELS_SIDE, "3 S^2 features a frame"),
         metavar="S",
         help="no network: the crop resized to S x S, its 3 S^2 pixels as the embedding (the no-learning reference)",
     )
@@ -67,9 +79,14 @@ def _source_name(args) -> str:
     return f"pixels{args.pixels}" if args.pixels is not None else os.path.splitext(os.path.basename(args.checkpoint))[0]
 
 
+def _refuse_overwriting_inputs(args, out_name: str, out: str | None) -> None:
+    refuse_inputs_as_outputs({out_name: out}, {"--checkpoint": args.checkpoint, "--data": args.data})
+
+
 def cmd_embed(args) -> int:
     from fabnet.probe.pipeline import embed_splits, save_embeddings
 
+    _refuse_overwriting_inputs(args, "--out", args.out)
     splits = [args.split] if args.split else ["all"]
     emb = embed_splits(_source(args), args.data, splits, crop=args.crop, batch_size=args.batch_size,
                        progress=True)  # fmt: skip
@@ -91,6 +108,7 @@ def cmd_probe(args) -> int:
     from fabnet.probe.linear import ProbeConfig
     from fabnet.probe.pipeline import dump_json, embed_splits, format_table, probe_task
 
+    _refuse_overwriting_inputs(args, "--json", args.json)
     tasks = list(TASKS) if args.task == "all" else [args.task]
     emb = embed_splits(_source(args), args.data, crop=args.crop, batch_size=args.batch_size)
     cfg = ProbeConfig(lr=args.lr, batch_size=args.probe_batch_size, max_epochs=args.max_epochs,
@@ -117,6 +135,7 @@ def cmd_probe(args) -> int:
 def cmd_retrieve(args) -> int:
     from fabnet.probe.pipeline import embed_splits, retrieval_figure
 
+    _refuse_overwriting_inputs(args, "--out", args.out)
     emb = embed_splits(_source(args), args.data, [args.split], crop=args.crop, batch_size=args.batch_size)
     e = next(iter(emb.values()))
     what = os.path.basename(args.checkpoint) if args.checkpoint else f"raw pixels ({args.pixels} px)"
@@ -153,7 +172,10 @@ def register(subparsers) -> None:
     )
     _add_common(p)
     p.add_argument(
-        "--out", required=True, type=writable_file, help="output file: .pt (torch.save dict per split) or .npz"
+        "--out",
+        required=True,
+        type=output_file(".pt", ".npz"),
+        help="output file: .pt (torch.save dict per split) or .npz",
     )
     p.add_argument(
         "--split", choices=("train", "val", "test"), default=None, help="one split only (default: all frames)"
@@ -170,7 +192,7 @@ def register(subparsers) -> None:
     )
     _add_common(p)
     p.add_argument("--task", required=True, choices=TASKS + ("all",))
-    p.add_argument("--json", type=writable_file, default=None, help="also write the metrics as JSON here")
+    p.add_argument("--json", type=output_file(".json"), default=None, help="also write the metrics as JSON here")
     p.add_argument(
         "--name", default=None, help="method name in the table / JSON (default: checkpoint file name, or pixelsS)"
     )
@@ -203,7 +225,9 @@ def register(subparsers) -> None:
         default="test",
         help="frames to query and search (default: test)",
     )
-    p.add_argument("--out", required=True, type=writable_file, help="output PNG")
+    p.add_argument(
+        "--out", required=True, type=output_file(".png", ".pdf", ".svg"), help="output figure (.png, .pdf or .svg)"
+    )
     p.add_argument("--seed", type=int, default=0, help="choice of the queries")
     p.set_defaults(func=cmd_retrieve)
 

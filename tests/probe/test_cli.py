@@ -186,8 +186,9 @@ def test_pixels_instead_of_a_checkpoint(root, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--pixels", "0"], "argument --pixels: expected an integer >= 1, got 0"),
-        (["--pixels", "x"], "argument --pixels: expected an integer >= 1, got 'x'"),
+        (["--pixels", "0"], "argument --pixels: expected an integer in [1, 256] (3 S^2 features a frame), got 0"),
+        (["--pixels", "100000"], "argument --pixels: expected an integer in [1, 256]"),
+        (["--pixels", "x"], "argument --pixels: expected an integer in [1, 256], got 'x'"),
         (["--pixels", "16", "--checkpoint", __file__], "not allowed with argument"),
         ([], "one of the arguments --checkpoint --pixels is required"),
     ],
