@@ -21,12 +21,19 @@ Files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings
 only, so that a crafted file cannot run code when it is loaded. Files written before the numpy
 generator state was stored as plain values hold it as a numpy array; exactly the numpy types
 that array needs are allowed besides (``_LEGACY_NUMPY_GLOBALS``), nothing else.
+
+A file is also checked before its contents are trusted: its zip records may not expand beyond
+``MAX_EXPANSION`` times the file (torch.save stores them uncompressed; a deflated 255 KB record
+can inflate to 256 MB) nor past the machine's memory; ``model_config`` must hold every key with
+a value of the right type; the weights must be finite; and where a model is built from them
+they must fit it. Each refusal is one ValueError naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import pickle
 import re
@@ -34,6 +41,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import zipfile
 
 import numpy as np
 import torch
@@ -142,6 +150,76 @@ class UnsafeCheckpointError(ValueError):
     """A checkpoint that would need arbitrary Python objects (and so could run code) to load."""
 
 
+# torch.save stores records uncompressed; a little slack for files re-zipped by other tools.
+MAX_EXPANSION = 4
+
+
+def _check_expansion(path: str) -> None:
+    """ValueError when loading ``path`` would allocate far more than the file holds (a
+    decompression bomb) or more than the machine has; read from the zip directory alone."""
+    if not zipfile.is_zipfile(path):
+        return  # torch's legacy format: no compression, so no more than the file's size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            expanded = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise ValueError(f"{path!r} is not a readable fabnet checkpoint (its zip directory: {err})") from None
+    size = os.path.getsize(path)
+    limit = max(MAX_EXPANSION * size, size + 2**20)
+    if expanded > limit:
+        raise ValueError(
+            f"{path!r} refused: its records expand to {expanded / 2**20:.0f} MiB from {size / 2**20:.1f} MiB on "
+            f"disk ({expanded / max(size, 1):.0f}x; torch.save writes them uncompressed); it was not written "
+            "by fabnet"
+        )
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if expanded > memory:
+        raise ValueError(
+            f"{path!r} refused: loading it needs {expanded / 2**30:.1f} GiB, more than this machine's "
+            f"{memory / 2**30:.1f} GiB"
+        )
+
+
+# model_config: key -> (type, check, what it must be). Older files may lack width and
+# confidence_range (the defaults then apply, see build_model).
+_CONFIG_FIELDS = {
+    "size": (int, lambda v: 32 <= v <= 256 and v & (v - 1) == 0, "a power of two in [32, 256]"),
+    "num_sources": (int, lambda v: v >= 1, "an integer >= 1"),
+    "embedding_dim": (int, lambda v: 1 <= v <= 65536, "an integer in [1, 65536]"),
+    "width": (int, lambda v: 1 <= v <= 4096, "an integer in [1, 4096]"),
+    "confidence_range": (float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+}
+_OPTIONAL_CONFIG = ("width", "confidence_range")
+
+
+def _check_contents(state: dict, path: str) -> None:
+    """ValueError naming what is malformed: model_config's keys and types, the weights' types
+    and finiteness."""
+    config = state.get("model_config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path!r} has no model_config dict (got {type(config).__name__}); it cannot rebuild a model")
+    for key, (kind, ok, what) in _CONFIG_FIELDS.items():
+        if key not in config:
+            if key in _OPTIONAL_CONFIG:
+                continue
+            raise ValueError(f"{path!r}: model_config lacks {key!r} ({what})")
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or not ok(value):
+            raise ValueError(f"{path!r}: model_config[{key!r}] must be {what}, got {value!r}")
+    weights = state["model"]
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items()):
+        raise ValueError(f"{path!r}: 'model' must map parameter names to tensors")
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(
+            f"{path!r} holds non-finite weights ({_few(bad, 3)}): its embeddings and metrics would be NaN; use "
+            "an earlier checkpoint"
+        )
+
+
 def load_checkpoint(path: str, map_location="cpu") -> dict:
     """The checkpoint dict at ``path``; FileNotFoundError/ValueError with what to do next.
 
@@ -153,16 +231,14 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
             f"checkpoint not found: {path!r} (pass the path of a .pt file written by "
             "`fabnet train`, e.g. RUN/checkpoints/last.pt)"
         )
+    _check_expansion(path)
     try:
         with torch.serialization.safe_globals(_LEGACY_NUMPY_GLOBALS):
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         found = _UNSUPPORTED_GLOBAL.search(str(err))
         if found is None:  # not a refusal: bytes that are no checkpoint at all
-            raise ValueError(
-                f"{path!r} is not a readable fabnet checkpoint (torch.load failed: "
-                f"{err}); was it cut off while being copied?"
-            ) from err
+            raise ValueError(_unreadable(path, err)) from None
         offending = found.group(1)
         raise UnsafeCheckpointError(
             f"{path!r} refused: it holds {offending}, which only unpickling arbitrary code could "
@@ -171,13 +247,23 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
             "torch.load(path, weights_only=False) and torch.save only what fabnet needs)"
         ) from None
     except Exception as err:  # truncated or foreign bytes: torch.load's own message names neither file nor cause
-        raise ValueError(
-            f"{path!r} is not a readable fabnet checkpoint (torch.load failed: {type(err).__name__}: "
-            f"{err}); was it cut off while being copied?"
-        ) from err
+        raise ValueError(_unreadable(path, err)) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
         raise ValueError(f"{path!r} is not a fabnet checkpoint (expected a dict with format={FORMAT!r})")
+    _check_contents(state, path)
     return state
+
+
+def _unreadable(path: str, err: BaseException) -> str:
+    """One line for bytes torch.load cannot read. torch's own text for them is several lines
+    advising ``weights_only=False``, which would not help and is unsafe: only its cause is kept."""
+    text = str(err)
+    cause = re.search(r"WeightsUnpickler error: \s*(.+?)\s*(?:\n|$)", text)
+    detail = cause.group(1) if cause else (text.strip().splitlines() or [type(err).__name__])[0]
+    return (
+        f"{path!r} is not a readable fabnet checkpoint ({type(err).__name__}: {detail[:120]}); was it cut off "
+        "while being copied, or is it another kind of file?"
+    )
 
 
 def check_compatible(state: dict, *, size: int, num_sources: int | None = None, width: int | None = None,
@@ -207,13 +293,26 @@ def checkpoint_width(state: dict) -> int:
     return int(state["model_config"].get("width", DEFAULT_WIDTH))
 
 
-def build_model(state: dict, **kwargs) -> FabNet:
-    """A FabNet with the checkpoint's configuration and weights (``kwargs``: op_backend etc.)."""
+def build_model(state: dict, path: str = "checkpoint", **kwargs) -> FabNet:
+    """A FabNet with the checkpoint's configuration and weights (``kwargs``: op_backend etc.);
+    ``path`` names the file in errors."""
     # Files written before confidence_range was stored used the paper's tanh logits (r = 1).
     config = {"confidence_range": PAPER_CONFIDENCE_RANGE, **state["model_config"], "width": checkpoint_width(state)}
     model = FabNet(**config, **kwargs)
-    model.load_state_dict(state["model"])
+    _load_fitting(model, state["model"], path, state)
     return model
+
+
+def _load_fitting(module: torch.nn.Module, weights: dict, path: str, state: dict) -> None:
+    """``module.load_state_dict(weights)``, or one ValueError saying what does not fit."""
+    missing, unexpected = _key_mismatch(module.state_dict(), weights)
+    if missing or unexpected:
+        config = state.get("model_config", {})
+        raise ValueError(
+            f"{path!r}: its weights do not fit the model its model_config describes ({config}): missing or "
+            f"of another shape {_few(missing)}, unexpected {_few(unexpected)}"
+        )
+    module.load_state_dict(weights)
 
 
 def load_encoder(checkpoint_path: str, map_location="cpu") -> Encoder:
@@ -222,7 +321,8 @@ def load_encoder(checkpoint_path: str, map_location="cpu") -> Encoder:
     cfg = state["model_config"]
     encoder = Encoder(cfg["size"], cfg.get("embedding_dim", 256), width=checkpoint_width(state))
     prefix = "encoder."
-    encoder.load_state_dict({k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)})
+    weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    _load_fitting(encoder, weights, checkpoint_path, state)
     encoder.eval()
     for p in encoder.parameters():
         p.requires_grad_(False)

@@ -123,7 +123,7 @@ def confidence_study(checkpoint: str, test_records, path: str, *, rows: int = 4,
     from fabnet.model import build_model, load_checkpoint
     from fabnet.probe.frames import record_crops
 
-    model = build_model(load_checkpoint(checkpoint, "cpu"), op_backend="auto")
+    model = build_model(load_checkpoint(checkpoint, "cpu"), checkpoint, op_backend="auto")
     model.eval()
     k, size = model.num_sources, model.size
     samples = _every_target(test_records, k)
