@@ -45,6 +45,22 @@ def _made_with(root: str, stamp: str, want: dict) -> bool:
         return json.load(fh) == json.loads(json.dumps(want))
 
 
+RUN_STAMP = "demo_run.json"  # a FAb-Net stage's settings, beside its metrics.jsonl
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _read_stamp(root: str):
+    """The synthetic data's stamp (what it was made with), or None for data made elsewhere."""
+    return _read_json(os.path.join(root, "demo_data.json"))
+
+
 def _stamp(root: str, stamp: str, want: dict) -> None:
     with open(os.path.join(root, stamp), "w") as fh:
         json.dump(want, fh)
@@ -124,22 +140,45 @@ def train_fabnet(cfg, data: str, run: str, *, num_sources: int, steps: int, batc
     resumed. KeyboardInterrupt when a signal stops it (its checkpoint is saved)."""
     from fabnet.train import TrainConfig, train
 
-    done = finished_run(run, steps)
-    if done is not None:
-        log(f"reusing the finished run in {run}")
-        return done
-    resume = os.path.exists(os.path.join(run, "checkpoints", "last.pt"))
-    if resume:
-        log(f"resuming the interrupted run in {run}")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     kwargs = dict(data=data, out=run, size=cfg.size, num_sources=num_sources, batch_size=batch, steps=steps,
                   curriculum=curriculum, patience=patience, optimizer=cfg.optimizer, lr=cfg.lr,
-                  momentum=cfg.momentum, weight_decay=cfg.weight_decay, init=init, resume=resume,
+                  momentum=cfg.momentum, weight_decay=cfg.weight_decay, init=init,
                   # The release freezes the flow decoder in the K-source stage; here it keeps
                   # learning, so stage 2 can improve the warp it blends.
                   freeze_flow_decoder=False, seed=cfg.seed, val_every=cfg.val_every,
                   val_batches=cfg.val_batches, checkpoint_every=0, log_every=5, figure_every=0, figure_samples=4,
                   device="cpu", data_backend="pil", num_workers=0, progress=progress)  # fmt: skip
+    # What makes this run this run: its options and the data it reads (a regenerated data root
+    # means a new run). A run in ``run`` made otherwise is never continued or reused.
+    want = {k: v for k, v in kwargs.items() if k not in ("out", "progress")}
+    # Paths as absolute ones: a run reused from disk names its checkpoint relative to --out.
+    want.update(data=os.path.abspath(data), init=os.path.abspath(init) if init is not None else None)
+    want["data_stamp"] = _read_stamp(data)
+    if init is not None:  # a retrained first stage means a new second stage
+        st = os.stat(init)
+        want["init_file"] = [st.st_size, st.st_mtime_ns]
+    made = _read_json(os.path.join(run, RUN_STAMP))
+    overwrite = False
+    if made is not None and made != json.loads(json.dumps(want)):
+        changed = sorted(k for k in set(made) | set(want) if made.get(k) != want.get(k))
+        log(f"{run} holds a run made with other settings ({', '.join(changed)}): training it afresh")
+        overwrite = True
+    elif made is None and os.path.exists(os.path.join(run, "metrics.jsonl")):
+        log(f"{run} holds a run of unknown settings: training it afresh")
+        overwrite = True
+    if not overwrite:
+        done = finished_run(run, steps)
+        if done is not None:
+            log(f"reusing the finished run in {run}")
+            return done
+    resume = not overwrite and os.path.exists(os.path.join(run, "checkpoints", "last.pt"))
+    if resume:
+        log(f"resuming the interrupted run in {run}")
+    kwargs.update(resume=resume, overwrite=overwrite)
+    os.makedirs(run, exist_ok=True)
+    with open(os.path.join(run, RUN_STAMP), "w") as fh:
+        json.dump(want, fh)
     result = train(TrainConfig(**{k: v for k, v in kwargs.items() if k in fields}))
     if result.interrupted:  # the signal was taken by train(), which saved a checkpoint first
         raise KeyboardInterrupt

@@ -8,9 +8,12 @@ Two stages, as the paper trains them:
 
 Under ``torchrun --nproc_per_node N -m fabnet train ...`` each process trains one data shard
 with DistributedDataParallel (nccl on GPUs, gloo on CPUs); rank 0 writes logs and checkpoints.
+--out is locked while a run uses it (a second run on it is refused, naming the first's pid), and
+a run already there is continued with --resume or replaced with --overwrite, never truncated.
 Exit codes: 0 done, 130 / 143 stopped by SIGINT / SIGTERM (a checkpoint was saved), 2 bad input,
-1 a non-finite loss or gradient, a checkpoint that could not be written (disk full), or more
-than 5 % of an epoch's frames unreadable; the checkpoints already on disk are kept.
+1 a non-finite loss or gradient, a checkpoint that could not be written (disk full), more than
+5 % of an epoch's frames unreadable, a data-loading worker killed (the steps done are saved) or
+memory run out; the checkpoints already on disk are kept.
 """
 
 from __future__ import annotations
@@ -111,7 +114,14 @@ def register(subparsers) -> None:
         const=True,
         default=False,
         metavar="CKPT",
-        help="continue OUT/checkpoints/last.pt (or CKPT)",
+        help="continue OUT/checkpoints/last.pt (or CKPT); options not given keep the checkpoint's, "
+        "a new --lr, --momentum or --weight-decay applies from here on",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (without it such a run is refused unless resumed); "
+        "with --resume CKPT, rewind this run to CKPT's step",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=positive_int, default=100, help="validate every N steps (default 100)")
@@ -149,8 +159,9 @@ def register(subparsers) -> None:
 def config_from_args(args: argparse.Namespace):
     from fabnet.train.config import PAPER, TrainConfig
 
-    # Options not given on the command line: the paper's with --paper, else TrainConfig's.
-    base = PAPER if args.paper else {k: getattr(TrainConfig, k) for k in PAPER}
+    # Options not given on the command line: the paper's with --paper (asked for, so a resumed
+    # run of other settings is refused), else the resumed checkpoint's, else TrainConfig's.
+    base = PAPER if args.paper else (_resumed_options(args) or {k: getattr(TrainConfig, k) for k in PAPER})
     given = dict(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                  confidence_range=args.confidence_range, identity_init=False if args.random_init else None)  # fmt: skip
     chosen = {k: (given[k] if given[k] is not None else base[k]) for k in PAPER}
@@ -170,6 +181,7 @@ def config_from_args(args: argparse.Namespace):
         init=args.init,
         freeze_flow_decoder=args.freeze_flow_decoder,
         resume=args.resume,
+        overwrite=args.overwrite,
         seed=args.seed,
         val_every=args.val_every,
         val_batches=args.val_batches,
@@ -189,18 +201,43 @@ def config_from_args(args: argparse.Namespace):
     )
 
 
+def _resumed_options(args: argparse.Namespace) -> dict | None:
+    """The optimisation options (``PAPER``'s keys) of the checkpoint ``--resume`` names, so that
+    resuming without retyping them continues the run as it was (None: not resuming, or the file
+    cannot say; train() then reports what is wrong with it)."""
+    import os
+
+    from fabnet.train.config import PAPER
+
+    if not args.resume:
+        return None
+    path = args.resume if isinstance(args.resume, str) else os.path.join(args.out, "checkpoints", "last.pt")
+    try:
+        from fabnet.model.checkpoint import load_checkpoint
+
+        state = load_checkpoint(path)
+    except (OSError, ValueError):
+        return None
+    old = state.get("train_config")
+    if not isinstance(old, dict) or not all(k in old for k in PAPER if k != "confidence_range"):
+        return None
+    options = {k: old.get(k) for k in PAPER}
+    options["confidence_range"] = (state.get("model_config") or {}).get("confidence_range", old.get("confidence_range"))
+    return options if all(v is not None for v in options.values()) else None
+
+
 def run(args: argparse.Namespace) -> int:
     from fabnet.data.bad_frames import TooManyBadFrames
     from fabnet.model.checkpoint import CheckpointWriteError
     from fabnet.train.loop import train
-    from fabnet.train.state import NonFiniteError
+    from fabnet.train.state import NonFiniteError, ResourceError
 
     try:
         result = train(config_from_args(args))
     except (ValueError, FileNotFoundError) as err:
         print(f"fabnet train: error: {err}", file=sys.stderr)
         return 2
-    except (NonFiniteError, CheckpointWriteError, TooManyBadFrames) as err:
+    except (NonFiniteError, CheckpointWriteError, TooManyBadFrames, ResourceError) as err:
         print(f"fabnet train: error: {err}", file=sys.stderr)
         return 1
     if result.interrupted:

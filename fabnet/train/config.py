@@ -40,6 +40,8 @@ class TrainConfig:
     init: checkpoint to start from (encoder + flow decoder; confidence decoder when it has one).
     freeze_flow_decoder: do not train the flow decoder (the release's K-source stage).
     resume: continue RUN/checkpoints/last.pt (or the checkpoint path given).
+    overwrite: replace the run already in ``out`` (without it such a run is refused unless
+        resumed), or, with ``resume``, rewind it to an earlier checkpoint of its own.
     val_every, val_batches: validation period (steps) and size (batches per rank).
     val_at_start: validate once before the first step of a new run (the curve's starting point).
     checkpoint_every, log_every, figure_every: periods in steps (0: never, except at the end).
@@ -72,6 +74,7 @@ class TrainConfig:
     init: str | None = None
     freeze_flow_decoder: bool = False
     resume: bool | str = False
+    overwrite: bool = False
     seed: int = 0
     val_every: int = 100
     val_batches: int = 4
@@ -156,8 +159,16 @@ def check_data(cfg: TrainConfig) -> None:
         )
     from fabnet.data.index import group_tracks, load_index
 
+    everything = load_index(cfg.data)
     for split in ("train", "val"):
-        records = load_index(cfg.data, split)
+        records = [r for r in everything if r.split == split]
+        if not records:
+            identities = len({r.identity for r in everything})
+            raise ValueError(
+                f"--data {cfg.data!r} has no {split} frames: its {identities} identities are split by "
+                "identity 75/15/10 into train/val/test, which needs at least 3 identities, or a split "
+                "column in labels.csv naming train and val frames"
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tracks = group_tracks(records, 1)

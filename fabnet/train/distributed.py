@@ -40,11 +40,28 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def _env_int(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    """The integer in environment variable ``name`` (torchrun sets them), checked: ValueError
+    naming the variable for text that is not an integer in [minimum, maximum]."""
+    text = os.environ.get(name)
+    if text is None or text.strip() == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"environment variable {name}={text!r}: expected an integer {bound} (torchrun sets it)")
+    return value
+
+
 def setup(device: str) -> World:
     """Join the torchrun process group when WORLD_SIZE > 1 (nccl on GPUs, gloo on CPUs)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    size = _env_int("WORLD_SIZE", 1, 1)
+    rank = _env_int("RANK", 0, 0, size - 1)
+    local_rank = _env_int("LOCAL_RANK", 0, 0)
+    local_size = _env_int("LOCAL_WORLD_SIZE", size, 1)
     dev = resolve_device(device)
     if size <= 1:
         return World(device=dev)
@@ -53,7 +70,7 @@ def setup(device: str) -> World:
         torch.cuda.set_device(dev)
     else:
         # N processes on shared cores: split the intra-op threads instead of oversubscribing.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", size))))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_size))
     initialized_here = False
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")

@@ -17,11 +17,16 @@ Files under ``out``:
 
 Resuming (``resume=True``) restores model, optimiser, scheduler, curriculum, RNG states and the
 data position (epoch and batches consumed of it: the loader's plan is a function of seed and
-epoch, so the order continues exactly).
+epoch, so the order continues exactly); a new --lr, --momentum or --weight-decay is applied and
+logged in the "resume" record.
+
+The run directory is locked while the run lasts (fabnet.train.run_dir): a second run on it is
+refused, and a run already there is replaced only with ``overwrite``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -42,14 +47,19 @@ from fabnet.train.batches import epoch_batches, make_loader, to_device
 from fabnet.train.config import TrainConfig, TrainResult, check_config, check_data
 from fabnet.train.curriculum import Curriculum
 from fabnet.train.metrics import MetricsLog, read_metrics
+from fabnet.train.run_dir import RunDirectoryInUse, RunLock, check_existing_run, clear_run
 from fabnet.train.state import (
     NonFiniteError,
+    ResourceError,
     Signals,
+    changed_optimisation,
     check_finite,
     check_resume,
     non_finite_parameters,
+    out_of_memory,
     rng_state,
     set_rng_state,
+    worker_died,
 )
 from fabnet.train.validation import validate
 
@@ -85,11 +95,31 @@ def train(config: TrainConfig) -> TrainResult:
     check_data(cfg)
     world = D.setup(cfg.device)
     try:
-        run = _Run(cfg, world)
-        interrupted, why = _step_loop(run)
-        return run.finish(interrupted, why)
+        with _owned(cfg.out, world):
+            run = _Run(cfg, world)
+            interrupted, why = _step_loop(run)
+            return run.finish(interrupted, why)
     finally:
         D.teardown(world)
+
+
+@contextlib.contextmanager
+def _owned(run_dir: str, world: D.World):
+    """The run directory locked by rank 0 for the whole run; every rank refuses together when
+    another process holds it (so none waits on a collective the others never reach)."""
+    lock, refused = RunLock(os.path.abspath(run_dir)) if world.is_main else None, None
+    if lock is not None:
+        try:
+            lock.__enter__()
+        except RunDirectoryInUse as err:
+            lock, refused = None, err
+    if D.any_rank(world, refused is not None):
+        raise refused or RunDirectoryInUse(f"--out {run_dir!r} is in use by another run (refused by rank 0)")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.__exit__()
 
 
 def _step_loop(run: _Run) -> tuple[bool, str | None]:
@@ -125,7 +155,9 @@ def _step_loop(run: _Run) -> tuple[bool, str | None]:
                 # Before the update: a non-finite loss or gradient stops training with the model
                 # (and every checkpoint on disk) as they were after the last finite step.
                 check_finite(run.step + 1, losses, run.model, world, run.last_path, run.lr)
+                run.updating = True  # a failure inside the update leaves the weights half-changed
                 run.optimizer.step()
+                run.updating = False
                 run.step += 1
                 run.batch_in_epoch += 1
                 steps_here += 1
@@ -151,8 +183,57 @@ def _step_loop(run: _Run) -> tuple[bool, str | None]:
             f"step {run.step}: {err}; checkpoint {run.last_path!r} written: fix or re-index the "
             "data, then continue with --resume"
         ) from None
+    except Exception as err:
+        failure = _resource_failure(run, err)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         bar.close()
+
+
+def _resource_failure(run: _Run, err: BaseException) -> ResourceError | None:
+    """One ResourceError for a loader worker that died (the OOM killer's usual victim) or memory
+    that ran out; None for anything else. The steps since the last checkpoint are saved when the
+    weights are whole (the failure did not strike inside the optimiser's update)."""
+    cfg = run.cfg
+    died = worker_died(err)
+    if died is not None:
+        if run.updating:
+            kept = f"the weights were mid-update, so the last checkpoint {run.last_path!r} is kept"
+        else:
+            run.checkpoint(run.last_path)
+            kept = f"checkpoint {run.last_path!r} written at step {run.step}"
+        return ResourceError(
+            f"step {run.step + 1}: {died}; {kept}. Lower --num-workers (now {cfg.num_workers}) or "
+            "--batch-size, then continue with --resume"
+        )
+    if out_of_memory(err):
+        last = (
+            f"the last checkpoint {run.last_path!r} is kept" if os.path.exists(run.last_path) else "no checkpoint yet"
+        )
+        return ResourceError(
+            f"step {run.step + 1}: out of memory on {run.world.device} ({_first_line(err)}); lower "
+            f"--batch-size (now {cfg.resolved_batch_size()}), --size ({cfg.size}) or --width ({cfg.width}); "
+            f"{last}, continue with --resume"
+        )
+    return None
+
+
+def _optimizer_state_misfit(optimizer: torch.optim.Optimizer) -> str | None:
+    """What in a loaded optimiser state has another shape than its parameter (load_state_dict
+    accepts it; the first step would fail far from the file)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for name, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape != p.shape:
+                    return f"{name} of shape {tuple(value.shape)} for a parameter of shape {tuple(p.shape)}"
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
 
 
 class _Run:
@@ -165,7 +246,13 @@ class _Run:
         checkpoints = os.path.join(self.dir, "checkpoints")
         self.last_path = os.path.join(checkpoints, "last.pt")
         self.best_path = os.path.join(checkpoints, "best.pt")
+        self.updating, self.changed = False, {}
         resume_state = self._resume_state()
+        resume_step = resume_state["step"] if resume_state is not None else None
+        resume_path = (cfg.resume if isinstance(cfg.resume, str) else self.last_path) if cfg.resume else None
+        check_existing_run(self.dir, resume_path=resume_path, overwrite=cfg.overwrite, resume_step=resume_step)
+        if cfg.overwrite and resume_state is None and world.is_main:
+            clear_run(self.dir)
 
         torch.manual_seed(cfg.seed + world.rank)
         np.random.seed(cfg.seed + world.rank)
@@ -236,15 +323,35 @@ class _Run:
         self.curriculum = Curriculum(cfg.curriculum, cfg.patience)
 
     def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.curriculum.load_state_dict(state["curriculum"])
+        path = self.cfg.resume if isinstance(self.cfg.resume, str) else self.last_path
+        parts = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
+        for key, target in {**parts, "curriculum": self.curriculum}.items():
+            try:
+                target.load_state_dict(state[key])
+            except Exception as err:  # a file edited, corrupted or from another version
+                raise ValueError(
+                    f"--resume {path!r}: its {key} state does not fit this run ({_first_line(err)})"
+                ) from None
+        misfit = _optimizer_state_misfit(self.optimizer)
+        if misfit:
+            raise ValueError(f"--resume {path!r}: its optimizer state does not fit the model ({misfit})")
         self.step, self.epoch = state["step"], state["epoch"]
         self.batch_in_epoch = state["batch_in_epoch"]
         self.best_val = state.get("best_val", math.inf)
         if state.get("world_size", 1) == self.world.size:
-            set_rng_state(state["rng"])
+            try:
+                set_rng_state(state["rng"])
+            except Exception as err:
+                raise ValueError(
+                    f"--resume {path!r}: its random-generator state is malformed ({_first_line(err)})"
+                ) from None
+        # Options set anew on the command line apply from here on (the plateau schedule keeps
+        # scaling from the new learning rate).
+        self.changed = changed_optimisation(self.cfg, state.get("train_config") or {})
+        for group in self.optimizer.param_groups:
+            for name, (_, new) in self.changed.items():
+                if name in group:
+                    group[name] = new
 
     def _prepare_files(self, checkpoints: str) -> None:
         if not self.world.is_main:
@@ -267,7 +374,8 @@ class _Run:
             # What the run continues from, as restored: a resumed run can be checked against it.
             self.metrics.log(dict(kind="resume", step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
                                   curriculum=self.curriculum.state_dict(), lr=self.lr, best_val=self.best_val,
-                                  rng_restored=resume_state.get("world_size", 1) == self.world.size))  # fmt: skip
+                                  rng_restored=resume_state.get("world_size", 1) == self.world.size,
+                                  changed=self.changed))  # fmt: skip
 
     def _initial_validation(self) -> None:
         # The starting point of the validation curve. It feeds neither the curriculum nor the LR

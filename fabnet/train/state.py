@@ -27,7 +27,16 @@ def check_resume(cfg: TrainConfig, state: dict, path: str, world_size: int) -> N
             raise ValueError(
                 f"--resume {path!r} holds weights only (no {key!r}); start a new run from it with --init {path}"
             )
+    for key in ("step", "epoch", "batch_in_epoch"):
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"--resume {path!r}: its {key!r} must be an integer >= 0, got {value!r}")
+    world = state.get("world_size", 1)
+    if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+        raise ValueError(f"--resume {path!r}: its 'world_size' must be an integer >= 1, got {world!r}")
     old = state.get("train_config") or {}
+    if not isinstance(old, dict):
+        raise ValueError(f"--resume {path!r}: its 'train_config' must be a dict, got {type(old).__name__}")
     if "curriculum" in old and bool(old["curriculum"]) != bool(cfg.curriculum):
         flag = lambda on: "with --curriculum" if on else "without --curriculum"  # noqa: E731
         raise ValueError(
@@ -39,6 +48,7 @@ def check_resume(cfg: TrainConfig, state: dict, path: str, world_size: int) -> N
             f"--resume {path!r} was trained with freeze_flow_decoder={old['freeze_flow_decoder']}, "
             f"but this run has {cfg.freeze_flow_decoder}; pass the same --freeze-flow-decoder setting"
         )
+    _check_optimisation(cfg, state, old, path)
     changed = [k for k in ("data", "seed", "batch_size", "epoch_length") if k in old and old[k] != getattr(cfg, k)]
     if state.get("world_size", 1) != world_size:
         changed.append(f"world size {state.get('world_size', 1)} -> {world_size}")
@@ -48,6 +58,38 @@ def check_resume(cfg: TrainConfig, state: dict, path: str, world_size: int) -> N
             "but not on the exact data order (or random streams) of the interrupted run",
             stacklevel=3,
         )
+
+
+def _check_optimisation(cfg: TrainConfig, state: dict, old: dict, path: str) -> None:
+    """ValueError for a change the resumed run cannot take: another optimiser (its state does not
+    fit), another confidence bound (part of the trained model), momentum for Adam (unused)."""
+    trained = old.get("optimizer")
+    if trained is not None and trained != cfg.optimizer:
+        paper = " (--paper sets sgd)" if cfg.optimizer == "sgd" else ""
+        raise ValueError(
+            f"--resume {path!r} was trained with --optimizer {trained}, but this run asks for "
+            f"{cfg.optimizer}{paper}; pass --optimizer {trained}, or start a new run from its weights "
+            f"with --init {path}"
+        )
+    bound = state["model_config"].get("confidence_range")
+    if bound is not None and float(bound) != float(cfg.confidence_range):
+        raise ValueError(
+            f"--resume {path!r} was trained with --confidence-range {bound:g}, part of its model; this "
+            f"run asks for {cfg.confidence_range:g}: pass --confidence-range {bound:g}"
+        )
+    if cfg.optimizer == "adam" and "momentum" in old and old["momentum"] != cfg.momentum:
+        raise ValueError(
+            f"--momentum {cfg.momentum:g} has no effect on the adam optimiser --resume {path!r} "
+            "continues; drop --momentum"
+        )
+
+
+def changed_optimisation(cfg: TrainConfig, old: dict) -> dict:
+    """{name: [old, new]} of --lr / --momentum / --weight-decay set anew on resume (applied to
+    the restored optimiser: asked for explicitly, since the command line fills options not
+    given from the checkpoint)."""
+    names = ("lr", "momentum", "weight_decay")
+    return {k: [old[k], getattr(cfg, k)] for k in names if k in old and old[k] != getattr(cfg, k)}
 
 
 def rng_state() -> dict:
@@ -75,6 +117,28 @@ def set_rng_state(state: dict) -> None:
 
 class NonFiniteError(RuntimeError):
     """Training met a non-finite loss, gradient or weight; nothing non-finite was saved."""
+
+
+class ResourceError(RuntimeError):
+    """The machine ran out of something training needs (memory, a loader worker); what was
+    learned is on disk."""
+
+
+def worker_died(err: BaseException) -> str | None:
+    """What happened, when ``err`` is torch's report of a DataLoader worker that died."""
+    text = str(err)
+    if isinstance(err, RuntimeError) and "DataLoader worker" in text:
+        first = text.strip().splitlines()[0][:160].rstrip(". ")
+        return f"a data-loading worker died ({first}; the out-of-memory killer is the usual cause)"
+    return None
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation failure: CUDA's OutOfMemoryError or the CPU allocator's."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)
 
 
 def non_finite_parameters(model: torch.nn.Module) -> list[str]:
