@@ -10,7 +10,10 @@ is a CUDA build and a CUDA toolkit of the same major version is found. Knobs (en
     TORCH_CUDA_ARCH_LIST   GPU architectures (default "8.0;9.0+PTX": A100, H100, PTX for newer)
     CUDA_HOME              the CUDA toolkit (default: the first of nvcc's own folder,
                            /usr/local/cuda, /usr/local/cuda-*, /opt/cuda with include/cuda_runtime.h)
-    FABNET_CPU_ARCH        -march for the CPU kernels (default: this machine's x86-64 level)
+    FABNET_CPU_ARCH        -march of the build's baseline (default x86-64-v2, which any x86-64 CPU
+                           of the last 15 years runs; the kernels are also compiled for x86-64-v3
+                           and x86-64-v4 and chosen at run time); `native` or `x86-64-v4` opts in
+                           to a library that runs only on CPUs like this one
     FABNET_NO_EXTENSION=1  no extension: fabnet.ops runs the PyTorch reference
     CXX                    the host C++ compiler (default c++)
 
@@ -72,6 +75,24 @@ def _in_pip_build_environment() -> bool:
     return "pip-build-env" in os.environ.get("PYTHONPATH", "")
 
 
+def _in_isolated_venv() -> bool:
+    """Whether this runs in `python -m build`'s own temporary venv (build-env-XXXX), whose python
+    cannot see the environment the wheel is for: no torch to compile against there."""
+    return os.path.basename(sys.prefix).startswith("build-env-")
+
+
+def _rerun_advice() -> str:
+    """What to run instead, for the frontend that is running this build."""
+    if _in_isolated_venv():
+        return (
+            "`python -m build` builds in a venv of its own, without your torch: run it as `python -m "
+            "build --no-isolation` in the environment that has torch, setuptools, wheel and ninja"
+        )
+    if _in_pip_build_environment():
+        return "build with `pip install --no-build-isolation .` (or -e .)"
+    return "then run `pip install -e .` again"
+
+
 def _import_target_torch():
     """torch as the installed package will import it; BuildError when there is none."""
     site = _target_torch_site() if _in_pip_build_environment() else None
@@ -84,13 +105,13 @@ def _import_target_torch():
         raise BuildError(
             f"torch is not installed for {sys.executable} ({err}). fabnet's kernels are compiled "
             "against the torch that will import them: install torch first (e.g. `pip install "
-            "torch`), then run `pip install -e .` again; or set FABNET_NO_EXTENSION=1 to install "
-            "without kernels (fabnet.ops then runs the PyTorch reference)."
+            f"torch`); {_rerun_advice()}; or set FABNET_NO_EXTENSION=1 to install without kernels "
+            "(fabnet.ops then runs the PyTorch reference)."
         ) from None
     if site is not None and not os.path.realpath(torch.__file__).startswith(os.path.realpath(site)):
         raise BuildError(
             f"the build environment's torch ({torch.__file__}) is not the one {sys.executable} "
-            f"imports (in {site}); build with `pip install --no-build-isolation -e .`"
+            f"imports (in {site}); build with `pip install --no-build-isolation .` (or -e .)"
         )
     return torch
 
@@ -135,20 +156,37 @@ def _check_host_compiler(std: str, torch_version: str) -> str:
     return cxx
 
 
+# The portable default: SSE4.2 and POPCNT, in every x86-64 CPU since ~2009 (Nehalem, Bulldozer).
+DEFAULT_CPU_ARCH = "x86-64-v2"
+X86_LEVELS = ("x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4")
+
+
+def _baseline_level(cpu_arch: str) -> str:
+    """The x86-64 level a -march value requires ("" when it is not one of the levels: the build
+    records no level, and fabnet.ops trusts the user who chose it)."""
+    if cpu_arch == "native":
+        return _host_x86_level()
+    return cpu_arch if cpu_arch in X86_LEVELS else ""
+
+
+def _load_build_info_module():
+    """fabnet/ops/build_info.py, loaded by path: the build may not import fabnet (its __init__ would
+    look for the very library being built), and that file needs only the standard library."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_fabnet_build_info", os.path.join(ROOT, "fabnet", "ops", "build_info.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _host_x86_level() -> str:
     """The highest x86-64 micro-architecture level this machine supports ("" off x86-64)."""
     if platform.machine() not in ("x86_64", "AMD64"):
         return ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
-    except (OSError, StopIteration):
-        return "x86-64-v2"
-    if {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= flags:
-        return "x86-64-v4"
-    if {"avx2", "fma", "bmi2"} <= flags:
-        return "x86-64-v3"
-    return "x86-64-v2"
+    return _load_build_info_module().host_x86_level() or "x86-64-v2"
 
 
 # --- the CUDA toolkit -----------------------------------------------------------------------------
@@ -245,6 +283,11 @@ def _arch_summary(arch_list: str) -> str:
     return sass + (f" + PTX compute_{', compute_'.join(ptx)}" if ptx else "")
 
 
+def _cpu_summary(cpu_arch: str, dispatch: list[str]) -> str:
+    variants = f", with {' and '.join(dispatch)} variants chosen at run time" if dispatch else ""
+    return f"-march={cpu_arch or 'default'}{variants}"
+
+
 # --- the extension --------------------------------------------------------------------------------
 
 
@@ -268,19 +311,33 @@ def _extensions():
         cpp_extension.CUDA_HOME = cuda_home
 
     # The CPU kernel is written as `omp simd` loops over blocks of pixels, so the tap gathers
-    # become vector gathers. The extension is compiled on the machine that runs it, so it targets
-    # that machine's x86-64 level: v4 (AVX-512) took the (8, 3, 3, 128, 128) forward from 2.56 ms
-    # (v3, AVX2) to 1.32 ms on 2 EPYC cores. -fno-trapping-math lets gcc if-convert float
-    # compares (no code here reads FP exception flags).
-    cxx_flags = ["-O3", f"-std={std}", "-fopenmp", "-fno-trapping-math"]
-    cpu_arch = os.environ.get("FABNET_CPU_ARCH", _host_x86_level())
+    # become vector gathers; how wide depends on the target. The library itself targets a
+    # portable baseline (a wheel or an image built on an AVX-512 host must not die of SIGILL on an
+    # AVX2 one), and the kernels are compiled twice more, for x86-64-v3 and x86-64-v4, and chosen
+    # at run time (csrc/cpu/isa_*.cpp, warp_blend.cpp). -fno-trapping-math lets gcc if-convert
+    # float compares (no code here reads FP exception flags). -g0: no debug info, 6.8 MB of the
+    # library's 7.3 MB with it.
+    cxx_flags = ["-O3", f"-std={std}", "-fopenmp", "-fno-trapping-math", "-g0"]
+    on_x86 = platform.machine() in ("x86_64", "AMD64")
+    cpu_arch = os.environ.get("FABNET_CPU_ARCH", DEFAULT_CPU_ARCH if on_x86 else "")
+    level = _baseline_level(cpu_arch) if on_x86 else ""
+    macros = [("FABNET_CPU_BASELINE", f'"{cpu_arch or "default"}"')]
     if cpu_arch:
         cxx_flags.append(f"-march={cpu_arch}")
+    # A baseline at or above a variant's level makes that variant pointless: it is not compiled.
+    if level in ("x86-64-v3", "x86-64-v4"):
+        macros.append(("FABNET_CPU_BASELINE_AT_LEAST_V3", "1"))
+    if level == "x86-64-v4":
+        macros.append(("FABNET_CPU_BASELINE_AT_LEAST_V4", "1"))
+    base_index = X86_LEVELS.index(level) if level else 0
+    dispatch = [v for v in ("x86-64-v3", "x86-64-v4") if on_x86 and X86_LEVELS.index(v) > base_index]
     cpp_sources = ["csrc/fabnet.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     info = {
         "torch": torch.__version__,
         "cxx_std": std,
         "cpu_arch": cpu_arch or "default",
+        "cpu_level": level,
+        "cpu_dispatch": dispatch,
         "cuda": None,
         "cuda_archs": [],
     }
@@ -291,8 +348,8 @@ def _extensions():
             "fabnet._C",
             cpp_sources + cuda_sources,
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
-            extra_link_args=["-fopenmp"],
-            define_macros=[("FABNET_WITH_CUDA", "1")],
+            extra_link_args=["-fopenmp", "-Wl,--strip-debug"],
+            define_macros=[("FABNET_WITH_CUDA", "1"), *macros],
         )
         arch_list = os.environ["TORCH_CUDA_ARCH_LIST"]
         info.update(
@@ -300,16 +357,20 @@ def _extensions():
         )
         _log(
             f"building fabnet._C for torch {torch.__version__} (-std={std}): CPU kernels "
-            f"(-march={cpu_arch or 'default'}) and CUDA kernels for {_arch_summary(arch_list)} "
+            f"({_cpu_summary(cpu_arch, dispatch)}) and CUDA kernels for {_arch_summary(arch_list)} "
             f"({cuda_why})"
         )
     else:
         ext = cpp_extension.CppExtension(
-            "fabnet._C", cpp_sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]
+            "fabnet._C",
+            cpp_sources,
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=["-fopenmp", "-Wl,--strip-debug"],
+            define_macros=macros,
         )
         _log(
             f"building fabnet._C for torch {torch.__version__} (-std={std}): CPU kernels only "
-            f"(-march={cpu_arch or 'default'}); no CUDA kernels: {cuda_why}"
+            f"({_cpu_summary(cpu_arch, dispatch)}); no CUDA kernels: {cuda_why}"
         )
 
     class BuildExtWithInfo(cpp_extension.BuildExtension):
@@ -332,26 +393,77 @@ def _extensions():
     return [ext], {"build_ext": BuildExtWithInfo.with_options(use_ninja=True)}
 
 
+# Commands that compile fabnet._C; the others (sdist, egg_info, dist_info: metadata and the
+# source archive) need no torch and no compiler.
+BUILD_COMMANDS = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install", "bdist_egg"}
+
+
+def _version() -> str:
+    """fabnet.__version__, the one place the version is written."""
+    with open(os.path.join(ROOT, "fabnet", "__init__.py"), encoding="utf-8") as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+
+def _long_description() -> str:
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
 def main():
-    ext_modules, cmdclass = _extensions()
+    builds = any(arg in BUILD_COMMANDS for arg in sys.argv[1:])
+    ext_modules, cmdclass = _extensions() if builds else ([], {})
     setup(
         name="fabnet",
-        version="0.1.0",
+        version=_version(),
         description="FAb-Net self-supervised facial-attribute embeddings with a fused warp/blend/L1 kernel",
+        long_description=_long_description(),
+        long_description_content_type="text/markdown",
+        author="the fabnet authors",
+        license="BSD-3-Clause",
+        license_files=["LICENSE"],
+        keywords=["self-supervised learning", "face", "embedding", "grid_sample", "pytorch", "cuda", "triton"],
+        project_urls={
+            "Paper (BMVC 2018)": "https://arxiv.org/abs/1808.06882",
+        },
+        classifiers=[
+            "Development Status :: 4 - Beta",
+            "Intended Audience :: Science/Research",
+            "Intended Audience :: Developers",
+            "Operating System :: POSIX :: Linux",
+            "Programming Language :: C++",
+            "Programming Language :: Python :: 3",
+            "Programming Language :: Python :: 3 :: Only",
+            "Environment :: GPU :: NVIDIA CUDA",
+            "Topic :: Scientific/Engineering :: Artificial Intelligence",
+            "Topic :: Scientific/Engineering :: Image Recognition",
+            "Typing :: Typed",
+        ],
         python_requires=">=3.10",
         packages=find_packages(include=["fabnet", "fabnet.*"]) + ["fabnet.kernels"],
         package_dir={"fabnet.kernels": "kernels"},
+        package_data={"fabnet": ["py.typed"]},
         ext_modules=ext_modules,
         cmdclass=cmdclass,
-        install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "matplotlib"],
-        extras_require={
-            "dali": ["nvidia-dali-cuda130"],
-            "triton": ["triton"],
-            "video": ["av"],
-            "test": ["pytest", "pytest-benchmark"],
-        },
+        # The op needs torch (numpy for its tests' users, and the probes); everything the command
+        # line needs is an extra, so that a project taking only fabnet.ops installs only these.
+        install_requires=["torch>=2.4", "numpy"],
+        extras_require=EXTRAS,
         entry_points={"console_scripts": ["fabnet=fabnet.cli:main"]},
     )
+
+
+# Extras by use: "train" (fabnet synth / train / embed / probe / retrieve / demo / study), "video"
+# (extract-frames), "dali-cuda12" / "dali-cuda13" (the DALI data backend: the build matching
+# torch's CUDA), "triton" (the Triton kernels), "test", and "all" (train, video, triton, test).
+EXTRAS = {
+    "train": ["pillow", "tqdm", "matplotlib"],
+    "video": ["av"],
+    "dali-cuda12": ["nvidia-dali-cuda120"],
+    "dali-cuda13": ["nvidia-dali-cuda130"],
+    "triton": ["triton"],
+    "test": ["pytest", "pytest-benchmark", "onnx", "onnxscript", "onnxruntime"],
+}
+EXTRAS["all"] = sorted({p for name in ("train", "video", "triton", "test") for p in EXTRAS[name]})
 
 
 # setuptools runs this file as __main__; tests import it for its helpers.

@@ -9,6 +9,7 @@
 #include "warp_blend_math.h"
 
 namespace fabnet {
+inline namespace FABNET_ISA {
 
 inline Padding parse_padding(const std::string& padding_mode) {
   TORCH_CHECK(padding_mode == "zeros" || padding_mode == "border",
@@ -67,4 +68,5 @@ inline at::Tensor identity_axis(int64_t n, bool align_corners, bool residual, co
   return range.contiguous();
 }
 
+}  // namespace FABNET_ISA
 }  // namespace fabnet

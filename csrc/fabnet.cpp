@@ -6,10 +6,36 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/dispatch.h"
+
+namespace {
+
+// fabnet._C.cpu_isa() -> the CPU kernels' instruction-set variant in use ("x86-64-v4", ...).
+PyObject* py_cpu_isa(PyObject*, PyObject*) { return PyUnicode_FromString(fabnet::cpu_isa()); }
+
+// fabnet._C.cpu_isas() -> the variants this CPU can run, best first ("x86-64-v4,x86-64-v3,...").
+PyObject* py_cpu_isas(PyObject*, PyObject*) { return PyUnicode_FromString(fabnet::cpu_isas_supported()); }
+
+// fabnet._C.set_cpu_isa(name) -> bool: use that variant ("auto": the best); False if it cannot run.
+PyObject* py_set_cpu_isa(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_AsUTF8(arg);
+  if (name == nullptr) return nullptr;
+  return PyBool_FromLong(fabnet::set_cpu_isa(name));
+}
+
+PyMethodDef kMethods[] = {
+    {"cpu_isa", py_cpu_isa, METH_NOARGS, "The CPU kernels' instruction-set variant in use."},
+    {"cpu_isas", py_cpu_isas, METH_NOARGS, "The variants this CPU can run, best first, comma-separated."},
+    {"set_cpu_isa", py_set_cpu_isa, METH_O, "Use one variant (or 'auto'); False if this CPU cannot run it."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+}  // namespace
+
 extern "C" {
 // `import fabnet._C` loads this library, whose static initialisers register the ops below.
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, kMethods};
   return PyModule_Create(&module_def);
 }
 }

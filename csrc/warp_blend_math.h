@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "isa.h"
+
 #if defined(__CUDACC__)
 #define FABNET_HD __host__ __device__ __forceinline__
 #else
@@ -15,6 +17,7 @@
 #endif
 
 namespace fabnet {
+inline namespace FABNET_ISA {
 
 enum class Padding : int { kZeros = 0, kBorder = 1 };
 
@@ -112,4 +115,5 @@ FABNET_HD SourceCoord<acc_t> source_coord(acc_t g, const Axis<acc_t>& axis, bool
   return c;
 }
 
+}  // namespace FABNET_ISA
 }  // namespace fabnet

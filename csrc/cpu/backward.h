@@ -6,6 +6,7 @@
 #include "problem.h"
 
 namespace fabnet {
+inline namespace FABNET_ISA {
 namespace cpu {
 
 // One channel of the loss backward for K (= KC) known at compile time, in one loop: per pixel,
@@ -309,4 +310,5 @@ void backward_kernel(const Problem<scalar_t>& p, const scalar_t* grad_blend,
 }
 
 }  // namespace cpu
+}  // namespace FABNET_ISA
 }  // namespace fabnet

@@ -5,6 +5,7 @@
 #include "problem.h"
 
 namespace fabnet {
+inline namespace FABNET_ISA {
 namespace cpu {
 
 #ifdef FABNET_HAVE_PAIR_LOADS
@@ -114,4 +115,5 @@ void forward_kernel(const Problem<scalar_t>& p, const scalar_t* target, scalar_t
 }
 
 }  // namespace cpu
+}  // namespace FABNET_ISA
 }  // namespace fabnet

@@ -8,7 +8,11 @@
 // pixel that way, 0.69 ns with these pair loads and 0.90 ns with vgatherdpd of the pairs.
 #pragma once
 
-#if defined(__AVX512F__)
+#include "../isa.h"
+
+// FABNET_ISA_AVX512: the x86-64-v4 variant (isa_v4.cpp), compiled under `#pragma GCC target`,
+// which does not define __AVX512F__ in C++.
+#if defined(__AVX512F__) || defined(FABNET_ISA_AVX512)
 #include <immintrin.h>
 
 #include <cstdint>
@@ -16,6 +20,7 @@
 #define FABNET_HAVE_PAIR_LOADS 1
 
 namespace fabnet {
+inline namespace FABNET_ISA {
 
 constexpr int kGroup = 16;  // pixels per AVX-512 float vector
 
@@ -43,6 +48,7 @@ inline __mmask16 first_lanes(int64_t count) {
   return count >= kGroup ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1u);
 }
 
+}  // namespace FABNET_ISA
 }  // namespace fabnet
 
-#endif  // __AVX512F__
+#endif  // __AVX512F__ || FABNET_ISA_AVX512

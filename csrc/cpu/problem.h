@@ -20,6 +20,7 @@
 #include "pair_loads.h"
 
 namespace fabnet {
+inline namespace FABNET_ISA {
 namespace cpu {
 
 // Output pixels are processed in blocks of up to kBlock along a row, in structure-of-arrays
@@ -370,4 +371,5 @@ auto with_static_k(int64_t K, const F& f) {
 }
 
 }  // namespace cpu
+}  // namespace FABNET_ISA
 }  // namespace fabnet

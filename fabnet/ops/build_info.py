@@ -1,9 +1,13 @@
 """What fabnet._C was built for, read from the record setup.py writes beside it.
 
-``fabnet/_build_info.json``: {"torch": "2.14.1+cu130", "cxx_std": "c++20", "cpu_arch": "x86-64-v4",
-"cuda": "13.0" or null, "cuda_archs": ["8.0", "9.0+PTX"]}. It is read before the library is
-loaded, so that a ``_C`` built for another torch is named as such instead of failing with an
-undefined C++ symbol (or, worse, loading against a changed ABI).
+``fabnet/_build_info.json``: {"torch": "2.14.1+cu130", "cxx_std": "c++20", "cpu_arch": "x86-64-v2"
+(the -march of the library), "cpu_level": "x86-64-v2" (the x86-64 level that needs; "" when the
+-march is not a level), "cpu_dispatch": ["x86-64-v3", "x86-64-v4"] (the variants chosen at run
+time), "cuda": "13.0" or null, "cuda_archs": ["8.0", "9.0+PTX"]}. It is read before the library
+is loaded, so that a ``_C`` built for another torch is named as such instead of failing with an
+undefined C++ symbol (or, worse, loading against a changed ABI), and one built for a CPU level
+this CPU lacks is refused instead of dying of SIGILL at the first op. setup.py loads this file
+too (it imports nothing but the standard library).
 """
 
 from __future__ import annotations
@@ -66,4 +70,55 @@ def cuda_arch_reason(archs: list[str], capability: tuple[int, int], device: str 
         f"fabnet._C carries CUDA code for {built}, none of which runs on {device} (compute "
         f'capability {major}.{minor}); rebuild with TORCH_CUDA_ARCH_LIST="{major}.{minor}" '
         f"{REBUILD_COMMAND}"
+    )
+
+
+X86_LEVELS = ("x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4")
+# The CPU flags (/proc/cpuinfo) each level adds to the one before.
+_LEVEL_FLAGS = {
+    "x86-64-v2": {"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"},
+    "x86-64-v3": {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"},
+    "x86-64-v4": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
+}
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str] | None:
+    """The flags of this machine's first CPU (None where they cannot be read: not Linux)."""
+    try:
+        with open(cpuinfo) as f:
+            line = next(line for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return None
+    return set(line.split(":", 1)[1].split())
+
+
+def host_x86_level(flags: set[str] | None = None) -> str:
+    """The highest x86-64 level a CPU with ``flags`` runs ("" when the flags are unknown)."""
+    flags = cpu_flags() if flags is None else flags
+    if flags is None:
+        return ""
+    level = "x86-64"
+    for name in X86_LEVELS[1:]:
+        if not _LEVEL_FLAGS[name] <= flags:
+            break
+        level = name
+    return level
+
+
+def cpu_level_mismatch(info: dict | None, flags: set[str] | None = None) -> str | None:
+    """Why a ``_C`` described by ``info`` cannot run on this CPU (None: it can, or it cannot be
+    told: no record, no level recorded, flags unreadable)."""
+    needed = (info or {}).get("cpu_level")
+    host = host_x86_level(flags)
+    if not needed or not host or needed not in X86_LEVELS:
+        return None
+    if X86_LEVELS.index(needed) <= X86_LEVELS.index(host):
+        return None
+    have = flags if flags is not None else cpu_flags() or set()
+    levels = X86_LEVELS[X86_LEVELS.index(host) + 1 : X86_LEVELS.index(needed) + 1]
+    missing = sorted(set().union(*(_LEVEL_FLAGS[n] for n in levels)) - have)
+    return (
+        f"fabnet._C was built for {needed} (-march={info.get('cpu_arch')}), which this CPU ({host}) cannot run "
+        f"(it lacks {', '.join(missing[:6])}); rebuild it here with `{REBUILD_COMMAND}` (the default build "
+        "runs on any x86-64-v2 CPU)"
     )

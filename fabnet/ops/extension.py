@@ -22,7 +22,7 @@ def _load(info: dict | None, torch_version: str) -> str | None:
     """Loads fabnet._C built as ``info`` says; the reason it could not be loaded, or None."""
     # A library built for another torch is refused before it is loaded: its C++ symbols may be
     # missing (an ImportError naming a mangled symbol) or, worse, present with another layout.
-    mismatch = build_info.torch_mismatch(info, torch_version)
+    mismatch = build_info.torch_mismatch(info, torch_version) or build_info.cpu_level_mismatch(info)
     if mismatch:
         return mismatch
     try:
@@ -38,6 +38,32 @@ LOAD_ERROR: str | None = _load(BUILD_INFO, torch.__version__)
 
 def available() -> bool:
     return LOAD_ERROR is None
+
+
+def cpu_isa() -> str | None:
+    """The instruction-set variant the CPU kernels run ("x86-64-v4", "x86-64-v3" or the build's
+    baseline), chosen on first use from this CPU's features; None without the extension."""
+    from fabnet import _C
+
+    return _C.cpu_isa() if available() else None
+
+
+def cpu_isas() -> list[str]:
+    """Every variant this CPU can run, best first (empty without the extension)."""
+    from fabnet import _C
+
+    return _C.cpu_isas().split(",") if available() else []
+
+
+def set_cpu_isa(name: str) -> None:
+    """Run the CPU kernels as variant ``name`` (one of ``cpu_isas()``, or "auto" for the best);
+    for tests and benchmarks that compare the variants. ValueError if this CPU cannot run it."""
+    from fabnet import _C
+
+    if not available():
+        raise ValueError(f"no CPU kernels to choose from: {LOAD_ERROR}")
+    if not _C.set_cpu_isa(name):
+        raise ValueError(f"name must be 'auto' or one of {cpu_isas()} (what this CPU runs), got {name!r}")
 
 
 def built_with_cuda() -> bool:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -188,3 +191,132 @@ def test_cuda_backend_cannot_serve_without_a_device():
         assert reasons == ["no CUDA device is usable here (torch.cuda.is_available() is False)"]
     else:
         assert "built without CUDA kernels" in reasons[0]
+
+
+# --- the CPU target ---------------------------------------------------------------------------
+
+needs_objdump = pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump (binutils) is not installed")
+on_x86 = platform.machine() in ("x86_64", "AMD64")
+
+
+@pytest.mark.skipif(not extension.available(), reason="fabnet._C not built")
+@needs_objdump
+def test_the_library_keeps_its_recorded_cpu_target():
+    """Every function of _C needs no more than its variant: the baseline's (recorded as
+    cpu_level) or, for isa_v3 / isa_v4 symbols, that level. A wheel built on an AVX-512 machine
+    then runs on an AVX2 one, which the old -march=x86-64-v4 default killed with SIGILL."""
+    from tests.ops import cpu_machine_code
+
+    info = extension.BUILD_INFO
+    result = cpu_machine_code.summary(cpu_machine_code.library_path())
+    assert result["beyond"] == [], result["beyond"][:5]
+    if on_x86 and info.get("cpu_level") == "x86-64-v2":
+        counts = result["counts"]
+        assert counts[("x86-64-v2", "x86-64-v3")] == counts[("x86-64-v2", "x86-64-v4")] == 0
+        # The variants are there and use what they were compiled for.
+        assert info["cpu_dispatch"] == ["x86-64-v3", "x86-64-v4"]
+        assert counts[("x86-64-v3", "x86-64-v3")] > 0 and counts[("x86-64-v4", "x86-64-v4")] > 0
+
+
+@needs_objdump
+@pytest.mark.skipif(not on_x86, reason="x86-64 instruction levels")
+@pytest.mark.parametrize(
+    "flag,level", [("-march=x86-64-v2", "x86-64-v2"), ("-mavx2", "x86-64-v3"), ("-mavx512f", "x86-64-v4")]
+)
+def test_the_machine_code_reader_sees_each_level(tmp_path, flag, level):
+    """The check above is not vacuous: a loop compiled for a level is read as needing it."""
+    from tests.ops import cpu_machine_code
+
+    source = tmp_path / "loop.c"
+    source.write_text(
+        "void axpy(float* y, const float* x, float a, int n) { for (int i = 0; i < n; ++i) y[i] += a * x[i]; }\n"
+    )
+    library = tmp_path / "loop.so"
+    subprocess.run(["cc", "-O3", flag, "-shared", "-fPIC", str(source), "-o", str(library)], check=True)
+    needed = cpu_machine_code.functions(str(library))["axpy"]
+    assert max(needed, key=cpu_machine_code.LEVELS.index) == level
+
+
+@pytest.mark.skipif(not extension.available(), reason="fabnet._C not built")
+def test_every_variant_this_cpu_runs_can_be_chosen():
+    names = extension.cpu_isas()
+    assert names and extension.cpu_isa() == names[0]  # the best, by default
+    try:
+        for name in names:
+            extension.set_cpu_isa(name)
+            assert extension.cpu_isa() == name
+        with pytest.raises(ValueError, match=r"name must be 'auto' or one of \["):
+            extension.set_cpu_isa("x86-64-v9")
+    finally:
+        extension.set_cpu_isa("auto")
+    assert extension.cpu_isa() == names[0]
+
+
+V3_FLAGS = {
+    "sse4_2",
+    "sse4_1",
+    "ssse3",
+    "popcnt",
+    "cx16",
+    "lahf_lm",
+    "avx",
+    "avx2",
+    "bmi1",
+    "bmi2",
+    "f16c",
+    "fma",
+    "abm",
+    "movbe",
+    "xsave",
+}
+
+
+def test_a_library_for_a_higher_level_is_refused_by_name():
+    """A _C built with FABNET_CPU_ARCH=x86-64-v4, loaded on an AVX2 CPU: one line instead of SIGILL."""
+    info = {"torch": torch.__version__, "cpu_arch": "x86-64-v4", "cpu_level": "x86-64-v4"}
+    reason = build_info.cpu_level_mismatch(info, V3_FLAGS)
+    assert reason.startswith("fabnet._C was built for x86-64-v4 (-march=x86-64-v4), which this CPU (x86-64-v3)")
+    assert "lacks avx512bw, avx512cd, avx512dq, avx512f, avx512vl" in reason and "pip install -e ." in reason
+    assert (
+        build_info.cpu_level_mismatch(info, V3_FLAGS | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"})
+        is None
+    )
+    assert build_info.cpu_level_mismatch({**info, "cpu_level": "x86-64-v2"}, V3_FLAGS) is None
+    assert build_info.cpu_level_mismatch({**info, "cpu_level": ""}, set()) is None  # -march=native etc.
+
+
+def test_the_loader_refuses_before_loading(monkeypatch):
+    """extension._load consults the record first: the library is never opened."""
+    monkeypatch.setattr(build_info, "cpu_flags", lambda cpuinfo="/proc/cpuinfo": set(V3_FLAGS))
+    info = {"torch": torch.__version__, "cpu_arch": "x86-64-v4", "cpu_level": "x86-64-v4"}
+    assert "which this CPU (x86-64-v3) cannot run" in extension._load(info, torch.__version__)
+
+
+@pytest.mark.parametrize(
+    "prefix, pythonpath, advice",
+    [
+        ("/tmp/build-env-abc123", "", "python -m build --no-isolation"),
+        ("/usr", "/tmp/pip-build-env-xyz/overlay", "pip install --no-build-isolation ."),
+        ("/usr", "", "then run `pip install -e .` again"),
+    ],
+    ids=["python-m-build", "pip-isolated", "plain"],
+)
+def test_missing_torch_advice_fits_the_frontend(setup_module, monkeypatch, prefix, pythonpath, advice):
+    """`python -m build` builds in a venv of its own, where pip's advice (--no-build-isolation)
+    pointed the wrong way: each frontend gets its own command."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch":
+            raise ImportError("No module named 'torch'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(setup_module.sys, "prefix", prefix)
+    monkeypatch.setenv("PYTHONPATH", pythonpath)
+    monkeypatch.setattr(setup_module, "_target_torch_site", lambda: None)
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    with pytest.raises(setup_module.BuildError) as err:
+        setup_module._import_target_torch()
+    assert advice in str(err.value) and "FABNET_NO_EXTENSION=1" in str(err.value)

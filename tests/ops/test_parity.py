@@ -1,11 +1,12 @@
 """Every backend of the op against the float64 F.grid_sample reference, by one rule.
 
-Backends: "cpu" (the C++ kernels), "triton-interpreter" (the Triton kernels as numpy code on the
-CPU, in a child process), and, on a GPU, "cuda" and "triton". Each runs both ops forward and
-backward with every gradient on the configurations of tests/ops/parity.py: every case x option x
-dtype, logits absent or 5-d, permuted strides, the gather-only backward, single-pixel axes and
-several blocks per sample (the interpreter takes a rotation of them, ~1 minute on 2 cores). The
-CUDA kernels' logic also runs on the CPU in test_cuda_emulation.py (host-compiled .cu files).
+Backends: "cpu" (the C++ kernels, each instruction-set variant this CPU runs), "triton-interpreter"
+(the Triton kernels as numpy code on the CPU, in a child process), and, on a GPU, "cuda" and
+"triton". Each runs both ops forward and backward with every gradient on the configurations of
+tests/ops/parity.py: every case x option x dtype, logits absent or 5-d, permuted strides, the
+gather-only backward, single-pixel axes and several blocks per sample (the interpreter takes a
+rotation of them, ~1 minute on 2 cores). The CUDA kernels' logic also runs on the CPU in
+test_cuda_emulation.py (host-compiled .cu files).
 """
 
 from __future__ import annotations
@@ -63,9 +64,19 @@ def _measure_here(config: Config, backend: str, device: str) -> dict:
     return parity.measure(config, backend, device)
 
 
+@pytest.fixture
+def cpu_isa(request):
+    """Runs the test on one instruction-set variant of the CPU kernels, then back to "auto"."""
+    ops.extension.set_cpu_isa(request.param)
+    yield request.param
+    ops.extension.set_cpu_isa("auto")
+
+
 @needs_extension
+@pytest.mark.parametrize("cpu_isa", ops.extension.cpu_isas(), indirect=True)
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.id)
-def test_cpu(config):
+def test_cpu(config, cpu_isa):
+    """Every variant this CPU runs (x86-64-v4, -v3 and the baseline on an AVX-512 machine)."""
     _judge(config, _measure_here(config, "cpu", "cpu"), gpu=False)
 
 
