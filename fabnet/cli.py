@@ -15,6 +15,7 @@ import os
 import sys
 
 _COMMAND_MODULES = (
+    "fabnet.info",  # info
     "fabnet.data.cli",  # synth, extract-frames
     "fabnet.train.cli",  # train
     "fabnet.probe.cli",  # embed, probe, retrieve
@@ -23,10 +24,13 @@ _COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fabnet import __version__
+
     parser = argparse.ArgumentParser(
         prog="fabnet",
         description="FAb-Net: self-supervised facial-attribute embeddings from face tracks.",
     )
+    parser.add_argument("--version", action="version", version=f"fabnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         try:
@@ -58,6 +62,24 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"fabnet {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as err:
+        extra = EXTRA_OF_MODULE.get((err.name or "").split(".")[0])
+        if extra is None or os.environ.get("FABNET_DEBUG") == "1":
+            raise
+        install = f'pip install "fabnet[{extra}]" (from a checkout: pip install ".[{extra}]")'
+        print(f"fabnet {args.command}: error: it needs {err.name}, which is not installed: {install}", file=sys.stderr)
+        return 2
+
+
+# The modules of the optional extras (setup.py's EXTRAS): a command that needs one names its extra.
+EXTRA_OF_MODULE = {
+    "PIL": "train",
+    "tqdm": "train",
+    "matplotlib": "train",
+    "av": "video",
+    "triton": "triton",
+    "nvidia": "dali-cuda13",
+}
 
 
 if __name__ == "__main__":
