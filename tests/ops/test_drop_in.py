@@ -283,14 +283,15 @@ class _Warper(torch.nn.Module):
         )
 
 
-def _export_inputs():
-    s, f, lg, t = _op_inputs("cpu", torch.float32, B=2, K=3, C=3, Hs=9, Ws=10, H=7, W=8)
+def _export_inputs(device="cpu"):
+    s, f, lg, t = _op_inputs(device, torch.float32, B=2, K=3, C=3, Hs=9, Ws=10, H=7, W=8)
     return s, f * 0.1, lg, t
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
-def test_jit_trace_records_the_reference():
-    inputs = _export_inputs()
+@pytest.mark.parametrize("device", DEVICES)
+def test_jit_trace_records_the_reference(device):
+    inputs = _export_inputs(device)
     with warnings.catch_warnings():
         # The checks of traced sizes hold for the traced shapes: they say nothing (checks.py).
         warnings.simplefilter("error", torch.jit.TracerWarning)
@@ -304,10 +305,11 @@ def test_jit_trace_records_the_reference():
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript_exporter", "dynamo_exporter"])
-def test_onnx_export_runs_in_onnxruntime(dynamo, tmp_path):
+def test_onnx_export_runs_in_onnxruntime(dynamo, device, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
-    inputs = _export_inputs()
+    inputs = _export_inputs(device)
     path = tmp_path / "warper.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -317,13 +319,14 @@ def test_onnx_export_runs_in_onnxruntime(dynamo, tmp_path):
         else:
             torch.onnx.export(_Warper(), inputs, str(path), dynamo=False)
     session = onnxruntime.InferenceSession(str(path))
-    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs)}
+    feeds = {i.name: t.cpu().numpy() for i, t in zip(session.get_inputs(), inputs)}
     for got, want in zip(session.run(None, feeds), _Warper()(*inputs)):
-        torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(torch.from_numpy(got), want.cpu(), rtol=1e-5, atol=1e-5)
 
 
-def test_torch_export_keeps_the_fused_op():
-    inputs = _export_inputs()
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_export_keeps_the_fused_op(device):
+    inputs = _export_inputs(device)
     program = torch.export.export(_Warper(), inputs)
     assert "fabnet.warp_blend" in str(program.graph)
     for got, want in zip(program.module()(*inputs), _Warper()(*inputs)):
