@@ -1,24 +1,9 @@
-"""What a demo run is made of: its methods, their labels and its sizes (``DemoConfig``)."""
+"""The sizes of a demo run (``DemoConfig``) and of what the demo and the study share; the methods
+they compare are fabnet.demo.methods' table."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-METHODS = ("fabnet_1src", "fabnet_3src_curriculum", "autoencoder", "random_init", "pixels", "noise")
-# Every method's name in reports and figures, the demo's and the study's.
-METHOD_LABELS = {
-    "fabnet_1src": "FAb-Net, 1 source",
-    "fabnet_1src_curriculum": "FAb-Net, 1 source + curriculum",
-    "fabnet_3src": "FAb-Net, 3 sources",
-    "fabnet_3src_curriculum": "FAb-Net, 3 sources + curriculum",
-    "autoencoder": "autoencoder",
-    "contrastive": "contrastive (SimCLR)",
-    "random_init": "random-init encoder",
-    "pixels": "raw pixels",
-    "noise": "random features (noise floor)",
-    "supervised": "supervised (ceiling)",
-    "rotation": "rotation prediction",
-}
 
 
 @dataclass
@@ -106,4 +91,4 @@ PROBE_SPLIT = (0.6, 0.1, 0.3)
 # from (seed, i), so another seed gives other people than the training data's.
 PROBE_SEED_OFFSET = 10_000
 
-__all__ = ["METHODS", "METHOD_LABELS", "PROBE_SEED_OFFSET", "PROBE_SPLIT", "DemoConfig", "SyntheticRunConfig"]
+__all__ = ["PROBE_SEED_OFFSET", "PROBE_SPLIT", "DemoConfig", "SyntheticRunConfig"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from fabnet.demo.config import METHOD_LABELS, METHODS
+from fabnet.demo.methods import METHODS, label
+from fabnet.plotting import pyplot, save
 from fabnet.probe.tasks import LOWER_IS_BETTER, MAIN_METRIC, TASKS
 
 
@@ -13,15 +14,6 @@ def figure_dir(out: str) -> str:
     d = os.path.join(out, "figures")
     os.makedirs(d, exist_ok=True)
     return d
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def loss_figure(curves: dict[str, dict], path: str) -> str:
@@ -40,32 +32,29 @@ def loss_figure(curves: dict[str, dict], path: str) -> str:
             ax.axhline(c["zero_flow"], color="tab:red", ls="--", lw=1, label="val L1, unwarped sources")
         for s in c.get("shifts", []):
             ax.axvline(s, color="grey", ls=":", lw=1)
-        ax.set_title(METHOD_LABELS.get(name, name), fontsize=9)
+        ax.set_title(label(name), fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel(c.get("ylabel", "loss"))
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def _bar_label(method: str) -> str:
     """The method's label broken into short lines: five must fit under one 3.6-inch panel."""
-    label = METHOD_LABELS.get(method, method)
-    if "," in label:
-        return label.replace(", ", "\n").replace(" + ", "\n+ ")
-    return label.replace(" ", "\n", 1)
+    text = label(method)
+    if "," in text:
+        return text.replace(", ", "\n").replace(" + ", "\n+ ")
+    return text.replace(" ", "\n", 1)
 
 
-def probe_bar_chart(probes: dict, path: str, methods=METHODS) -> str:
-    """One panel per task: the main test metric of each method (arrow: which way is better)."""
+def probe_bar_chart(probes: dict, path: str, methods) -> str:
+    """One panel per task: the main test metric of each method (arrow: which way is better);
+    ``methods``: the names, in the order of the bars, each in its record's colour."""
     plt = pyplot()
     tasks = [t for t in TASKS if t in probes]
-    colours = {"fabnet_1src": "tab:blue", "fabnet_3src_curriculum": "tab:green", "autoencoder": "tab:orange",
-               "random_init": "tab:grey", "rotation": "tab:purple", "pixels": "tab:brown",
-               "noise": "tab:olive"}  # fmt: skip
+    colours = {name: m.colour for name, m in METHODS.items()}
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.6), dpi=110, squeeze=False)
     for ax, task in zip(axes[0], tasks):
         metric = MAIN_METRIC[task]
@@ -83,13 +72,11 @@ def probe_bar_chart(probes: dict, path: str, methods=METHODS) -> str:
             ax.set_ylim(min(0.4, min(vals) - 0.05), 1.0)  # an AUC under 0.4 keeps its bar and label
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def fabnet_curves(result) -> dict:
-    from fabnet.train.figures import zero_flow_loss
+    from fabnet.train.metrics import zero_flow_loss
 
     train = [(m["step"], m.get("loss_batch", m.get("loss"))) for m in result.metrics if m.get("kind") == "train"]
     val = [(m["step"], m["val_loss"]) for m in result.metrics if m.get("kind") == "val"]
@@ -111,4 +98,4 @@ def copy_training_figures(run_dir: str, fig_dir: str, prefix: str) -> list[str]:
     return out
 
 
-__all__ = ["copy_training_figures", "fabnet_curves", "figure_dir", "loss_figure", "probe_bar_chart", "pyplot"]
+__all__ = ["copy_training_figures", "fabnet_curves", "figure_dir", "loss_figure", "probe_bar_chart"]

@@ -2,16 +2,16 @@
 
 1. Render a synthetic data root for training (identity-disjoint train / val / test) and,
    apart, a labelled probe set of identities the training never sees.
-2. Train FAb-Net with one source frame; then three source frames with the curriculum, started
-   from the one-source model (the paper's schedule, shrunk).
-3. Baselines on the same frames: a random-init encoder and the autoencoder (optionally the
-   rotation-prediction network).
-4. Embed the probe set with every frozen encoder, with the raw pixels (the no-learning
-   reference) and with random features (the noise floor), fit the linear probes (landmarks,
-   pose, expression, attributes) and score them on its test identities with 95 % intervals.
-5. Cross-identity retrieval on those test identities, and what the FAb-Net decoders read from
-   the target embedding (``fabnet.probe.swap``: the warp with that embedding swapped out).
-6. Write ``DIR/report.md``, ``DIR/report.json`` and ``DIR/figures/*.png``.
+2. Obtain every method of the demo (``fabnet.demo.methods``, in table order): FAb-Net with one
+   source, then three sources with the curriculum started from the one-source model (the paper's
+   schedule, shrunk); the random-init encoder and the autoencoder (optionally rotation
+   prediction); raw pixels (the no-learning reference) and random features (the noise floor).
+3. The FAb-Net variants' diagnostics: the confidences of the 3-source model, and what the
+   decoders read from the target embedding (``fabnet.probe.swap``).
+4. Embed the probe set with every method, fit the linear probes (landmarks, pose, expression,
+   attributes) and score them on its test identities with 95 % intervals; cross-identity
+   retrieval on the same identities.
+5. Write ``DIR/report.md``, ``DIR/report.json`` and ``DIR/figures/*.png``.
 
 Sizes are chosen for a 2-core CPU: ``DemoConfig.full()`` takes about 13 minutes (789 s
 measured on 2026-12-01), ``quick()`` under one. The multi-seed comparison with every ablation
@@ -24,12 +24,12 @@ import os
 import time
 from dataclasses import asdict
 
-from fabnet.demo.config import METHOD_LABELS, DemoConfig
+from fabnet.demo.config import DemoConfig
 from fabnet.demo.figures import copy_training_figures, fabnet_curves, figure_dir, loss_figure, probe_bar_chart
+from fabnet.demo.methods import FABNET, Context, Method, demo_methods, label, run_methods
 from fabnet.demo.report import write_report
 from fabnet.demo.runs import (
     DemoInterrupted,
-    baseline,
     load_average,
     log,
     provenance,
@@ -46,8 +46,53 @@ class _Stage:
     name = "setup"
 
 
-def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | None = None,
-             progress: bool = True) -> dict:  # fmt: skip
+class DemoSchedule:
+    """The demo's budget: FAb-Net in two stages (1 source; then K sources from the 1-source
+    model), the baselines for ``ae_steps`` (``<name>_steps`` where the config has one)."""
+
+    def fabnet(self, ctx: Context, method: Method):
+        cfg = ctx.cfg
+        run = os.path.join(ctx.runs, method.name)
+        if method.sources == 1 and not method.curriculum:
+            log(f"training FAb-Net, 1 source, {cfg.steps_1src} steps")
+            return train_fabnet(
+                cfg,
+                ctx.data,
+                run,
+                num_sources=1,
+                steps=cfg.steps_1src,
+                batch=cfg.batch_1src,
+                curriculum=False,
+                init=None,
+                patience=cfg.patience_1src,
+                progress=ctx.progress,
+            )
+        stage1 = ctx.obtained.get("fabnet_1src")
+        if stage1 is None:
+            raise ValueError(f"{method.name} starts from fabnet_1src, which the demo's table must list first")
+        log(f"training {method.label} from the 1-source model, {cfg.steps_3src} steps")
+        return train_fabnet(
+            cfg,
+            ctx.data,
+            run,
+            num_sources=method.sources,
+            steps=cfg.steps_3src,
+            batch=cfg.batch_3src,
+            curriculum=method.curriculum,
+            init=stage1.encoder,
+            patience=cfg.patience,
+            progress=ctx.progress,
+        )
+
+    def baseline_budget(self, cfg, method: Method) -> tuple[int, int]:
+        if method.kind == "untrained":
+            return 0, cfg.ae_batch
+        return getattr(cfg, f"{method.name}_steps", cfg.ae_steps), cfg.ae_batch
+
+
+def run_demo(
+    cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | None = None, progress: bool = True
+) -> dict:
     """Run every stage; returns the report dict (also DIR/report.json, DIR/report.md).
 
     out: output directory. workers: processes rendering the data. keep_data: the synthetic
@@ -60,194 +105,225 @@ def run_demo(cfg: DemoConfig, out: str, *, workers: int = 1, keep_data: str | No
     """
     stage = _Stage()
     try:
-        return _run_stages(cfg, out, workers=workers, keep_data=keep_data, progress=progress, stage=stage)
+        return _Demo(cfg, out, workers=workers, keep_data=keep_data, progress=progress, stage=stage).run()
     except KeyboardInterrupt:
         raise DemoInterrupted(stage.name) from None
 
 
-def _run_stages(cfg: DemoConfig, out: str, *, workers: int, keep_data: str | None, progress: bool,
-                stage: _Stage) -> dict:  # fmt: skip
-    from fabnet.data.index import load_index
-    from fabnet.data.labels import label_info
-    from fabnet.probe.confidence import confidence_study
-    from fabnet.probe.linear import ProbeConfig
-    from fabnet.probe.pipeline import dump_json, embed_splits, format_table, probe_task, retrieval_figure
-    from fabnet.train.baselines import BaselineConfig, preload
+class _Demo:
+    """One demo run: its data, the methods obtained, their diagnostics, probes and the report."""
 
-    t_start = time.perf_counter()
-    load_start = load_average()
-    os.makedirs(out, exist_ok=True)
-    fig_dir = figure_dir(out)
-    data = keep_data or os.path.join(out, "data")
-    wall: dict[str, float] = {}
-    figures: dict[str, str] = {}
-    curves: dict[str, dict] = {}
-    checkpoints: dict[str, str] = {}
+    def __init__(
+        self, cfg: DemoConfig, out: str, *, workers: int, keep_data: str | None, progress: bool, stage: _Stage
+    ):
+        self.cfg, self.out, self.workers, self.keep_data, self.progress, self.stage = (
+            cfg,
+            out,
+            workers,
+            keep_data,
+            progress,
+            stage,
+        )
+        self.methods = demo_methods(cfg)
+        self.data = keep_data or os.path.join(out, "data")
+        self.probe_data = (keep_data.rstrip("/") + "_probe") if keep_data else os.path.join(out, "probe_data")
+        self.wall: dict[str, float] = {}
+        self.figures: dict[str, str] = {}
 
-    def timed(key: str, t0: float) -> None:
-        wall[key] = round(time.perf_counter() - t0, 1)
+    def timed(self, key: str, t0: float) -> None:
+        self.wall[key] = round(time.perf_counter() - t0, 1)
 
-    stage.name = "synthetic data"
-    log(f"{cfg.name} demo into {out}: synthesising data")
-    t0 = time.perf_counter()
-    synth_info = synth_training_data(cfg, data, workers, progress)
-    timed("synth", t0)
-    t0 = time.perf_counter()
-    probe_data = (keep_data.rstrip("/") + "_probe") if keep_data else os.path.join(out, "probe_data")
-    log(f"synthesising the probe set ({cfg.probe_identities} unseen identities)")
-    synth_probe_set(cfg, probe_data, workers, progress)
-    timed("synth_probe_set", t0)
-    probe_records = load_index(probe_data)
-    probe_test_ids = sorted({r.identity for r in probe_records if r.split == "test"})
-    records = load_index(data)
-    counts = {s: sum(r.split == s for r in records) for s in ("train", "val", "test")}
-    test_ids = sorted({r.identity for r in records if r.split == "test"})
+    def run(self) -> dict:
+        from fabnet.probe.pipeline import format_table
 
-    stage.name = "FAb-Net 1 source"
-    log(f"training FAb-Net, 1 source, {cfg.steps_1src} steps")
-    t0 = time.perf_counter()
-    r1 = train_fabnet(cfg, data, os.path.join(out, "runs", "fabnet_1src"), num_sources=1, steps=cfg.steps_1src,
-                       batch=cfg.batch_1src, curriculum=False, init=None, patience=cfg.patience_1src,
-                       progress=progress)  # fmt: skip
-    timed("train_fabnet_1src", t0)
-    checkpoints["fabnet_1src"] = r1.checkpoint
-    curves["fabnet_1src"] = fabnet_curves(r1)
+        t_start, load_start = time.perf_counter(), load_average()
+        os.makedirs(self.out, exist_ok=True)
+        self.fig_dir = figure_dir(self.out)
+        self.synthesise()
+        obtained = self.obtain_methods()
+        diagnostics = self.diagnostics(obtained)
+        probes, retrieval = self.probe(obtained)
+        self.wall["total"] = round(time.perf_counter() - t_start, 1)
+        report = self.report(obtained, diagnostics, probes, retrieval, load_start)
+        log(f"done in {self.wall['total']:.0f} s: {os.path.join(self.out, 'report.md')}")
+        print(format_table(probes))
+        return report
 
-    stage.name = "FAb-Net 3 sources + curriculum"
-    log(f"training FAb-Net, 3 sources + curriculum from the 1-source model, {cfg.steps_3src} steps")
-    t0 = time.perf_counter()
-    r3 = train_fabnet(cfg, data, os.path.join(out, "runs", "fabnet_3src_curriculum"), num_sources=3,
-                       steps=cfg.steps_3src, batch=cfg.batch_3src, curriculum=True, init=r1.checkpoint,
-                       patience=cfg.patience, progress=progress)  # fmt: skip
-    timed("train_fabnet_3src_curriculum", t0)
-    checkpoints["fabnet_3src_curriculum"] = r3.checkpoint
-    curves["fabnet_3src_curriculum"] = fabnet_curves(r3)
-    for name, res in (("fabnet_1src", r1), ("fabnet_3src_curriculum", r3)):
-        for path in copy_training_figures(res.run_dir, fig_dir, name):
-            figures[os.path.splitext(os.path.basename(path))[0]] = path
-    stage.name = "confidence and swap studies"
-    t0 = time.perf_counter()
-    test_records = [r for r in records if r.split == "test"]
-    confidence = confidence_study(r3.checkpoint, test_records,
-                                  os.path.join(fig_dir, "confidence_heatmaps.png"), rows=cfg.heatmap_samples,
-                                  seed=cfg.seed)  # fmt: skip
-    if confidence:
-        figures["confidence_heatmaps"] = confidence["png"]
-    timed("confidence_study", t0)
-    t0 = time.perf_counter()
-    from fabnet.probe.swap import target_swap_study
+    def synthesise(self) -> None:
+        from fabnet.data.index import load_index
 
-    target_swap = {name: target_swap_study(res.checkpoint, test_records, seed=cfg.seed)
-                   for name, res in (("fabnet_1src", r1), ("fabnet_3src_curriculum", r3))}  # fmt: skip
-    timed("target_swap_study", t0)
-
-    train_records = [r for r in records if r.split == "train"]
-    images = preload(train_records)
-    baselines = [("random_init", 0, cfg.ae_batch), ("autoencoder", cfg.ae_steps, cfg.ae_batch)]
-    if cfg.rotation_steps:
-        baselines.append(("rotation", cfg.rotation_steps, cfg.ae_batch))
-    for method, steps, batch in baselines:
-        log(f"baseline {method}" + (f", {steps} steps" if steps else ""))
+        cfg = self.cfg
+        self.stage.name = "synthetic data"
+        log(f"{cfg.name} demo into {self.out}: synthesising data")
         t0 = time.perf_counter()
-        bcfg = BaselineConfig(method=method, size=cfg.size, steps=steps, batch_size=batch, optimizer=cfg.optimizer,
-                              lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                              seed=cfg.seed)  # fmt: skip
-        stage.name = f"baseline {method}"
-        res = baseline(bcfg, train_records, os.path.join(out, "runs", method, "checkpoint.pt"), images, progress)
-        timed(f"train_{method}", t0)
-        checkpoints[method] = res.checkpoint
-        if res.losses:
-            curves[method] = {"train": list(enumerate(res.losses, 1)),
-                              "ylabel": "L1" if method == "autoencoder" else "cross-entropy",
-                              "train_label": "train loss"}  # fmt: skip
-    del images
-    figures["loss_curves"] = loss_figure(curves, os.path.join(fig_dir, "loss_curves.png"))
-
-    info = label_info(data)
-    pcfg = ProbeConfig(batch_size=cfg.probe_batch, max_epochs=cfg.probe_max_epochs, patience=cfg.probe_patience,
-                       seed=cfg.seed)  # fmt: skip
-    probes: dict[str, dict] = {t: {} for t in TASKS}
-    retrieval: dict[str, dict] = {}
-    from fabnet.probe.noise import NoiseEncoder
-    from fabnet.probe.pixels import PixelEncoder
-
-    # A checkpoint path or the encoder itself.
-    encoders = {**checkpoints, "pixels": PixelEncoder(cfg.size), "noise": NoiseEncoder(cfg.size, seed=cfg.seed)}
-    for method, encoder in encoders.items():
-        stage.name = f"embedding and probing {method}"
-        log(f"embedding and probing {method}")
+        self.synth_info = synth_training_data(cfg, self.data, self.workers, self.progress)
+        self.timed("synth", t0)
         t0 = time.perf_counter()
-        emb = embed_splits(encoder, probe_data, progress=progress)
-        timed(f"embed_{method}", t0)
-        t0 = time.perf_counter()
-        for task in TASKS:
-            metrics, _ = probe_task(task, emb, config=pcfg, info=info)
-            probes[task][method] = metrics
-        timed(f"probe_{method}", t0)
-        png = os.path.join(fig_dir, f"retrieval_{method}.png")
-        retrieval[method] = retrieval_figure(emb["test"], png, queries=cfg.retrieval_queries, k=cfg.retrieval_k,
-                                             seed=cfg.seed, title=f"{METHOD_LABELS.get(method, method)}: "
-                                             "test queries (red) and cross-identity cosine neighbours")  # fmt: skip
-        figures[f"retrieval_{method}"] = png
-    figures["probe_metrics"] = probe_bar_chart(probes, os.path.join(fig_dir, "probe_metrics.png"),
-                                               methods=list(encoders))  # fmt: skip
-    wall["total"] = round(time.perf_counter() - t_start, 1)
+        log(f"synthesising the probe set ({cfg.probe_identities} unseen identities)")
+        synth_probe_set(cfg, self.probe_data, self.workers, self.progress)
+        self.timed("synth_probe_set", t0)
+        self.probe_records = load_index(self.probe_data)
+        self.records = load_index(self.data)
 
-    sizes = {"identities": cfg.identities, "tracks_per_identity": cfg.tracks_per_identity,
-             "frames_per_track": cfg.frames_per_track, "image_size": cfg.image_size, "network_input": cfg.size,
-             "embedding_dim": 256, "frames": len(records), **{f"{s}_frames": n for s, n in counts.items()},
-             "test_identities": len(probe_test_ids), "probe_frames": len(probe_records),
-             "training_test_identities": len(test_ids), "batch_1src": cfg.batch_1src, "batch_3src": cfg.batch_3src,
-             "batch_baselines": cfg.ae_batch, "probe_batch": cfg.probe_batch}  # fmt: skip
-    report = {
-        "command": "fabnet demo"
-        + (" --quick" if cfg.name == "quick" else "")
-        + f" --out {out}"
-        + (f" --data {keep_data}" if keep_data else ""),
-        "config": asdict(cfg),
-        "seeds": {"data": cfg.seed, "training": cfg.seed, "probes": cfg.seed, "split": 0},
-        "sizes": sizes,
-        "data": {
-            "root": os.path.relpath(data, out),
+    def obtain_methods(self) -> dict:
+        from fabnet.train.baselines import preload
+
+        train_records = [r for r in self.records if r.split == "train"]
+        images = preload(train_records) if any(m.objective for m in self.methods) else None
+        runs = os.path.join(self.out, "runs")
+        ctx = Context(self.cfg, DemoSchedule(), self.data, runs, train_records, images, self.cfg.seed, self.progress)
+
+        def on_start(method: Method) -> None:
+            self.stage.name = method.label if method.kind == FABNET else f"baseline {method.name}"
+            if method.kind != FABNET:
+                log(f"baseline {method.name}")
+
+        obtained = run_methods(ctx, self.methods, on_start)
+        for name, o in obtained.items():
+            if o.train_result is not None or o.losses or isinstance(o.encoder, str):
+                self.wall[f"train_{name}"] = o.wall_s
+        ctx.images = None
+        curves = {}
+        for name, o in obtained.items():
+            if o.train_result is not None:
+                curves[name] = fabnet_curves(o.train_result)
+                for path in copy_training_figures(o.train_result.run_dir, self.fig_dir, name):
+                    self.figures[os.path.splitext(os.path.basename(path))[0]] = path
+            elif o.losses:
+                curves[name] = {
+                    "train": list(enumerate(o.losses, 1)),
+                    "train_label": "train loss",
+                    "ylabel": "L1" if name == "autoencoder" else "cross-entropy",
+                }
+        self.curves = curves
+        self.figures["loss_curves"] = loss_figure(curves, os.path.join(self.fig_dir, "loss_curves.png"))
+        return obtained
+
+    def diagnostics(self, obtained: dict) -> dict:
+        """The confidence study (the first FAb-Net variant with several sources) and the
+        target-swap study (every FAb-Net variant), on the training data's test identities."""
+        from fabnet.probe.confidence import confidence_study
+        from fabnet.probe.swap import target_swap_study
+
+        cfg = self.cfg
+        test_records = [r for r in self.records if r.split == "test"]
+        self.stage.name = "confidence and swap studies"
+        t0 = time.perf_counter()
+        confidence = {}
+        several = [m for m in self.methods if "confidence" in m.diagnostics]
+        if several:
+            png = os.path.join(self.fig_dir, "confidence_heatmaps.png")
+            confidence = confidence_study(
+                obtained[several[0].name].encoder, test_records, png, rows=cfg.heatmap_samples, seed=cfg.seed
+            )
+            if confidence:
+                self.figures["confidence_heatmaps"] = confidence["png"]
+        self.timed("confidence_study", t0)
+        t0 = time.perf_counter()
+        swap = {
+            m.name: target_swap_study(obtained[m.name].encoder, test_records, seed=cfg.seed)
+            for m in self.methods
+            if "target_swap" in m.diagnostics
+        }
+        self.timed("target_swap_study", t0)
+        return {"confidence": confidence, "target_swap": swap}
+
+    def probe(self, obtained: dict) -> tuple[dict, dict]:
+        """Every method's probes and retrieval on the probe set's test identities."""
+        from fabnet.data.labels import label_info
+        from fabnet.probe.linear import ProbeConfig
+        from fabnet.probe.pipeline import embed_splits, probe_task, retrieval_figure
+
+        cfg = self.cfg
+        info = label_info(self.data)
+        pcfg = ProbeConfig(
+            batch_size=cfg.probe_batch, max_epochs=cfg.probe_max_epochs, patience=cfg.probe_patience, seed=cfg.seed
+        )
+        probes: dict[str, dict] = {t: {} for t in TASKS}
+        retrieval: dict[str, dict] = {}
+        for name, o in obtained.items():
+            self.stage.name = f"embedding and probing {name}"
+            log(f"embedding and probing {name}")
+            t0 = time.perf_counter()
+            emb = embed_splits(o.encoder, self.probe_data, progress=self.progress)
+            self.timed(f"embed_{name}", t0)
+            t0 = time.perf_counter()
+            for task in TASKS:
+                probes[task][name], _ = probe_task(task, emb, config=pcfg, info=info)
+            self.timed(f"probe_{name}", t0)
+            png = os.path.join(self.fig_dir, f"retrieval_{name}.png")
+            title = f"{label(name)}: test queries (red) and cross-identity cosine neighbours"
+            retrieval[name] = retrieval_figure(
+                emb["test"], png, queries=cfg.retrieval_queries, k=cfg.retrieval_k, seed=cfg.seed, title=title
+            )
+            self.figures[f"retrieval_{name}"] = png
+        self.figures["probe_metrics"] = probe_bar_chart(
+            probes, os.path.join(self.fig_dir, "probe_metrics.png"), methods=list(obtained)
+        )
+        return probes, retrieval
+
+    def report(self, obtained: dict, diagnostics: dict, probes: dict, retrieval: dict, load_start) -> dict:
+        from fabnet.probe.pipeline import dump_json
+
+        cfg, out, records = self.cfg, self.out, self.records
+        counts = {s: sum(r.split == s for r in records) for s in ("train", "val", "test")}
+        test_ids = sorted({r.identity for r in records if r.split == "test"})
+        probe_test_ids = sorted({r.identity for r in self.probe_records if r.split == "test"})
+        fabnet = [n for n, o in obtained.items() if o.train_result is not None]
+        sizes = {
+            "identities": cfg.identities,
+            "tracks_per_identity": cfg.tracks_per_identity,
+            "frames_per_track": cfg.frames_per_track,
+            "image_size": cfg.image_size,
+            "network_input": cfg.size,
+            "embedding_dim": 256,
             "frames": len(records),
-            **counts,
-            "test_identities": len(test_ids),
-            "reused": synth_info.get("reused", False),
-            "probe_root": os.path.relpath(probe_data, out),
-        },
-        "steps": {
-            "fabnet_1src": r1.step,
-            "fabnet_3src_curriculum": r3.step,
-            "autoencoder": cfg.ae_steps,
-            "random_init": 0,
-            **({"rotation": cfg.rotation_steps} if cfg.rotation_steps else {}),
-            "pixels": 0,
-            "noise": 0,
-        },
-        "best_val_l1": {"fabnet_1src": r1.best_val, "fabnet_3src_curriculum": r3.best_val},
-        "zero_flow_val_l1": {
-            k: curves[k]["zero_flow"] for k in ("fabnet_1src", "fabnet_3src_curriculum") if "zero_flow" in curves[k]
-        },
-        "checkpoints": checkpoints,
-        "probes": probes,
-        "retrieval": retrieval,
-        "confidence": confidence,
-        "target_swap": target_swap,
-        "figures": figures,
-        "times": wall,
-        **provenance(load_start),
-    }
-    write_report(report, out)
-    # Paths in report.json relative to DIR, so the report stays valid when DIR is moved.
-    rel = lambda p: os.path.relpath(p, out)  # noqa: E731
-    report["figures"] = {k: rel(v) for k, v in figures.items()}
-    report["checkpoints"] = {k: rel(v) for k, v in checkpoints.items()}
-    for r in list(retrieval.values()) + ([confidence] if confidence else []):
-        r["png"] = rel(r["png"])
-    dump_json(report, os.path.join(out, "report.json"))
-    log(f"done in {wall['total']:.0f} s: {os.path.join(out, 'report.md')}")
-    print(format_table(probes))
-    return report
+            **{f"{s}_frames": n for s, n in counts.items()},
+            "test_identities": len(probe_test_ids),
+            "probe_frames": len(self.probe_records),
+            "training_test_identities": len(test_ids),
+            "batch_1src": cfg.batch_1src,
+            "batch_3src": cfg.batch_3src,
+            "batch_baselines": cfg.ae_batch,
+            "probe_batch": cfg.probe_batch,
+        }
+        checkpoints = {n: o.encoder for n, o in obtained.items() if isinstance(o.encoder, str)}
+        report = {
+            "command": "fabnet demo"
+            + (" --quick" if cfg.name == "quick" else "")
+            + f" --out {out}"
+            + (f" --data {self.keep_data}" if self.keep_data else ""),
+            "config": asdict(cfg),
+            "seeds": {"data": cfg.seed, "training": cfg.seed, "probes": cfg.seed, "split": 0},
+            "sizes": sizes,
+            "data": {
+                "root": os.path.relpath(self.data, out),
+                "frames": len(records),
+                **counts,
+                "test_identities": len(test_ids),
+                "reused": self.synth_info.get("reused", False),
+                "probe_root": os.path.relpath(self.probe_data, out),
+            },
+            "steps": {n: o.steps for n, o in obtained.items()},
+            "best_val_l1": {n: obtained[n].train_result.best_val for n in fabnet},
+            "zero_flow_val_l1": {n: self.curves[n]["zero_flow"] for n in fabnet if "zero_flow" in self.curves[n]},
+            "checkpoints": checkpoints,
+            "probes": probes,
+            "retrieval": retrieval,
+            **diagnostics,
+            "figures": self.figures,
+            "times": self.wall,
+            **provenance(load_start),
+        }
+        write_report(report, out, self.methods)
+        # Paths in report.json relative to DIR, so the report stays valid when DIR is moved.
+        rel = lambda p: os.path.relpath(p, out)  # noqa: E731
+        report["figures"] = {k: rel(v) for k, v in self.figures.items()}
+        report["checkpoints"] = {k: rel(v) for k, v in checkpoints.items()}
+        for r in list(retrieval.values()) + ([diagnostics["confidence"]] if diagnostics["confidence"] else []):
+            r["png"] = rel(r["png"])
+        dump_json(report, os.path.join(out, "report.json"))
+        return report
 
 
-__all__ = ["run_demo"]
+__all__ = ["DemoSchedule", "run_demo"]

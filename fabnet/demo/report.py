@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from fabnet.demo.methods import FABNET, TRAINED, headline
 from fabnet.probe.tasks import LOWER_IS_BETTER, MAIN_METRIC, TASKS
 
 
@@ -29,36 +30,59 @@ def with_ci(task: str, metrics: dict) -> str:
     return f"{metrics[metric]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
-def _comparison_text(probes: dict) -> list[str]:
+def _comparison_text(probes: dict, methods) -> list[str]:
     """Which method is ahead on each task, from the numbers and their intervals only: a method
     is "ahead" of another only where their 95 % intervals over test identities do not overlap."""
     lines = []
+    fabnet = [m for m in methods if m.kind == FABNET]
+    head, first = headline(methods), fabnet[0]
+    others = [m.name for m in methods if m.kind != FABNET]
     for task in TASKS:
         results = probes.get(task, {})
-        if "fabnet_1src" not in results or "fabnet_3src_curriculum" not in results:
+        if head.name not in results or first.name not in results or head is first:
             continue
-        three, one = results["fabnet_3src_curriculum"], results["fabnet_1src"]
-        line = (f"- **{task}** ({MAIN_METRIC[task]}): 3 sources + curriculum {with_ci(task, three)} is "
-                f"{versus(task, three, one)} 1 source {with_ci(task, one)}")  # fmt: skip
-        others = [m for m in ("random_init", "pixels", "autoencoder", "noise") if m in results]
-        if others:
-            line += "; against the baselines, 3 sources + curriculum is " + ", ".join(
-                f"{versus(task, three, results[m])} {m} {with_ci(task, results[m])}" for m in others
+        top, one = results[head.name], results[first.name]
+        line = (
+            f"- **{task}** ({MAIN_METRIC[task]}): {_short(head)} {with_ci(task, top)} is "
+            f"{versus(task, top, one)} {_short(first)} {with_ci(task, one)}"
+        )
+        present = [m for m in others if m in results]
+        if present:
+            line += f"; against the baselines, {_short(head)} is " + ", ".join(
+                f"{versus(task, top, results[m])} {m} {with_ci(task, results[m])}" for m in present
             )
         lines.append(line + ".")
     for task in TASKS:
         if probes.get(task):
             metric = MAIN_METRIC[task]
-            ranked = sorted(probes[task], key=lambda m: probes[task][m][metric],
-                            reverse=not LOWER_IS_BETTER[metric])  # fmt: skip
+            ranked = sorted(probes[task], key=lambda m: probes[task][m][metric], reverse=not LOWER_IS_BETTER[metric])
             lines.append(
                 f"- {task}, best to worst: " + ", ".join(f"{m} ({probes[task][m][metric]:.3f})" for m in ranked) + "."
             )
     return lines
 
 
-def write_report(report: dict, out: str) -> str:
-    """``DIR/report.md`` from the report dict (also written as report.json)."""
+def _baselines_text(report: dict, methods) -> str:
+    """Every method but FAb-Net, as the setup describes it, with its training budget."""
+    cfg = report["config"]
+    parts = []
+    for m in methods:
+        if m.kind == FABNET:
+            continue
+        steps = report["steps"].get(m.name, 0)
+        budget = f", {steps} steps of {cfg['ae_batch']}, same optimiser settings" if m.kind == TRAINED else ""
+        parts.append(m.describe(cfg["size"]) + budget)
+    return "; ".join(parts)
+
+
+def _short(method) -> str:
+    """ "3 sources + curriculum" for "FAb-Net, 3 sources + curriculum"."""
+    return method.label.split(", ", 1)[-1]
+
+
+def write_report(report: dict, out: str, methods) -> str:
+    """``DIR/report.md`` from the report dict (also written as report.json); ``methods``: the
+    demo's Method records, in table order."""
     from fabnet.probe.pipeline import format_table
 
     cfg = report["config"]
@@ -100,13 +124,7 @@ def write_report(report: dict, out: str) -> str:
         f"trained too (the original release froze it), {cfg['steps_3src']} more steps of {cfg['batch_3src']} "
         "(curriculum window shifted by 10 points, then the LR divided by 10, after "
         f"{cfg['patience']} validation rounds without improvement).",
-        f"- Baselines: random-init encoder (BatchNorm statistics re-estimated on train frames, no training); "
-        f"autoencoder (same encoder + decoder, L1 reconstruction), {cfg['ae_steps']} steps of {cfg['ae_batch']}, "
-        f"same optimiser settings"
-        + (f"; rotation prediction, {cfg['rotation_steps']} steps" if cfg["rotation_steps"] else "")
-        + f"; raw pixels (no network: the {cfg['size']} x {cfg['size']} crop itself, {3 * cfg['size'] ** 2} values, "
-        "read by the same probe and the same cosine retrieval); random features (256 normal values fixed per "
-        "frame: the noise floor).",
+        "- Baselines: " + _baselines_text(report, methods) + ".",
         "- Probes: BatchNorm1d(D) + Linear(D, k, bias=False) on the frozen embedding of the centre crop (D = 256; "
         f"{3 * cfg['size'] ** 2} for raw pixels), "
         f"Adam lr 1e-3, batch {cfg['probe_batch']}, early stopping on the probe set's validation identities "
@@ -127,13 +145,16 @@ def write_report(report: dict, out: str) -> str:
         "|---|---|---|---|",
     ]
     for m, v in probes.get("pose", {}).items():
-        lines.append(f"| {m} | {v.get('mae_yaw', float('nan')):.2f} | {v.get('mae_pitch', float('nan')):.2f} | "
-                     f"{v.get('mae_roll', float('nan')):.2f} |")  # fmt: skip
-    lines += ["", "## 1 source vs 3 sources + curriculum", ""]
-    lines += _comparison_text(probes)
+        lines.append(
+            f"| {m} | {v.get('mae_yaw', float('nan')):.2f} | {v.get('mae_pitch', float('nan')):.2f} | "
+            f"{v.get('mae_roll', float('nan')):.2f} |"
+        )
+    fabnet = [m for m in methods if m.kind == FABNET]
+    lines += ["", f"## {_short(fabnet[0])} vs {_short(headline(methods))}", ""]
+    lines += _comparison_text(probes, methods)
     lines += [
         "",
-        "The 3-source model is the 1-source model trained for "
+        f"The {headline(methods).sources}-source model is the {fabnet[0].sources}-source model trained for "
         f"{cfg['steps_3src']} more steps, so it also had more training; at this scale (minutes of CPU, "
         "a few thousand steps, a single seed) differences of a few tenths are within run-to-run noise and "
         "say nothing either way about the paper's Table 1.",
@@ -142,34 +163,52 @@ def write_report(report: dict, out: str) -> str:
     zero, best = report.get("zero_flow_val_l1", {}), report.get("best_val_l1", {})
     if zero:
         lines += ["## How much of the warp was learned", ""]
-        for m, what in (("fabnet_1src", "the unwarped source"),
-                        ("fabnet_3src_curriculum", "the equal-weight blend of the unwarped sources")):  # fmt: skip
-            if m in zero and m in best:
-                gain = 100 * (1 - best[m] / zero[m])
-                lines.append(f"- {m}: best validation L1 {best[m]:.4f}; {what} gives {zero[m]:.4f} "
-                             f"({gain:.0f}% lower with the learned warp).")  # fmt: skip
-        lines += ["", "The gap is the part of the frame-to-frame change that the learned flows explain: the "
-                  "flow decoder reads nothing but the two embeddings, so pose reaches the embedding only as far "
-                  "as the warp has been learned. The `*_samples_final` figures show the warps themselves.",
-                  ""]  # fmt: skip
+        for m in fabnet:
+            what = "the unwarped source" if m.sources == 1 else "the equal-weight blend of the unwarped sources"
+            if m.name in zero and m.name in best:
+                gain = 100 * (1 - best[m.name] / zero[m.name])
+                lines.append(
+                    f"- {m.name}: best validation L1 {best[m.name]:.4f}; {what} gives {zero[m.name]:.4f} "
+                    f"({gain:.0f}% lower with the learned warp)."
+                )
+        lines += [
+            "",
+            "The gap is the part of the frame-to-frame change that the learned flows explain: the "
+            "flow decoder reads nothing but the two embeddings, so pose reaches the embedding only as far "
+            "as the warp has been learned. The `*_samples_final` figures show the warps themselves.",
+            "",
+        ]
     lines += ["## Retrieval", ""]
     for m, r in report.get("retrieval", {}).items():
         if "neighbour_pose_diff_deg" in r:
             n, rd = r["neighbour_pose_diff_deg"], r["random_pose_diff_deg"]
-            lines.append(f"- {m}: mean |yaw, pitch, roll| difference between a test query and its top-"
-                         f"{cfg['retrieval_k']} other-identity neighbours {n[0]:.1f} / {n[1]:.1f} / {n[2]:.1f} deg "
-                         f"(random other-identity frames: {rd[0]:.1f} / {rd[1]:.1f} / {rd[2]:.1f})"
-                         + (f"; {100 * r['identity_share']:.0f}% of the embedding variance lies between identities"
-                            if "identity_share" in r else "")
-                         + (f"; pose explains {100 * r['within_track_pose_r2']:.0f}% of the frame-to-frame "
-                            "(within-track) variance" if "within_track_pose_r2" in r else "") + ".")  # fmt: skip
+            lines.append(
+                f"- {m}: mean |yaw, pitch, roll| difference between a test query and its top-"
+                f"{cfg['retrieval_k']} other-identity neighbours {n[0]:.1f} / {n[1]:.1f} / {n[2]:.1f} deg "
+                f"(random other-identity frames: {rd[0]:.1f} / {rd[1]:.1f} / {rd[2]:.1f})"
+                + (
+                    f"; {100 * r['identity_share']:.0f}% of the embedding variance lies between identities"
+                    if "identity_share" in r
+                    else ""
+                )
+                + (
+                    f"; pose explains {100 * r['within_track_pose_r2']:.0f}% of the frame-to-frame "
+                    "(within-track) variance"
+                    if "within_track_pose_r2" in r
+                    else ""
+                )
+                + "."
+            )
     if any("identity_share" in r for r in report.get("retrieval", {}).values()):
-        lines += ["", "Where most of the variance lies between identities, the nearest other identity is the "
-                  "most similar-looking one (skin, hair, background, light) and its frames come first whatever "
-                  "their pose: neighbours are pose-matched only as far as the difference to random frames above "
-                  "shows. The within-track figure is the other half: with every track's mean removed (identity "
-                  "with it), it is the R^2 of a least-squares fit of the embedding's frame-to-frame change on the "
-                  "pose change, i.e. how much of what moves the embedding within one face is pose."]  # fmt: skip
+        lines += [
+            "",
+            "Where most of the variance lies between identities, the nearest other identity is the "
+            "most similar-looking one (skin, hair, background, light) and its frames come first whatever "
+            "their pose: neighbours are pose-matched only as far as the difference to random frames above "
+            "shows. The within-track figure is the other half: with every track's mean removed (identity "
+            "with it), it is the R^2 of a least-squares fit of the embedding's frame-to-frame change on the "
+            "pose change, i.e. how much of what moves the embedding within one face is pose.",
+        ]
     swap = {m: r for m, r in (report.get("target_swap") or {}).items() if r}
     if swap:
         lines += [
@@ -183,28 +222,39 @@ def write_report(report: dict, out: str) -> str:
             "| target embedding | " + " | ".join(swap) + " |",
             "|---|" + "---|" * len(swap),
         ]
-        labels = {"own": "its own (as trained)", "same_track_other": "another frame of the same track",
-                  "track_mean": "the mean of its track", "other_identity_pose": "another identity, nearest pose",
-                  "other_identity_random": "another identity, random frame",
-                  "unwarped": "none: unwarped sources, equal weights"}  # fmt: skip
+        labels = {
+            "own": "its own (as trained)",
+            "same_track_other": "another frame of the same track",
+            "track_mean": "the mean of its track",
+            "other_identity_pose": "another identity, nearest pose",
+            "other_identity_random": "another identity, random frame",
+            "unwarped": "none: unwarped sources, equal weights",
+        }
         for cond, label in labels.items():
             if all(cond in r["l1"] for r in swap.values()):
                 lines.append(f"| {label} | " + " | ".join(f"{r['l1'][cond]:.4f}" for r in swap.values()) + " |")
-        lines += ["", "If the embedding coded pose the same way for every face, the pose-matched frame of another "
-                  "identity would come close to the target's own embedding. Where it is no better than a random "
-                  "frame of another identity, the decoders read the pose only relative to the face's own "
-                  "identity, and cosine neighbours across identities cannot be pose-matched by this "
-                  "embedding."]  # fmt: skip
+        lines += [
+            "",
+            "If the embedding coded pose the same way for every face, the pose-matched frame of another "
+            "identity would come close to the target's own embedding. Where it is no better than a random "
+            "frame of another identity, the decoders read the pose only relative to the face's own "
+            "identity, and cosine neighbours across identities cannot be pose-matched by this "
+            "embedding.",
+        ]
     conf = report.get("confidence") or {}
     if conf:
-        lines += ["", "## Confidence of the 3-source model", "",
-                  f"Over {conf['samples']} test targets (every frame of every test track, its {conf['num_sources']} "
-                  f"sources spread over the rest of the track's yaw range): the largest of the "
-                  f"{conf['num_sources']} confidences averages "
-                  f"{conf['max_confidence_mean']:.3f} per pixel ({1 / conf['num_sources']:.3f} = no selection), and "
-                  f"the source closest in pose to the target is the most confident one on "
-                  f"{100 * conf['nearest_pose_share']:.1f}% of the pixels (chance {100 * conf['chance_share']:.1f}%). "
-                  "Figure: `figures/confidence_heatmaps.png`."]  # fmt: skip
+        lines += [
+            "",
+            "## Confidence of the 3-source model",
+            "",
+            f"Over {conf['samples']} test targets (every frame of every test track, its {conf['num_sources']} "
+            f"sources spread over the rest of the track's yaw range): the largest of the "
+            f"{conf['num_sources']} confidences averages "
+            f"{conf['max_confidence_mean']:.3f} per pixel ({1 / conf['num_sources']:.3f} = no selection), and "
+            f"the source closest in pose to the target is the most confident one on "
+            f"{100 * conf['nearest_pose_share']:.1f}% of the pixels (chance {100 * conf['chance_share']:.1f}%). "
+            "Figure: `figures/confidence_heatmaps.png`.",
+        ]
     lines += ["", "## Figures", ""]
     for name, path in report["figures"].items():
         # Relative to the report's directory whether ``out`` and the paths are relative or not

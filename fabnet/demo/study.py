@@ -27,13 +27,13 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from fabnet.demo.config import SyntheticRunConfig
-from fabnet.demo.runs import baseline, load_average, log, provenance, synth_probe_set, synth_training_data, train_fabnet
+from fabnet.demo.methods import FABNET, METHODS, Context, Method, run_methods, study_methods
+from fabnet.demo.runs import load_average, log, provenance, synth_probe_set, synth_training_data, train_fabnet
 
-# The four ablation variants: (sources, curriculum) in the second half.
-ABLATIONS = {"fabnet_1src": (1, False), "fabnet_1src_curriculum": (1, True), "fabnet_3src": (3, False),
-             "fabnet_3src_curriculum": (3, True)}  # fmt: skip
-TRAINED_BASELINES = ("autoencoder", "contrastive", "supervised")
-STUDY_METHODS = (*ABLATIONS, "autoencoder", "contrastive", "random_init", "pixels", "noise", "supervised")
+# The study's methods by name, in table order (the records: fabnet.demo.methods.METHODS).
+STUDY_METHODS = tuple(m.name for m in study_methods())
+# The FAb-Net variants of the ablation: (sources, curriculum) in the second half.
+ABLATIONS = {m.name: (m.sources, m.curriculum) for m in study_methods() if m.kind == FABNET}
 
 
 @dataclass
@@ -65,64 +65,76 @@ class StudyConfig(SyntheticRunConfig):
                    heatmap_samples=2, name="quick")  # fmt: skip
 
 
+class StudySchedule:
+    """Every method ``steps`` steps of ``batch``: FAb-Net's variants continue the shared first
+    half (``fork``) for the second half, from the same weights."""
+
+    def __init__(self, fork):
+        self.fork = fork
+
+    def fabnet(self, ctx: Context, method: Method):
+        cfg = ctx.cfg
+        half = cfg.steps // 2
+        log(f"seed {ctx.seed}: {method.name}, {cfg.steps - half} more steps", "study")
+        return train_fabnet(cfg, ctx.data, os.path.join(ctx.runs, method.name), num_sources=method.sources,
+                            steps=cfg.steps - half, batch=cfg.batch, curriculum=method.curriculum,
+                            init=self.fork.checkpoint, patience=cfg.patience, progress=ctx.progress)  # fmt: skip
+
+    def baseline_budget(self, cfg, method: Method) -> tuple[int, int]:
+        return (0 if method.kind == "untrained" else cfg.steps), cfg.batch
+
+
+def _val_curve(metrics: list[dict], offset: int = 0) -> list[tuple[int, float]]:
+    """(step, validation L1) of a run's metrics, its steps counted from ``offset``."""
+    return [(offset + m["step"], m["val_loss"]) for m in metrics if m.get("kind") == "val"]
+
+
 def _train_seed(cfg: StudyConfig, seed: int, data: str, out: str, train_records, images, progress: bool) -> dict:
-    """The checkpoints, validation figures and wall times of one training seed (``images``: the
-    training frames, ``fabnet.train.baselines.preload(train_records)``, for the baselines)."""
-    from fabnet.train.baselines import BaselineConfig
-    from fabnet.train.figures import zero_flow_loss
+    """The methods obtained, validation figures and wall times of one training seed (``images``:
+    the training frames, ``fabnet.train.baselines.preload(train_records)``, for the baselines)."""
+    from fabnet.train.metrics import zero_flow_loss
 
     runs = os.path.join(out, f"seed{seed}", "runs")
     tcfg = replace(cfg, seed=seed)  # the data seed gives way to the training seed
     half = cfg.steps // 2
-    wall, checkpoints, warp, curves = {}, {}, {}, {}
     t0 = time.perf_counter()
     log(f"seed {seed}: shared first half, 1 source, {half} steps", "study")
     fork = train_fabnet(tcfg, data, os.path.join(runs, "fabnet_first_half"), num_sources=1, steps=half,
                         batch=cfg.batch, curriculum=False, init=None, patience=cfg.patience_first_half,
                         progress=progress)  # fmt: skip
-    wall["fabnet_first_half"] = round(time.perf_counter() - t0, 1)
-    for name, (k, curriculum) in ABLATIONS.items():
-        log(f"seed {seed}: {name}, {cfg.steps - half} more steps", "study")
-        t0 = time.perf_counter()
-        res = train_fabnet(tcfg, data, os.path.join(runs, name), num_sources=k, steps=cfg.steps - half,
-                           batch=cfg.batch, curriculum=curriculum, init=fork.checkpoint, patience=cfg.patience,
-                           progress=progress)  # fmt: skip
-        wall[name] = round(time.perf_counter() - t0, 1)
-        checkpoints[name] = res.checkpoint
-        warp[name] = {"best_val_l1": res.best_val, "zero_flow_val_l1": zero_flow_loss(res.metrics)}
-        curves[name] = [(half + m["step"], m["val_loss"]) for m in res.metrics if m.get("kind") == "val"]
-    curves["fabnet_first_half"] = [(m["step"], m["val_loss"]) for m in fork.metrics if m.get("kind") == "val"]
-    for method in ("random_init", *TRAINED_BASELINES):
-        steps = 0 if method == "random_init" else cfg.steps
-        log(f"seed {seed}: baseline {method}" + (f", {steps} steps" if steps else ""), "study")
-        t0 = time.perf_counter()
-        bcfg = BaselineConfig(method=method, size=cfg.size, steps=steps, batch_size=cfg.batch,
-                              optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
-                              weight_decay=cfg.weight_decay, seed=seed)  # fmt: skip
-        res = baseline(bcfg, train_records, os.path.join(runs, method, "checkpoint.pt"), images, progress)
-        wall[method] = round(time.perf_counter() - t0, 1)
-        checkpoints[method] = res.checkpoint
-    return {"checkpoints": checkpoints, "warp": warp, "val_curves": curves, "times": wall}
+    wall = {"fabnet_first_half": round(time.perf_counter() - t0, 1)}
+    ctx = Context(tcfg, StudySchedule(fork), data, runs, train_records, images, seed, progress)
+
+    def on_start(method: Method) -> None:
+        if method.kind != FABNET:
+            log(f"seed {seed}: baseline {method.name}", "study")
+
+    obtained = run_methods(ctx, study_methods(), on_start)
+    warp, curves = {}, {"fabnet_first_half": _val_curve(fork.metrics)}
+    for name, o in obtained.items():
+        if isinstance(o.encoder, str):
+            wall[name] = o.wall_s
+        if o.train_result is not None:
+            metrics = o.train_result.metrics
+            warp[name] = {"best_val_l1": o.train_result.best_val, "zero_flow_val_l1": zero_flow_loss(metrics)}
+            curves[name] = _val_curve(metrics, offset=half)
+    return {"obtained": obtained, "warp": warp, "val_curves": curves, "times": wall}
 
 
-def _probe_seed(cfg: StudyConfig, seed: int, checkpoints: dict, probe_data: str, info: dict,
-                progress: bool) -> dict:  # fmt: skip
+def _probe_seed(cfg: StudyConfig, seed: int, obtained: dict, probe_data: str, info: dict, progress: bool) -> dict:
     """{task: {method: ProbeOutcome}} for every method of one seed (fabnet.probe.pipeline)."""
     from fabnet.probe.linear import ProbeConfig
-    from fabnet.probe.noise import NoiseEncoder
     from fabnet.probe.pipeline import embed_splits, probe_outcome
-    from fabnet.probe.pixels import PixelEncoder
     from fabnet.probe.tasks import TASKS
 
     pcfg = ProbeConfig(batch_size=cfg.probe_batch, max_epochs=cfg.probe_max_epochs, patience=cfg.probe_patience,
                        seed=seed)  # fmt: skip
-    encoders = {**checkpoints, "pixels": PixelEncoder(cfg.size), "noise": NoiseEncoder(cfg.size, seed=seed)}
     outcomes = {t: {} for t in TASKS}
-    for method in [m for m in STUDY_METHODS if m in encoders]:
-        log(f"seed {seed}: probing {method}", "study")
-        emb = embed_splits(encoders[method], probe_data, progress=progress)
+    for name, o in obtained.items():
+        log(f"seed {seed}: probing {name}", "study")
+        emb = embed_splits(o.encoder, probe_data, progress=progress)
         for task in TASKS:
-            outcomes[task][method] = probe_outcome(task, emb, config=pcfg, info=info)
+            outcomes[task][name] = probe_outcome(task, emb, config=pcfg, info=info)
     return outcomes
 
 
@@ -157,12 +169,14 @@ def run_study(cfg: StudyConfig, out: str, *, workers: int = 1, progress: bool = 
     for seed in cfg.seeds:
         t0 = time.perf_counter()
         trained = _train_seed(cfg, seed, data, out, train_records, images, progress)
+        obtained = trained.pop("obtained")
         trained["confidence"] = {}
-        for name in ("fabnet_3src", "fabnet_3src_curriculum"):
-            png = os.path.join(out, "figures", f"confidence_{name}_seed{seed}.png")
-            trained["confidence"][name] = confidence_study(trained["checkpoints"][name], test_records, png,
-                                                           rows=cfg.heatmap_samples, seed=seed)  # fmt: skip
-        outcomes[seed] = _probe_seed(cfg, seed, trained["checkpoints"], probe_data, info, progress)
+        for m in study_methods():
+            if "confidence" in m.diagnostics:
+                png = os.path.join(out, "figures", f"confidence_{m.name}_seed{seed}.png")
+                trained["confidence"][m.name] = confidence_study(obtained[m.name].encoder, test_records, png,
+                                                                 rows=cfg.heatmap_samples, seed=seed)  # fmt: skip
+        outcomes[seed] = _probe_seed(cfg, seed, obtained, probe_data, info, progress)
         trained["times"]["seed_total"] = round(time.perf_counter() - t0, 1)
         per_seed[seed] = trained
     times["total"] = round(time.perf_counter() - t_start, 1)
@@ -192,4 +206,4 @@ def study_config(quick: bool, seeds=None, steps: int | None = None) -> StudyConf
     return cfg
 
 
-__all__ = ["ABLATIONS", "STUDY_METHODS", "StudyConfig", "run_study", "study_config"]
+__all__ = ["ABLATIONS", "METHODS", "STUDY_METHODS", "StudyConfig", "StudySchedule", "run_study", "study_config"]

@@ -143,3 +143,34 @@ def test_ctrl_c_stops_the_whole_demo_and_the_same_command_continues(tmp_path):
     third = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0, third.stderr[-2000:]
     assert "reusing the finished run" in third.stdout and (out / "report.md").exists()
+
+
+class _MeanColour(__import__("torch").nn.Module):
+    """A dummy method's encoder: each frame's mean colour, repeated to 256 values."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+        self.embedding_dim = 256
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3)).repeat(1, 86)[:, :256]
+
+
+def test_a_new_method_is_one_record(tmp_path, monkeypatch, capsys):
+    """One Method record added to the table, nothing else: the demo obtains, probes and
+    retrieves it, and both reports name it."""
+    from fabnet.demo import methods
+
+    record = methods.Method(
+        "mean_colour", "mean colour (dummy)", methods.RAW, "tab:cyan",
+        lambda ctx, m: methods.Obtained(_MeanColour(ctx.cfg.size), 0), demo=True,
+    )  # fmt: skip
+    monkeypatch.setitem(methods.METHODS, record.name, record)
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "d" / "report.json").read_text())
+    for task, metric in TASK_METRIC.items():
+        assert math.isfinite(report["probes"][task]["mean_colour"][metric])
+    assert report["steps"]["mean_colour"] == 0 and "retrieval_mean_colour" in report["figures"]
+    text = (tmp_path / "d" / "report.md").read_text()
+    assert re.search(r"^\| mean_colour \| ", text, re.M) and "mean colour (dummy)" in text
