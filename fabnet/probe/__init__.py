@@ -32,7 +32,7 @@ _EXPORTS = {
     "MAIN_METRIC": "fabnet.probe.tasks",
     "TASKS": "fabnet.probe.tasks",
     "evaluate": "fabnet.probe.tasks",
-    "task_targets": "fabnet.probe.tasks",
+    "task_targets": "fabnet.data.targets",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

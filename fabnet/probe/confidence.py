@@ -63,7 +63,7 @@ def confidence_figure(target, sources, confidence, generated, pose_target, pose_
     at the right), so that a selection far from 1 is still visible; the "most confident" map
     colours each pixel by the frame colour of the source that wins it.
     """
-    from fabnet.demo.figures import pyplot
+    from fabnet.plotting import pyplot, save
 
     plt = pyplot()
     from matplotlib.colors import ListedColormap
@@ -101,9 +101,7 @@ def confidence_figure(target, sources, confidence, generated, pose_target, pose_
     fig.colorbar(im, cax=cax).set_label(f"confidence (softmax over K; 1/K = {1 / k:.2f})", fontsize=7)
     fig.suptitle(f"3-source FAb-Net on test tracks: {k} sources spread in yaw, their confidences and the blend",
                  fontsize=9)  # fmt: skip
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def confidence_study(checkpoint: str, test_records, path: str, *, rows: int = 4, seed: int = 0) -> dict:

@@ -1,4 +1,4 @@
-"""The four probe tasks: which labels they read from frame records and how they are scored.
+"""The four probe tasks and how they are scored (their targets: fabnet.data.targets).
 
 =============  ==========  ======================================  ==============================
 task           kind        target                                  test metrics
@@ -16,76 +16,16 @@ The inter-ocular error does not depend on that scale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from fabnet.data.targets import TASKS, TaskData, check_task, task_targets
 from fabnet.probe.metrics import multiclass_auc, multilabel_auc, nme_iod, pose_mae
 
-TASKS = ("landmarks", "pose", "expression", "attributes")
 MAIN_METRIC = {"landmarks": "nme_iod_pct", "pose": "mae_deg", "expression": "auc_mean", "attributes": "auc_mean"}
 LOWER_IS_BETTER = {"nme_iod_pct": True, "mae_deg": True, "auc_mean": False}
 KIND = {"landmarks": "regression", "pose": "regression", "expression": "multiclass", "attributes": "multilabel"}
 DEFAULT_POSE_NAMES = ("yaw", "pitch", "roll")
 DEFAULT_OUTER_EYE_CORNERS = (6, 9)
-
-
-@dataclass
-class TaskData:
-    """Targets of one task for a list of records, with the rows that have a label.
-
-    keep: (N,) bool, True where the record has a usable label; y: targets of the kept rows.
-    """
-
-    task: str
-    keep: np.ndarray
-    y: np.ndarray
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}; got {task!r}")
-
-
-def task_targets(task: str, records, boxes=None) -> TaskData:
-    """Targets of ``task`` for ``records`` (objects with pose / landmarks / expression / attributes).
-
-    boxes: (N, 4) x0, y0, x1, y1 of the square crop each frame was embedded from (landmarks
-        only; None = the whole image, from ``record.width``).
-    """
-    _check_task(task)
-    n = len(records)
-    if task == "pose":
-        y = np.stack([np.asarray(r.pose, np.float64) for r in records]) if n else np.zeros((0, 3))
-        keep = ~np.isnan(y).any(axis=1)
-        return TaskData(task, keep, y[keep])
-    if task == "expression":
-        y = np.array([int(r.expression) for r in records], np.int64)
-        keep = y >= 0
-        return TaskData(task, keep, y[keep])
-    if task == "attributes":
-        widths = {len(r.attributes) for r in records}
-        if len(widths) > 1:
-            raise ValueError(f"records have different numbers of attributes: {sorted(widths)}")
-        a = widths.pop() if widths else 0
-        y = np.stack([np.asarray(r.attributes, np.float64) for r in records]) if n else np.zeros((0, a))
-        keep = ~np.isnan(y).all(axis=1) if a else np.zeros(n, bool)
-        return TaskData(task, keep, y[keep])
-    # landmarks
-    counts = {len(r.landmarks) for r in records}
-    if len(counts) > 1:
-        raise ValueError(f"records have different numbers of landmarks: {sorted(counts)}")
-    num = counts.pop() if counts else 0
-    lm = (
-        np.stack([np.asarray(r.landmarks, np.float64).reshape(num, 2) for r in records]) if n else np.zeros((0, num, 2))
-    )
-    if boxes is None:
-        boxes = np.array([[0, 0, r.width, r.width] for r in records], np.float64).reshape(-1, 4)
-    boxes = np.asarray(boxes, np.float64)
-    side = (boxes[:, 2] - boxes[:, 0])[:, None, None]
-    lm = (lm - boxes[:, None, :2]) / side
-    keep = ~np.isnan(lm).any(axis=(1, 2)) if num else np.zeros(n, bool)
-    return TaskData(task, keep, lm[keep].reshape(int(keep.sum()), 2 * num))
 
 
 def evaluate(task: str, pred: np.ndarray, y: np.ndarray, *, pose_names=DEFAULT_POSE_NAMES,
@@ -98,7 +38,7 @@ def evaluate(task: str, pred: np.ndarray, y: np.ndarray, *, pose_names=DEFAULT_P
         ``accuracy``. attributes: pred, y (N, A) -> ``auc_<attr>``, ``auc_mean``.
     The mean AUC skips classes without both positives and negatives in the test split.
     """
-    _check_task(task)
+    check_task(task)
     out: dict[str, float] = {"num_test": int(len(y))}
     if task == "landmarks":
         p = np.asarray(pred).reshape(len(pred), -1, 2)

@@ -110,7 +110,7 @@ class SupervisedObjective:
     prefix = "supervised_head"
 
     def __init__(self, size: int, embedding_dim: int, width: int, records):
-        from fabnet.probe.tasks import task_targets
+        from fabnet.data.targets import task_targets
 
         self.records = records
         landmarks = task_targets("landmarks", records).y  # whole-image coordinates for the scale
@@ -125,7 +125,7 @@ class SupervisedObjective:
         self.head = nn.Linear(embedding_dim, out)
 
     def _targets(self, task, idx, boxes):
-        from fabnet.probe.tasks import task_targets
+        from fabnet.data.targets import task_targets
 
         t = task_targets(task, [self.records[i] for i in idx], boxes if task == "landmarks" else None)
         return torch.as_tensor(t.keep), torch.as_tensor(t.y, dtype=torch.float32)

@@ -10,14 +10,8 @@ import os
 import numpy as np
 import torch
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from fabnet.plotting import pyplot, save
+from fabnet.train.metrics import zero_flow_loss
 
 
 def _image(x: torch.Tensor) -> np.ndarray:
@@ -25,17 +19,10 @@ def _image(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def zero_flow_loss(metrics: list[dict]) -> float | None:
-    """The validation L1 of the unwarped sources (the bar a learned warp has to beat), from the
-    metrics.jsonl records of a run; None when the run logged none (no initial validation)."""
-    zero = [m["zero_flow_loss"] for m in metrics if m.get("kind") == "val" and "zero_flow_loss" in m]
-    return zero[0] if zero else None
-
-
 def loss_curves(metrics: list[dict], path: str, title: str = "FAb-Net training") -> str:
     """Train loss (window mean and whole batch) and validation loss against step; vertical lines
     at curriculum shifts (labelled with the new window) and learning-rate reductions."""
-    plt = _plt()
+    plt = pyplot()
     train = [m for m in metrics if m.get("kind") == "train"]
     val = [m for m in metrics if m.get("kind") == "val"]
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
@@ -77,9 +64,7 @@ def loss_curves(metrics: list[dict], path: str, title: str = "FAb-Net training")
     ax.legend(fontsize=8, loc="upper right", framealpha=0.85)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def samples_figure(
@@ -96,7 +81,7 @@ def samples_figure(
 
     target: (N, 3, S, S); sources: (N, K, 3, S, S); confidence: (N, K, S, S); generated: (N, 3, S, S).
     """
-    plt = _plt()
+    plt = pyplot()
     N, K = sources.shape[:2]
     cols = 2 * K + 2
     fig, axes = plt.subplots(N, cols, figsize=(1.45 * cols, 1.5 * N + 0.5), dpi=100, squeeze=False)
@@ -124,9 +109,7 @@ def samples_figure(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 _VALUE_RANGE = (0.0, 1.0)  # pixel range of the loader's tensors

@@ -49,3 +49,10 @@ class MetricsLog:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def zero_flow_loss(metrics: list[dict]) -> float | None:
+    """The validation L1 of the unwarped sources (the bar a learned warp has to beat), from the
+    metrics.jsonl records of a run; None when the run logged none (no initial validation)."""
+    zero = [m["zero_flow_loss"] for m in metrics if m.get("kind") == "val" and "zero_flow_loss" in m]
+    return zero[0] if zero else None
