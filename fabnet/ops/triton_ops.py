@@ -26,17 +26,21 @@ import torch
 
 from fabnet.ops import vmap
 from fabnet.ops.autograd import backward_formulas, setup_context
-from fabnet.ops.checks import WarpBlendArgs
+from fabnet.ops.checks import PADDING_MODES, WarpBlendArgs
 
 try:
     import triton  # noqa: F401
-
-    from fabnet.kernels import warp_blend as _kernels
-
-    IMPORT_ERROR: str | None = None
 except ImportError as err:  # triton is an optional dependency (pip install triton)
     _kernels = None
-    IMPORT_ERROR = f"triton is not installed ({err}); `pip install triton`"
+    IMPORT_ERROR: str | None = f"triton is not installed ({err}); `pip install triton`"
+else:
+    try:
+        from fabnet.kernels import warp_blend as _kernels
+
+        IMPORT_ERROR = None
+    except ImportError as err:  # a broken install, or a triton too old for the kernels
+        _kernels = None
+        IMPORT_ERROR = f"fabnet.kernels failed to import with triton {triton.__version__} ({err}); reinstall fabnet"
 
 # Tests set this to fill every output with NaN before the kernels write it, so an element no
 # kernel writes fails the comparison with the reference.
@@ -84,8 +88,8 @@ def not_supported_reasons(args: WarpBlendArgs | None = None) -> list[str]:
 
 
 def _options(padding_mode: str, residual: bool, align_corners: bool) -> dict:
-    if padding_mode not in ("zeros", "border"):
-        raise ValueError(f"padding_mode must be 'zeros' or 'border', got {padding_mode!r}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     return dict(
         residual=residual,
         border=padding_mode == "border",
