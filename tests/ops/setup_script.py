@@ -1,5 +1,5 @@
-"""setup.py imported as a module, for its build helpers (setuptools runs it as __main__, so
-importing it builds nothing)."""
+"""setup.py imported as a module, and its build helpers (buildtools/): setuptools runs setup.py as
+__main__, so importing it builds nothing."""
 
 from __future__ import annotations
 
@@ -8,6 +8,18 @@ from functools import cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@cache
+def toolchain():
+    """buildtools/toolchain.py: the torch, compiler and CUDA toolkit checks setup.py runs."""
+    import sys
+
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import buildtools.toolchain
+
+    return buildtools.toolchain
 
 
 @cache
