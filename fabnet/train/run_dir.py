@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -18,6 +19,8 @@ import os
 import shutil
 import sys
 import time
+
+from fabnet.train import distributed as D
 
 LOCK_FILE = ".lock"
 # What a run writes into its directory; --overwrite removes exactly these.
@@ -126,3 +129,22 @@ def clear_run(run_dir: str) -> None:
             shutil.rmtree(path)
         elif os.path.exists(path):
             os.unlink(path)
+
+
+@contextlib.contextmanager
+def owned(run_dir: str, world: D.World):
+    """The run directory locked by rank 0 for the whole run; every rank refuses together when
+    another process holds it (so none waits on a collective the others never reach)."""
+    lock, refused = RunLock(os.path.abspath(run_dir)) if world.is_main else None, None
+    if lock is not None:
+        try:
+            lock.__enter__()
+        except RunDirectoryInUse as err:
+            lock, refused = None, err
+    if D.any_rank(world, refused is not None):
+        raise refused or RunDirectoryInUse(f"--out {run_dir!r} is in use by another run (refused by rank 0)")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.__exit__()

@@ -15,6 +15,7 @@ import torch
 from fabnet.model import check_compatible
 from fabnet.train import distributed as D
 from fabnet.train.config import TrainConfig
+from fabnet.train.curriculum import Curriculum
 
 
 def check_resume(cfg: TrainConfig, state: dict, path: str, world_size: int) -> None:
@@ -188,3 +189,65 @@ class Signals:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def optimizer_state_misfit(optimizer: torch.optim.Optimizer) -> str | None:
+    """What in a loaded optimiser state has another shape than its parameter (load_state_dict
+    accepts it; the first step would fail far from the file)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for name, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape != p.shape:
+                    return f"{name} of shape {tuple(value.shape)} for a parameter of shape {tuple(p.shape)}"
+    return None
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def plateau_step(curriculum: Curriculum, scheduler, optimizer, val_loss: float, step: int) -> dict:
+    """One validation round of the schedule: the curriculum sees ``val_loss`` first (a plateau
+    shifts its window); the learning-rate scheduler (``ReduceLROnPlateau``) sees it only when the
+    curriculum had already finished before this round (or there is none), so the LR stays at its
+    start value through every window and begins to fall only at 40-90%.
+
+    Returns the curriculum's record (improved, plateau, shifted, bad_rounds, window) plus ``lr``
+    (after this round) and ``lr_reduced``.
+    """
+    finished_before = curriculum.finished
+    info = curriculum.observe(val_loss, step)
+    lr_before = optimizer.param_groups[0]["lr"]
+    if finished_before:
+        scheduler.step(val_loss)
+    lr = optimizer.param_groups[0]["lr"]
+    return dict(info, lr=lr, lr_reduced=lr < lr_before, lr_schedule_active=finished_before)
+
+
+def resource_failure(run, err: BaseException) -> ResourceError | None:
+    """One ResourceError for a loader worker that died (the OOM killer's usual victim) or memory
+    that ran out; None for anything else. The steps since the last checkpoint are saved when the
+    weights are whole (the failure did not strike inside the optimiser's update)."""
+    cfg = run.cfg
+    died = worker_died(err)
+    if died is not None:
+        if run.updating:
+            kept = f"the weights were mid-update, so the last checkpoint {run.last_path!r} is kept"
+        else:
+            run.checkpoint(run.last_path)
+            kept = f"checkpoint {run.last_path!r} written at step {run.step}"
+        return ResourceError(
+            f"step {run.step + 1}: {died}; {kept}. Lower --num-workers (now {cfg.num_workers}) or "
+            "--batch-size, then continue with --resume"
+        )
+    if out_of_memory(err):
+        last = (
+            f"the last checkpoint {run.last_path!r} is kept" if os.path.exists(run.last_path) else "no checkpoint yet"
+        )
+        return ResourceError(
+            f"step {run.step + 1}: out of memory on {run.world.device} ({first_line(err)}); lower "
+            f"--batch-size (now {cfg.resolved_batch_size()}), --size ({cfg.size}) or --width ({cfg.width}); "
+            f"{last}, continue with --resume"
+        )
+    return None

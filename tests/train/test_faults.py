@@ -11,7 +11,7 @@ import torch
 
 from fabnet.cli import main as fabnet_main
 from fabnet.model import load_checkpoint
-from tests.train.test_train import small_args
+from tests.train.runs import small_args
 
 
 def test_non_finite_step_stops_training_and_keeps_the_checkpoint(synth_root, tmp_path, capsys):
@@ -47,7 +47,7 @@ def test_disk_full_while_writing_a_checkpoint(synth_root, tmp_path):
     import subprocess
     import sys
 
-    from tests.train.test_train import REPO, child_env
+    from tests.train.runs import REPO, child_env
 
     out = str(tmp_path / "run")
     assert fabnet_main(small_args(synth_root, out, "--steps", "2", "--val-every", "100", "--width", "8")) == 0
@@ -88,7 +88,7 @@ def test_cut_off_metrics_line_does_not_block_resume(synth_root, tmp_path, capsys
 
 def test_unwritable_out_is_refused_before_work(synth_root, tmp_path):
     from fabnet.train import train
-    from tests.train.test_train import small_config
+    from tests.train.runs import small_config
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

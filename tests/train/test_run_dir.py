@@ -15,7 +15,7 @@ import torch
 
 from fabnet.cli import main as fabnet_main
 from fabnet.model import load_checkpoint
-from tests.train.test_train import REPO, child_env, read_metrics, small_args, spawn, wait_for
+from tests.train.runs import REPO, child_env, read_metrics, small_args, spawn, wait_for
 
 QUICK = ("--steps", "2", "--val-every", "100", "--width", "8")
 
