@@ -77,12 +77,31 @@ class DemoConfig(SyntheticRunConfig):
     @classmethod
     def quick(cls) -> DemoConfig:
         # Every stage runs, on a toy budget: the numbers of a quick run say nothing about the method.
-        return cls(identities=24, tracks_per_identity=2, frames_per_track=8, image_size=48, size=32,
-                   probe_identities=40, probe_frames=3,
-                   steps_1src=20, batch_1src=8, steps_3src=8, batch_3src=4, val_every=10, val_batches=2,
-                   patience_1src=2,
-                   ae_steps=20, ae_batch=8, probe_max_epochs=40, probe_patience=8, probe_batch=64,
-                   retrieval_queries=4, retrieval_k=5, heatmap_samples=3, name="quick")  # fmt: skip
+        return cls(
+            identities=24,
+            tracks_per_identity=2,
+            frames_per_track=8,
+            image_size=48,
+            size=32,
+            probe_identities=40,
+            probe_frames=3,
+            steps_1src=20,
+            batch_1src=8,
+            steps_3src=8,
+            batch_3src=4,
+            val_every=10,
+            val_batches=2,
+            patience_1src=2,
+            ae_steps=20,
+            ae_batch=8,
+            probe_max_epochs=40,
+            probe_patience=8,
+            probe_batch=64,
+            retrieval_queries=4,
+            retrieval_k=5,
+            heatmap_samples=3,
+            name="quick",
+        )
 
 
 # Split of the probe set by identity: fit the probes / stop their training / test.

@@ -82,8 +82,14 @@ def fabnet_curves(result) -> dict:
     val = [(m["step"], m["val_loss"]) for m in result.metrics if m.get("kind") == "val"]
     shifts = [m["step"] for m in result.metrics if m.get("kind") == "val" and m.get("shifted")]
     zero = zero_flow_loss(result.metrics)
-    return {"train": train, "val": val, "shifts": shifts, "train_label": "train L1 (whole batch)", "ylabel": "L1",
-            **({"zero_flow": zero} if zero is not None else {})}  # fmt: skip
+    return {
+        "train": train,
+        "val": val,
+        "shifts": shifts,
+        "train_label": "train L1 (whole batch)",
+        "ylabel": "L1",
+        **({"zero_flow": zero} if zero is not None else {}),
+    }
 
 
 def copy_training_figures(run_dir: str, fig_dir: str, prefix: str) -> list[str]:

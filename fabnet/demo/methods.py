@@ -75,6 +75,7 @@ class Method:
     demo: bool | Callable[[Any], bool] = False  # a bool, or whether a DemoConfig asks for it
     study: bool = False
     summary: str = ""  # what it is, for the reports' setup ({size}: the network input side)
+    loss_name: str = ""  # a trained baseline's training loss, the y label of its curve
 
     def describe(self, size: int) -> str:
         return (self.summary or self.label).format(size=size, values=3 * size * size)
@@ -121,99 +122,60 @@ def _obtain_noise(ctx: Context, method: Method) -> Obtained:
 
 
 def _fabnet(name: str, label: str, colour: str, sources: int, curriculum: bool, demo: bool = False) -> Method:
-    return Method(name, label, FABNET, colour, _obtain_fabnet, sources=sources, curriculum=curriculum, demo=demo,
-                  study=True)  # fmt: skip
+    return Method(
+        name, label, FABNET, colour, _obtain_fabnet, sources=sources, curriculum=curriculum, demo=demo, study=True
+    )
 
 
 def _baseline(name: str, label: str, kind: str, colour: str, summary: str, **where) -> Method:
     return Method(name, label, kind, colour, _obtain_baseline, objective=name, summary=summary, **where)
 
 
+_SIMCLR = (
+    "contrastive (SimCLR: two crops of 0.55-0.85 of the side with colour distortion, projection 256-128, "
+    "InfoNCE at temperature 0.2, the batch's other views as negatives)"
+)
+_PIXELS = (
+    "raw pixels (no network: the {size} x {size} crop itself, {values} values, read by the same probe and "
+    "the same cosine retrieval)"
+)
+_SUPERVISED = (
+    "the supervised ceiling (the same encoder trained on the training identities' landmarks, pose, expression "
+    "and attributes)"
+)
+
 # In the order the runs obtain, probe and tabulate them.
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        _fabnet("fabnet_1src", "FAb-Net, 1 source", "tab:blue", sources=1, curriculum=False, demo=True),
-        _fabnet("fabnet_1src_curriculum", "FAb-Net, 1 source + curriculum", "tab:cyan", sources=1, curriculum=True),
-        _fabnet("fabnet_3src", "FAb-Net, 3 sources", "darkgreen", sources=3, curriculum=False),
-        _fabnet(
-            "fabnet_3src_curriculum",
-            "FAb-Net, 3 sources + curriculum",
-            "tab:green",
-            sources=3,
-            curriculum=True,
-            demo=True,
-        ),  # fmt: skip
-        _baseline(
-            "random_init",
-            "random-init encoder",
-            UNTRAINED,
-            "tab:grey",
-            "random-init encoder (BatchNorm statistics re-estimated on train frames, no training)",
-            rival=True,
-            demo=True,
-            study=True,
-        ),  # fmt: skip
-        _baseline(
-            "autoencoder",
-            "autoencoder",
-            TRAINED,
-            "tab:orange",
-            "autoencoder (same encoder + decoder, L1 reconstruction)",
-            rival=True,
-            demo=True,
-            study=True,
-        ),  # fmt: skip
-        _baseline(
-            "contrastive",
-            "contrastive (SimCLR)",
-            TRAINED,
-            "tab:red",
-            "contrastive (SimCLR: two crops of 0.55-0.85 of the side with colour distortion, projection "
-            "256-128, InfoNCE at temperature 0.2, the batch's other views as negatives)",
-            study=True,
-        ),  # fmt: skip
-        _baseline(
-            "rotation",
-            "rotation prediction",
-            TRAINED,
-            "tab:purple",
-            "rotation prediction (4 classes)",
-            demo=lambda cfg: cfg.rotation_steps > 0,
-        ),  # fmt: skip
-        Method(
-            "pixels",
-            "raw pixels",
-            RAW,
-            "tab:brown",
-            _obtain_pixels,
-            rival=True,
-            demo=True,
-            study=True,
-            summary="raw pixels (no network: the {size} x {size} crop itself, {values} values, read by the same "
-            "probe and the same cosine retrieval)",
-        ),  # fmt: skip
-        Method(
-            "noise",
-            "random features (noise floor)",
-            FLOOR,
-            "tab:olive",
-            _obtain_noise,
-            demo=True,
-            study=True,
-            summary="random features (256 normal values fixed per frame: the noise floor)",
-        ),  # fmt: skip
-        _baseline(
-            "supervised",
-            "supervised (ceiling)",
-            CEILING,
-            "tab:pink",
-            "the supervised ceiling (the same encoder trained on the training identities' landmarks, pose, "
-            "expression and attributes)",
-            study=True,
-        ),  # fmt: skip
-    )
-}
+_TABLE = (
+    _fabnet("fabnet_1src", "FAb-Net, 1 source", "tab:blue", 1, False, demo=True),
+    _fabnet("fabnet_1src_curriculum", "FAb-Net, 1 source + curriculum", "tab:cyan", 1, True),
+    _fabnet("fabnet_3src", "FAb-Net, 3 sources", "darkgreen", 3, False),
+    _fabnet("fabnet_3src_curriculum", "FAb-Net, 3 sources + curriculum", "tab:green", 3, True, demo=True),
+    _baseline(
+        "random_init", "random-init encoder", UNTRAINED, "tab:grey",
+        "random-init encoder (BatchNorm statistics re-estimated on train frames, no training)",
+        rival=True, demo=True, study=True,
+    ),
+    _baseline(
+        "autoencoder", "autoencoder", TRAINED, "tab:orange", "autoencoder (same encoder + decoder, L1 reconstruction)",
+        rival=True, demo=True, study=True, loss_name="L1",
+    ),
+    _baseline("contrastive", "contrastive (SimCLR)", TRAINED, "tab:red", _SIMCLR, study=True, loss_name="InfoNCE"),
+    _baseline(
+        "rotation", "rotation prediction", TRAINED, "tab:purple", "rotation prediction (4 classes)",
+        demo=lambda cfg: cfg.rotation_steps > 0, loss_name="cross-entropy",
+    ),
+    Method(
+        "pixels", "raw pixels", RAW, "tab:brown", _obtain_pixels, rival=True, demo=True, study=True, summary=_PIXELS,
+    ),
+    Method(
+        "noise", "random features (noise floor)", FLOOR, "tab:olive", _obtain_noise, demo=True, study=True,
+        summary="random features (256 normal values fixed per frame: the noise floor)",
+    ),
+    _baseline(
+        "supervised", "supervised (ceiling)", CEILING, "tab:pink", _SUPERVISED, study=True, loss_name="multi-task",
+    ),
+)  # fmt: skip
+METHODS: dict[str, Method] = {m.name: m for m in _TABLE}
 
 
 def label(name: str) -> str:

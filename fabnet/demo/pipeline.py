@@ -26,7 +26,7 @@ from dataclasses import asdict
 
 from fabnet.demo.config import DemoConfig
 from fabnet.demo.figures import copy_training_figures, fabnet_curves, figure_dir, loss_figure, probe_bar_chart
-from fabnet.demo.methods import FABNET, Context, Method, demo_methods, label, run_methods
+from fabnet.demo.methods import FABNET, METHODS, Context, Method, demo_methods, label, run_methods
 from fabnet.demo.report import write_report
 from fabnet.demo.runs import (
     DemoInterrupted,
@@ -46,6 +46,11 @@ class _Stage:
     name = "setup"
 
 
+def _is_stage_one(method: Method) -> bool:
+    """The demo's first FAb-Net stage: one source, no curriculum; the others start from it."""
+    return method.kind == FABNET and method.sources == 1 and not method.curriculum
+
+
 class DemoSchedule:
     """The demo's budget: FAb-Net in two stages (1 source; then K sources from the 1-source
     model), the baselines for ``ae_steps`` (``<name>_steps`` where the config has one)."""
@@ -53,7 +58,7 @@ class DemoSchedule:
     def fabnet(self, ctx: Context, method: Method):
         cfg = ctx.cfg
         run = os.path.join(ctx.runs, method.name)
-        if method.sources == 1 and not method.curriculum:
+        if _is_stage_one(method):
             log(f"training FAb-Net, 1 source, {cfg.steps_1src} steps")
             return train_fabnet(
                 cfg,
@@ -67,9 +72,9 @@ class DemoSchedule:
                 patience=cfg.patience_1src,
                 progress=ctx.progress,
             )
-        stage1 = ctx.obtained.get("fabnet_1src")
+        stage1 = next((ctx.obtained[n] for n in ctx.obtained if _is_stage_one(METHODS[n])), None)
         if stage1 is None:
-            raise ValueError(f"{method.name} starts from fabnet_1src, which the demo's table must list first")
+            raise ValueError(f"{method.name} starts from the 1-source model, which the demo's table must list first")
         log(f"training {method.label} from the 1-source model, {cfg.steps_3src} steps")
         return train_fabnet(
             cfg,
@@ -193,7 +198,7 @@ class _Demo:
                 curves[name] = {
                     "train": list(enumerate(o.losses, 1)),
                     "train_label": "train loss",
-                    "ylabel": "L1" if name == "autoencoder" else "cross-entropy",
+                    "ylabel": METHODS[name].loss_name or "loss",
                 }
         self.curves = curves
         self.figures["loss_curves"] = loss_figure(curves, os.path.join(self.fig_dir, "loss_curves.png"))

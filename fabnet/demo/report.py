@@ -80,13 +80,9 @@ def _short(method) -> str:
     return method.label.split(", ", 1)[-1]
 
 
-def write_report(report: dict, out: str, methods) -> str:
-    """``DIR/report.md`` from the report dict (also written as report.json); ``methods``: the
-    demo's Method records, in table order."""
-    from fabnet.probe.pipeline import format_table
-
+def _header(report: dict) -> list[str]:
+    """Title, the smoke-test warning, the command, machine and load."""
     cfg = report["config"]
-    probes = report["probes"]
     lines = [
         "# FAb-Net demo on synthetic faces" + (": smoke test" if cfg.get("name") == "quick" else ""),
         "",
@@ -105,6 +101,15 @@ def write_report(report: dict, out: str, methods) -> str:
         + (", synthetic data reused from an earlier run" if report["data"].get("reused") else "")
         + ".",
         "",
+    ]
+    return lines
+
+
+def _setup(report: dict, methods) -> list[str]:
+    """The data, the networks, the methods and the probes, as configured."""
+    cfg = report["config"]
+    lines: list[str] = []
+    lines += [
         "## Setup",
         "",
         f"- Training data: {cfg['identities']} synthetic identities x {cfg['tracks_per_identity']} tracks x "
@@ -131,6 +136,17 @@ def write_report(report: dict, out: str, methods) -> str:
         f"(patience {cfg['probe_patience']} epochs, at most {cfg['probe_max_epochs']}); metrics on its test "
         "identities.",
         "",
+    ]
+    return lines
+
+
+def _probe_tables(report: dict) -> list[str]:
+    """The probe metrics of every method, and pose per angle."""
+    from fabnet.probe.pipeline import format_table
+
+    probes = report["probes"]
+    lines: list[str] = []
+    lines += [
         "## Linear probes (test split)",
         "",
         format_table(probes),
@@ -149,6 +165,13 @@ def write_report(report: dict, out: str, methods) -> str:
             f"| {m} | {v.get('mae_yaw', float('nan')):.2f} | {v.get('mae_pitch', float('nan')):.2f} | "
             f"{v.get('mae_roll', float('nan')):.2f} |"
         )
+    return lines
+
+
+def _fabnet_sections(report: dict, methods) -> list[str]:
+    """The FAb-Net variants against each other and the baselines; how much of the warp was learned."""
+    cfg, probes = report["config"], report["probes"]
+    lines: list[str] = []
     fabnet = [m for m in methods if m.kind == FABNET]
     lines += ["", f"## {_short(fabnet[0])} vs {_short(headline(methods))}", ""]
     lines += _comparison_text(probes, methods)
@@ -178,6 +201,13 @@ def write_report(report: dict, out: str, methods) -> str:
             "as the warp has been learned. The `*_samples_final` figures show the warps themselves.",
             "",
         ]
+    return lines
+
+
+def _retrieval(report: dict) -> list[str]:
+    """Pose differences of cross-identity neighbours, and where the variance lies."""
+    cfg = report["config"]
+    lines: list[str] = []
     lines += ["## Retrieval", ""]
     for m, r in report.get("retrieval", {}).items():
         if "neighbour_pose_diff_deg" in r:
@@ -209,6 +239,12 @@ def write_report(report: dict, out: str, methods) -> str:
             "with it), it is the R^2 of a least-squares fit of the embedding's frame-to-frame change on the "
             "pose change, i.e. how much of what moves the embedding within one face is pose.",
         ]
+    return lines
+
+
+def _decoders(report: dict) -> list[str]:
+    """What the decoders read from the target embedding, and the confidences."""
+    lines: list[str] = []
     swap = {m: r for m, r in (report.get("target_swap") or {}).items() if r}
     if swap:
         lines += [
@@ -255,6 +291,12 @@ def write_report(report: dict, out: str, methods) -> str:
             f"{100 * conf['nearest_pose_share']:.1f}% of the pixels (chance {100 * conf['chance_share']:.1f}%). "
             "Figure: `figures/confidence_heatmaps.png`.",
         ]
+    return lines
+
+
+def _figures_and_times(report: dict, out: str) -> list[str]:
+    """Links to the figures (relative to the report) and the wall times."""
+    lines: list[str] = []
     lines += ["", "## Figures", ""]
     for name, path in report["figures"].items():
         # Relative to the report's directory whether ``out`` and the paths are relative or not
@@ -265,6 +307,14 @@ def write_report(report: dict, out: str, methods) -> str:
     for k, v in report["times"].items():
         lines.append(f"| {k} | {v:.1f} |")
     lines.append("")
+    return lines
+
+
+def write_report(report: dict, out: str, methods) -> str:
+    """``DIR/report.md`` from the report dict (also written as report.json); ``methods``: the
+    demo's Method records, in table order."""
+    lines = _header(report) + _setup(report, methods) + _probe_tables(report) + _fabnet_sections(report, methods)
+    lines += _retrieval(report) + _decoders(report) + _figures_and_times(report, out)
     path = os.path.join(out, "report.md")
     with open(path, "w") as fh:
         fh.write("\n".join(lines))

@@ -74,8 +74,16 @@ def synth_training_data(cfg, root: str, workers: int, progress: bool = False) ->
         log(f"reusing the synthetic data in {root}")
         return {"reused": True}
     t0 = time.perf_counter()
-    synthesize(root, cfg.identities, cfg.tracks_per_identity, cfg.frames_per_track, size=cfg.image_size,
-               seed=cfg.seed, workers=workers, progress=progress)  # fmt: skip
+    synthesize(
+        root,
+        cfg.identities,
+        cfg.tracks_per_identity,
+        cfg.frames_per_track,
+        size=cfg.image_size,
+        seed=cfg.seed,
+        workers=workers,
+        progress=progress,
+    )
     _stamp(root, "demo_data.json", want)
     return {"reused": False, "wall_s": round(time.perf_counter() - t0, 1)}
 
@@ -86,19 +94,34 @@ def synth_probe_set(cfg, root: str, workers: int, progress: bool = False) -> dic
     from fabnet.data.labels import write_labels
     from fabnet.data.synth import identity_name, synthesize
 
-    want = {"identities": cfg.probe_identities, "frames": cfg.probe_frames, "image_size": cfg.image_size,
-            "seed": cfg.seed + PROBE_SEED_OFFSET, "split": PROBE_SPLIT}  # fmt: skip
+    want = {
+        "identities": cfg.probe_identities,
+        "frames": cfg.probe_frames,
+        "image_size": cfg.image_size,
+        "seed": cfg.seed + PROBE_SEED_OFFSET,
+        "split": PROBE_SPLIT,
+    }
     if _made_with(root, "demo_probe_data.json", want):
         log(f"reusing the probe set in {root}")
         return {"reused": True}
     t0 = time.perf_counter()
-    records = synthesize(root, cfg.probe_identities, 1, cfg.probe_frames, size=cfg.image_size,
-                         seed=cfg.seed + PROBE_SEED_OFFSET, workers=workers, progress=progress,
-                         previews=False)  # fmt: skip
+    records = synthesize(
+        root,
+        cfg.probe_identities,
+        1,
+        cfg.probe_frames,
+        size=cfg.image_size,
+        seed=cfg.seed + PROBE_SEED_OFFSET,
+        workers=workers,
+        progress=progress,
+        previews=False,
+    )
     n_fit = round(PROBE_SPLIT[0] * cfg.probe_identities)
     n_val = max(1, round(PROBE_SPLIT[1] * cfg.probe_identities))
-    split_of = {identity_name(i): "train" if i < n_fit else "val" if i < n_fit + n_val else "test"
-                for i in range(cfg.probe_identities)}  # fmt: skip
+    split_of = {
+        identity_name(i): "train" if i < n_fit else "val" if i < n_fit + n_val else "test"
+        for i in range(cfg.probe_identities)
+    }
     for r in records:
         r.split = split_of[r.identity]
     write_labels(root, records)
@@ -129,26 +152,78 @@ def finished_run(run: str, steps: int):
     if not ends or ends[-1].get("interrupted") or ends[-1].get("step") != steps:
         return None
     best = os.path.join(run, "checkpoints", "best.pt")
-    return TrainResult(checkpoint=last, best_val=ends[-1].get("best_val", math.inf), metrics=records, step=steps,
-                       epoch=ends[-1].get("epoch", 0), run_dir=run,
-                       best_checkpoint=best if os.path.exists(best) else None)  # fmt: skip
+    return TrainResult(
+        checkpoint=last,
+        best_val=ends[-1].get("best_val", math.inf),
+        metrics=records,
+        step=steps,
+        epoch=ends[-1].get("epoch", 0),
+        run_dir=run,
+        best_checkpoint=best if os.path.exists(best) else None,
+    )
 
 
-def train_fabnet(cfg, data: str, run: str, *, num_sources: int, steps: int, batch: int,
-                  curriculum: bool, init: str | None, patience: int, progress: bool):  # fmt: skip
+def _made_otherwise(run: str, want: dict) -> bool:
+    """Whether ``run`` holds a run made with other settings than ``want`` (or of unknown ones),
+    said in one line: such a run is trained afresh, never continued."""
+    made = _read_json(os.path.join(run, RUN_STAMP))
+    if made is not None and made != json.loads(json.dumps(want)):
+        changed = sorted(k for k in set(made) | set(want) if made.get(k) != want.get(k))
+        log(f"{run} holds a run made with other settings ({', '.join(changed)}): training it afresh")
+        return True
+    if made is None and os.path.exists(os.path.join(run, "metrics.jsonl")):
+        log(f"{run} holds a run of unknown settings: training it afresh")
+        return True
+    return False
+
+
+def train_fabnet(
+    cfg,
+    data: str,
+    run: str,
+    *,
+    num_sources: int,
+    steps: int,
+    batch: int,
+    curriculum: bool,
+    init: str | None,
+    patience: int,
+    progress: bool,
+):
     """Train one FAb-Net stage; a stage finished earlier in ``run`` is reused, one interrupted is
     resumed. KeyboardInterrupt when a signal stops it (its checkpoint is saved)."""
     from fabnet.train import TrainConfig, train
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    kwargs = dict(data=data, out=run, size=cfg.size, num_sources=num_sources, batch_size=batch, steps=steps,
-                  curriculum=curriculum, patience=patience, optimizer=cfg.optimizer, lr=cfg.lr,
-                  momentum=cfg.momentum, weight_decay=cfg.weight_decay, init=init,
-                  # The release freezes the flow decoder in the K-source stage; here it keeps
-                  # learning, so stage 2 can improve the warp it blends.
-                  freeze_flow_decoder=False, seed=cfg.seed, val_every=cfg.val_every,
-                  val_batches=cfg.val_batches, checkpoint_every=0, log_every=5, figure_every=0, figure_samples=4,
-                  device="cpu", data_backend="pil", num_workers=0, progress=progress)  # fmt: skip
+    kwargs = dict(
+        data=data,
+        out=run,
+        size=cfg.size,
+        num_sources=num_sources,
+        batch_size=batch,
+        steps=steps,
+        curriculum=curriculum,
+        patience=patience,
+        optimizer=cfg.optimizer,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        init=init,
+        # The release freezes the flow decoder in the K-source stage; here it keeps
+        # learning, so stage 2 can improve the warp it blends.
+        freeze_flow_decoder=False,
+        seed=cfg.seed,
+        val_every=cfg.val_every,
+        val_batches=cfg.val_batches,
+        checkpoint_every=0,
+        log_every=5,
+        figure_every=0,
+        figure_samples=4,
+        device="cpu",
+        data_backend="pil",
+        num_workers=0,
+        progress=progress,
+    )
     # What makes this run this run: its options and the data it reads (a regenerated data root
     # means a new run). A run in ``run`` made otherwise is never continued or reused.
     want = {k: v for k, v in kwargs.items() if k not in ("out", "progress")}
@@ -158,15 +233,7 @@ def train_fabnet(cfg, data: str, run: str, *, num_sources: int, steps: int, batc
     if init is not None:  # a retrained first stage means a new second stage
         st = os.stat(init)
         want["init_file"] = [st.st_size, st.st_mtime_ns]
-    made = _read_json(os.path.join(run, RUN_STAMP))
-    overwrite = False
-    if made is not None and made != json.loads(json.dumps(want)):
-        changed = sorted(k for k in set(made) | set(want) if made.get(k) != want.get(k))
-        log(f"{run} holds a run made with other settings ({', '.join(changed)}): training it afresh")
-        overwrite = True
-    elif made is None and os.path.exists(os.path.join(run, "metrics.jsonl")):
-        log(f"{run} holds a run of unknown settings: training it afresh")
-        overwrite = True
+    overwrite = _made_otherwise(run, want)
     if not overwrite:
         done = finished_run(run, steps)
         if done is not None:

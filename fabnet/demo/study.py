@@ -59,10 +59,26 @@ class StudyConfig(SyntheticRunConfig):
     @classmethod
     def quick(cls) -> StudyConfig:
         # Every stage on a toy budget: a smoke test, its numbers mean nothing.
-        return cls(identities=24, tracks_per_identity=2, frames_per_track=8, image_size=48, probe_identities=40,
-                   probe_frames=3, steps=16, batch=4, val_every=4, val_batches=2, patience=1,
-                   patience_first_half=2, probe_max_epochs=30, probe_patience=5, bootstrap=200, seeds=(0, 1),
-                   heatmap_samples=2, name="quick")  # fmt: skip
+        return cls(
+            identities=24,
+            tracks_per_identity=2,
+            frames_per_track=8,
+            image_size=48,
+            probe_identities=40,
+            probe_frames=3,
+            steps=16,
+            batch=4,
+            val_every=4,
+            val_batches=2,
+            patience=1,
+            patience_first_half=2,
+            probe_max_epochs=30,
+            probe_patience=5,
+            bootstrap=200,
+            seeds=(0, 1),
+            heatmap_samples=2,
+            name="quick",
+        )
 
 
 class StudySchedule:
@@ -76,9 +92,18 @@ class StudySchedule:
         cfg = ctx.cfg
         half = cfg.steps // 2
         log(f"seed {ctx.seed}: {method.name}, {cfg.steps - half} more steps", "study")
-        return train_fabnet(cfg, ctx.data, os.path.join(ctx.runs, method.name), num_sources=method.sources,
-                            steps=cfg.steps - half, batch=cfg.batch, curriculum=method.curriculum,
-                            init=self.fork.checkpoint, patience=cfg.patience, progress=ctx.progress)  # fmt: skip
+        return train_fabnet(
+            cfg,
+            ctx.data,
+            os.path.join(ctx.runs, method.name),
+            num_sources=method.sources,
+            steps=cfg.steps - half,
+            batch=cfg.batch,
+            curriculum=method.curriculum,
+            init=self.fork.checkpoint,
+            patience=cfg.patience,
+            progress=ctx.progress,
+        )
 
     def baseline_budget(self, cfg, method: Method) -> tuple[int, int]:
         return (0 if method.kind == "untrained" else cfg.steps), cfg.batch
@@ -99,9 +124,18 @@ def _train_seed(cfg: StudyConfig, seed: int, data: str, out: str, train_records,
     half = cfg.steps // 2
     t0 = time.perf_counter()
     log(f"seed {seed}: shared first half, 1 source, {half} steps", "study")
-    fork = train_fabnet(tcfg, data, os.path.join(runs, "fabnet_first_half"), num_sources=1, steps=half,
-                        batch=cfg.batch, curriculum=False, init=None, patience=cfg.patience_first_half,
-                        progress=progress)  # fmt: skip
+    fork = train_fabnet(
+        tcfg,
+        data,
+        os.path.join(runs, "fabnet_first_half"),
+        num_sources=1,
+        steps=half,
+        batch=cfg.batch,
+        curriculum=False,
+        init=None,
+        patience=cfg.patience_first_half,
+        progress=progress,
+    )
     wall = {"fabnet_first_half": round(time.perf_counter() - t0, 1)}
     ctx = Context(tcfg, StudySchedule(fork), data, runs, train_records, images, seed, progress)
 
@@ -127,8 +161,9 @@ def _probe_seed(cfg: StudyConfig, seed: int, obtained: dict, probe_data: str, in
     from fabnet.probe.pipeline import embed_splits, probe_outcome
     from fabnet.probe.tasks import TASKS
 
-    pcfg = ProbeConfig(batch_size=cfg.probe_batch, max_epochs=cfg.probe_max_epochs, patience=cfg.probe_patience,
-                       seed=seed)  # fmt: skip
+    pcfg = ProbeConfig(
+        batch_size=cfg.probe_batch, max_epochs=cfg.probe_max_epochs, patience=cfg.probe_patience, seed=seed
+    )
     outcomes = {t: {} for t in TASKS}
     for name, o in obtained.items():
         log(f"seed {seed}: probing {name}", "study")
@@ -174,8 +209,9 @@ def run_study(cfg: StudyConfig, out: str, *, workers: int = 1, progress: bool = 
         for m in study_methods():
             if "confidence" in m.diagnostics:
                 png = os.path.join(out, "figures", f"confidence_{m.name}_seed{seed}.png")
-                trained["confidence"][m.name] = confidence_study(obtained[m.name].encoder, test_records, png,
-                                                                 rows=cfg.heatmap_samples, seed=seed)  # fmt: skip
+                trained["confidence"][m.name] = confidence_study(
+                    obtained[m.name].encoder, test_records, png, rows=cfg.heatmap_samples, seed=seed
+                )
         outcomes[seed] = _probe_seed(cfg, seed, obtained, probe_data, info, progress)
         trained["times"]["seed_total"] = round(time.perf_counter() - t0, 1)
         per_seed[seed] = trained

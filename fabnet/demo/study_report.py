@@ -20,22 +20,9 @@ from fabnet.demo.study_stats import gap_share, seed_mean, summarise
 from fabnet.probe.tasks import MAIN_METRIC, TASKS
 
 
-def write_study_report(report: dict, out: str) -> str:
-    """``DIR/report.md``, ``DIR/report.json`` and the figures from the report dict."""
-    from fabnet.probe.pipeline import dump_json
-
-    cfg, sizes, probes = report["config"], report["sizes"], report["probes"]
-    fig_dir = os.path.join(out, "figures")
-    os.makedirs(fig_dir, exist_ok=True)
-    figures = {"probe_metrics": study_figure(probes, os.path.join(fig_dir, "study_probe_metrics.png"))}
-    first = next(iter(report["val_curves"]))
-    figures["validation"] = validation_figure(
-        report["val_curves"][first], report["warp"], os.path.join(fig_dir, "study_validation.png")
-    )
-    for name in os.listdir(fig_dir):
-        if name.startswith("confidence_") and name.endswith(f"seed{first}.png"):
-            figures[name[:-4]] = os.path.join(fig_dir, name)
-    report["figures"] = {k: os.path.relpath(v, out) for k, v in figures.items()}
+def _study_header(report: dict) -> list[str]:
+    """Title, the smoke-test warning, the command, machine, seeds and load."""
+    cfg = report["config"]
     quick = cfg.get("name") == "quick"
     seeds = report["seeds"]["training"]
     lines = ["# FAb-Net study on synthetic faces" + (": smoke test" if quick else ""), ""]
@@ -50,6 +37,14 @@ def write_study_report(report: dict, out: str) -> str:
         f"{report['times']['total'] / 60:.0f} min in all. Training seeds {seeds}; load average (1 min) at the "
         f"start {report['load_average']['start'][0]:.1f}, at the end {report['load_average']['end'][0]:.1f}.",
         "",
+    ]
+    return lines
+
+
+def _study_setup(report: dict) -> list[str]:
+    """The data, the probe set, the budget, the methods and the probes, as configured."""
+    cfg, sizes, probes = report["config"], report["sizes"], report["probes"]
+    return [
         "## Setup",
         "",
         f"- Training data: {sizes['identities']} synthetic identities x {cfg['tracks_per_identity']} tracks x "
@@ -70,6 +65,13 @@ def write_study_report(report: dict, out: str) -> str:
         "each frozen embedding, one per seed. **Numbers: mean over the seeds, [95 % interval of that mean from "
         f"{cfg['bootstrap']} bootstrap resamples of the test identities], (sd over seeds).**",
         "",
+    ]
+
+
+def _study_probes(report: dict) -> list[str]:
+    """Seed means with intervals and sds per method and task, and the shares of the gap."""
+    probes = report["probes"]
+    lines = [
         "## Linear probes",
         "",
         "| method | " + " | ".join(f"{t} ({MAIN_METRIC[t]})" for t in TASKS) + " |",
@@ -97,6 +99,13 @@ def write_study_report(report: dict, out: str) -> str:
             continue
         shares = [report["gap_share"][t].get(m) for t in TASKS]
         lines.append(f"| {label(m)} | " + " | ".join("" if s is None else f"{s:.2f}" for s in shares) + " |")
+    return lines
+
+
+def _study_claims(report: dict) -> list[str]:
+    """Each of the paper's claims with its verdict and numbers; the other trained baselines."""
+    probes = report["probes"]
+    lines: list[str] = []
     lines += [
         "",
         "## The paper's claims",
@@ -114,6 +123,12 @@ def write_study_report(report: dict, out: str) -> str:
     held = sum(bool(c["holds"]) for c in report["claims"])
     lines += ["", f"{held} of the {len(report['claims'])} claims hold on this data at this budget."]
     lines += against_others(probes)
+    return lines
+
+
+def _study_warp(report: dict) -> list[str]:
+    """The warp's gain over not warping per variant; the confidences' selectivity."""
+    lines: list[str] = []
     lines += [
         "",
         "## The warp and the confidences",
@@ -134,6 +149,12 @@ def write_study_report(report: dict, out: str) -> str:
             f"sources is the most confident on {100 * s['mean']:.1f} % of pixels (chance 33.3 %); the "
             f"largest confidence averages {mx['mean']:.3f} (1/3 = no selection)."
         )
+    return lines
+
+
+def _study_figures_and_times(report: dict) -> list[str]:
+    """Links to the figures and the wall times per seed."""
+    lines: list[str] = []
     lines += ["", "## Figures", ""]
     for name, rel in report["figures"].items():
         lines.append(f"- {name}: [`{rel}`]({rel})")
@@ -147,6 +168,27 @@ def write_study_report(report: dict, out: str) -> str:
     for s, r in report["per_seed"].items():
         lines.append(f"| {s} | " + " | ".join(f"{v:.0f}" for v in r["times"].values()) + " |")
     lines.append("")
+    return lines
+
+
+def write_study_report(report: dict, out: str) -> str:
+    """``DIR/report.md``, ``DIR/report.json`` and the figures from the report dict."""
+    from fabnet.probe.pipeline import dump_json
+
+    probes = report["probes"]
+    fig_dir = os.path.join(out, "figures")
+    os.makedirs(fig_dir, exist_ok=True)
+    figures = {"probe_metrics": study_figure(probes, os.path.join(fig_dir, "study_probe_metrics.png"))}
+    first = next(iter(report["val_curves"]))
+    figures["validation"] = validation_figure(
+        report["val_curves"][first], report["warp"], os.path.join(fig_dir, "study_validation.png")
+    )
+    for name in os.listdir(fig_dir):
+        if name.startswith("confidence_") and name.endswith(f"seed{first}.png"):
+            figures[name[:-4]] = os.path.join(fig_dir, name)
+    report["figures"] = {k: os.path.relpath(v, out) for k, v in figures.items()}
+    lines = _study_header(report) + _study_setup(report) + _study_probes(report) + _study_claims(report)
+    lines += _study_warp(report) + _study_figures_and_times(report)
     with open(os.path.join(out, "report.md"), "w") as fh:
         fh.write("\n".join(lines))
     dump_json(report, os.path.join(out, "report.json"))

@@ -163,9 +163,13 @@ def test_a_new_method_is_one_record(tmp_path, monkeypatch, capsys):
     from fabnet.demo import methods
 
     record = methods.Method(
-        "mean_colour", "mean colour (dummy)", methods.RAW, "tab:cyan",
-        lambda ctx, m: methods.Obtained(_MeanColour(ctx.cfg.size), 0), demo=True,
-    )  # fmt: skip
+        "mean_colour",
+        "mean colour (dummy)",
+        methods.RAW,
+        "tab:cyan",
+        lambda ctx, m: methods.Obtained(_MeanColour(ctx.cfg.size), 0),
+        demo=True,
+    )
     monkeypatch.setitem(methods.METHODS, record.name, record)
     assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--no-progress"]) == 0
     report = json.loads((tmp_path / "d" / "report.json").read_text())
