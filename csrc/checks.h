@@ -11,6 +11,9 @@
 namespace fabnet {
 inline namespace FABNET_ISA {
 
+// A gradient that was not asked for: a 0-element tensor (the backward ops' placeholder).
+inline at::Tensor empty_grad(const at::Tensor& like) { return at::empty({0}, like.options()); }
+
 inline Padding parse_padding(const std::string& padding_mode) {
   TORCH_CHECK(padding_mode == "zeros" || padding_mode == "border",
               "padding_mode must be \"zeros\" or \"border\", got \"", padding_mode, "\"");

@@ -89,8 +89,6 @@ cuda::WarpBlendProblem make_problem(const at::Tensor& sources, const at::Tensor&
   return p;
 }
 
-at::Tensor empty_grad(const at::Tensor& like) { return at::empty({0}, like.options()); }
-
 at::Tensor warp_blend_cuda(const at::Tensor& sources, const at::Tensor& flows,
                            const c10::optional<at::Tensor>& logits, bool residual,
                            c10::string_view padding_mode, bool align_corners) {

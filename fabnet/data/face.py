@@ -40,10 +40,6 @@ WIDTH_GAIN = 1.4
 
 # Part ids of the ray caster (order = ellipsoid order in parts()).
 CRANIUM, JAW, NOSE, EAR_L, EAR_R, HAIR, NECK, SHOULDERS = range(8)
-SKIN_PARTS = (CRANIUM, JAW, NOSE, EAR_L, EAR_R, NECK)
-
-# Part ids of the ray caster (order = ellipsoid order in parts()).
-CRANIUM, JAW, NOSE, EAR_L, EAR_R, HAIR, NECK, SHOULDERS = range(8)
 
 
 @dataclass(frozen=True)
@@ -202,9 +198,13 @@ def brow_curve(ident: Identity, st: FrameState, x, side: int):
     xc = side * (ident.eye_dx + 0.02)
     t = (x - xc) / (1.2 * ident.eye_w)
     g = EXPRESSION_GAIN
-    centre = (ident.eye_y + ident.brow_gap + g * 0.10 * st.brows_raised
-              + (0.03 + g * 0.04 * st.brows_raised) * np.clip(1 - t**2, 0, None)
-              - g * 0.03 * st.eyes_closed)  # fmt: skip
+    centre = (
+        ident.eye_y
+        + ident.brow_gap
+        + g * 0.10 * st.brows_raised
+        + (0.03 + g * 0.04 * st.brows_raised) * np.clip(1 - t**2, 0, None)
+        - g * 0.03 * st.eyes_closed
+    )
     return t, centre
 
 

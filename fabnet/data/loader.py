@@ -35,8 +35,25 @@ class FrameLoader:
     shards given the same seed and epoch read disjoint parts of one plan.
     """
 
-    def __init__(self, tracks, *, backend, num_sources, batch_size, size, seed, shard_id, num_shards, shuffle,
-                 drop_last, epoch_length, crop, device, num_workers, num_threads):  # fmt: skip
+    def __init__(
+        self,
+        tracks,
+        *,
+        backend,
+        num_sources,
+        batch_size,
+        size,
+        seed,
+        shard_id,
+        num_shards,
+        shuffle,
+        drop_last,
+        epoch_length,
+        crop,
+        device,
+        num_workers,
+        num_threads,
+    ):
         self.tracks = tracks
         self.backend = backend
         self.num_sources, self.batch_size, self.size = num_sources, batch_size, size
@@ -62,9 +79,17 @@ class FrameLoader:
 
     def plan(self, epoch: int):
         """The batches (lists of ``Sample``) this shard reads in ``epoch``."""
-        samples = plan_epoch(self.tracks, self.num_sources, seed=self.seed, epoch=epoch, length=self.epoch_length,
-                             shuffle=self.shuffle, crop=self.crop, shard_id=self.shard_id,
-                             num_shards=self.num_shards)  # fmt: skip
+        samples = plan_epoch(
+            self.tracks,
+            self.num_sources,
+            seed=self.seed,
+            epoch=epoch,
+            length=self.epoch_length,
+            shuffle=self.shuffle,
+            crop=self.crop,
+            shard_id=self.shard_id,
+            num_shards=self.num_shards,
+        )
         batches = [samples[i : i + self.batch_size] for i in range(0, len(samples), self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
@@ -85,17 +110,71 @@ class FrameLoader:
                 batches, self.size, num_workers=self.num_workers, device=self.device, bad_frames=self.bad_frames
             )
         if self._dali is None:
-            self._dali = dali_backend.DaliRunner(self.num_sources + 1, self.batch_size, self.size,
-                                                 num_threads=self.num_threads, device=self.device,
-                                                 seed=self.seed)  # fmt: skip
+            self._dali = dali_backend.DaliRunner(
+                self.num_sources + 1,
+                self.batch_size,
+                self.size,
+                num_threads=self.num_threads,
+                device=self.device,
+                seed=self.seed,
+            )
         return self._dali.epoch(batches, self.bad_frames)
 
 
-def make_loader(root, *, split: str = "train", batch_size: int, num_sources: int, size: int,
-                backend: str = "auto", seed: int = 0, shard_id: int = 0, num_shards: int = 1,
-                device="cpu", num_workers: int | None = None, num_threads: int | None = None,
-                shuffle: bool | None = None, drop_last: bool | None = None, epoch_length: int | None = None,
-                crop=None, split_seed: int = 0) -> FrameLoader:  # fmt: skip
+def _checked_device(device) -> torch.device:
+    device = torch.device(device)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {str(device)!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but torch.cuda.is_available() is False; pass device='cpu'")
+    return device
+
+
+def _resolved_backend(backend: str) -> str:
+    """ "dali" or "pil": "auto" takes DALI when it imports; "dali" without it names the install."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "dali":
+        dali_backend.require()
+    elif backend == "auto":
+        backend = "dali" if dali_backend.available() else "pil"
+    return backend
+
+
+def _usable_tracks(root, split: str, split_seed: int, num_sources: int) -> list:
+    """The tracks of ``split`` with at least K + 1 readable frames; ValueError when none has."""
+    records = load_index(root, split, split_seed=split_seed)
+    if not records:
+        raise ValueError(f"split {split!r} of {os.fspath(root)!r} has no frames")
+    tracks = group_tracks(records, num_sources + 1)
+    if not tracks:
+        raise ValueError(
+            f"no track of split {split!r} under {os.fspath(root)!r} has num_sources + 1 = "
+            f"{num_sources + 1} readable frames; lower num_sources"
+        )
+    return tracks
+
+
+def make_loader(
+    root,
+    *,
+    split: str = "train",
+    batch_size: int,
+    num_sources: int,
+    size: int,
+    backend: str = "auto",
+    seed: int = 0,
+    shard_id: int = 0,
+    num_shards: int = 1,
+    device="cpu",
+    num_workers: int | None = None,
+    num_threads: int | None = None,
+    shuffle: bool | None = None,
+    drop_last: bool | None = None,
+    epoch_length: int | None = None,
+    crop=None,
+    split_seed: int = 0,
+) -> FrameLoader:
     """Batches of a target frame and ``num_sources`` frames of the same track.
 
     root: data root ``ROOT/<identity>/<video>/<track>/<frame>.jpg`` (see fabnet.data.labels).
@@ -120,8 +199,6 @@ def make_loader(root, *, split: str = "train", batch_size: int, num_sources: int
         position, the same box for the K + 1 frames), "center" (180/256, centred), "full" or a
         centred fraction; default "random" for train, "center" otherwise.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     require_int("batch_size", batch_size)
     require_int("num_sources", num_sources)
     require_int("size", size, 8)
@@ -130,30 +207,27 @@ def make_loader(root, *, split: str = "train", batch_size: int, num_sources: int
         raise ValueError(f"shard_id must be in [0, num_shards={num_shards}), got {shard_id!r}")
     train = split == "train"
     crop = parse_crop(crop if crop is not None else ("random" if train else "center"))
-    device = torch.device(device)
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {str(device)!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but torch.cuda.is_available() is False; pass device='cpu'")
-    if backend == "dali":
-        dali_backend.require()
-    elif backend == "auto":
-        backend = "dali" if dali_backend.available() else "pil"
+    device = _checked_device(device)
+    backend = _resolved_backend(backend)
     cpus = min(8, os.cpu_count() or 1)
-    records = load_index(root, split, split_seed=split_seed)
-    if not records:
-        raise ValueError(f"split {split!r} of {os.fspath(root)!r} has no frames")
-    tracks = group_tracks(records, num_sources + 1)
-    if not tracks:
-        raise ValueError(f"no track of split {split!r} under {os.fspath(root)!r} has num_sources + 1 = "
-                         f"{num_sources + 1} readable frames; lower num_sources")  # fmt: skip
+    tracks = _usable_tracks(root, split, split_seed, num_sources)
     epoch_length = len(tracks) if epoch_length is None else require_int("epoch_length", epoch_length)
     if epoch_length < num_shards:
         raise ValueError(f"epoch_length ({epoch_length}) must be at least num_shards ({num_shards})")
     return FrameLoader(
-        tracks, backend=backend, num_sources=num_sources, batch_size=batch_size, size=size, seed=seed,
-        shard_id=shard_id, num_shards=num_shards, shuffle=train if shuffle is None else bool(shuffle),
-        drop_last=train if drop_last is None else bool(drop_last), epoch_length=epoch_length, crop=crop,
-        device=device, num_workers=cpus if num_workers is None else require_int("num_workers", num_workers, 0),
+        tracks,
+        backend=backend,
+        num_sources=num_sources,
+        batch_size=batch_size,
+        size=size,
+        seed=seed,
+        shard_id=shard_id,
+        num_shards=num_shards,
+        shuffle=train if shuffle is None else bool(shuffle),
+        drop_last=train if drop_last is None else bool(drop_last),
+        epoch_length=epoch_length,
+        crop=crop,
+        device=device,
+        num_workers=cpus if num_workers is None else require_int("num_workers", num_workers, 0),
         num_threads=cpus if num_threads is None else require_int("num_threads", num_threads),
-    )  # fmt: skip
+    )

@@ -77,6 +77,26 @@ def validate(
     named = {"sources": sources, "flows": flows, "logits": logits}
     if needs_target:
         named["target"] = target
+    given = _checked_tensors(named)
+    sources, flows = given["sources"], given["flows"]
+    logits, target = given.get("logits"), given.get("target", target)
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    if not isinstance(residual, bool) or not isinstance(align_corners, bool):
+        raise ValueError(
+            f"residual and align_corners must be bool, got residual={residual!r}, align_corners={align_corners!r}"
+        )
+    logits = _checked_shapes(sources, flows, logits, target if needs_target else None, named.get("logits"))
+    C, H, W = sources.shape[2], flows.shape[3], flows.shape[4]
+    check_footprint(sources, flows, logits, target if needs_target else None, C=C, H=H, W=W)
+    return WarpBlendArgs(
+        sources, flows, logits, target if needs_target else None, residual, padding_mode, align_corners
+    )
+
+
+def _checked_tensors(named: dict) -> dict[str, torch.Tensor]:
+    """The given tensors by name, each a floating tensor, all on one device and (after autocast's
+    promotion) of one dtype; TypeError / ValueError naming the argument otherwise."""
     for name, t in named.items():
         if t is None and name != "logits":
             raise TypeError(f"{name} must be a tensor, got None")
@@ -90,20 +110,17 @@ def validate(
     if len(set(devices.values())) > 1:
         listed = ", ".join(f"{n} on {d}" for n, d in devices.items())
         raise ValueError(f"all tensors must be on one device, got {listed}")
-    given = _autocast_promote(given, sources.device)
+    given = _autocast_promote(given, given["sources"].device)
     dtypes = {name: t.dtype for name, t in given.items()}
     if len(set(dtypes.values())) > 1:
         listed = ", ".join(f"{n}={d}" for n, d in dtypes.items())
         raise TypeError(f"all tensors must share one dtype, got {listed}; cast them with .to(dtype)")
-    sources, flows = given["sources"], given["flows"]
-    logits, target = given.get("logits"), given.get("target", target)
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-    if not isinstance(residual, bool) or not isinstance(align_corners, bool):
-        raise ValueError(
-            f"residual and align_corners must be bool, got residual={residual!r}, align_corners={align_corners!r}"
-        )
+    return given
 
+
+def _checked_shapes(sources, flows, logits, target, logits_as_given):
+    """logits as (B, K, H, W) (or None) once every shape agrees with sources' (B, K, C) and flows'
+    (H, W); ValueError naming the argument otherwise."""
     if sources.dim() != 5:
         raise ValueError(f"sources must have shape (B, K, C, Hs, Ws), got {_shape(sources)}")
     B, K, C, Hs, Ws = sources.shape
@@ -120,17 +137,14 @@ def validate(
         if _shape(logits) != (B, K, H, W):
             raise ValueError(
                 f"logits must have shape (B, K, H, W) or (B, K, 1, H, W) with "
-                f"B={B}, K={K}, H={H}, W={W}; got {_shape(named['logits'])}"
+                f"B={B}, K={K}, H={H}, W={W}; got {_shape(logits_as_given)}"
             )
-    if needs_target and _shape(target) != (B, C, H, W):
+    if target is not None and _shape(target) != (B, C, H, W):
         raise ValueError(
             f"target must have shape (B, C, H, W) = {(B, C, H, W)} "
             f"(B, C from sources, H, W from flows); got {_shape(target)}"
         )
-    check_footprint(sources, flows, logits, target if needs_target else None, C=C, H=H, W=W)
-    return WarpBlendArgs(
-        sources, flows, logits, target if needs_target else None, residual, padding_mode, align_corners
-    )
+    return logits
 
 
 # The CPU kernel addresses a source plane with int32 offsets (so that its tap gathers vectorise).

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from fabnet.ops.checks import quiet_under_jit_trace
+from fabnet.ops.checks import PADDING_MODES, quiet_under_jit_trace
 
 MODES = ("bilinear",)
-PADDING_MODES = ("zeros", "border")
 
 
 def grid_sample(

@@ -112,8 +112,52 @@ def _prepare_targets(kind: str, y: np.ndarray, num_outputs: int | None):
     raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
 
 
-def fit_probe(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-              config: ProbeConfig | None = None, num_outputs: int | None = None) -> FittedProbe:  # fmt: skip
+def _objective(kind: str, y_train: np.ndarray, y_val: np.ndarray, k: int, fitted: FittedProbe):
+    """(loss_fn(out, y), train targets, validation targets) of a probe ``kind``. Regression
+    targets are standardised (the scale kept in ``fitted``); classes absent from training and
+    attributes without positives get no weight; unknown (NaN) targets drop out of the loss."""
+    if kind == "regression":
+        mean = np.nanmean(y_train, axis=0)
+        std = np.nanstd(y_train, axis=0)
+        std = np.where(std > 1e-8, std, 1.0)
+        fitted.target_mean, fitted.target_std = mean, std
+
+        def mse(out, y):
+            mask = ~torch.isnan(y)
+            return ((out - torch.nan_to_num(y)) ** 2)[mask].mean()
+
+        scale = lambda y: torch.as_tensor((y - mean) / std, dtype=torch.float32)  # noqa: E731
+        return mse, scale(y_train), scale(y_val)
+    if kind == "multiclass":
+        counts = np.bincount(y_train, minlength=k).astype(np.float64)
+        # Classes absent from the train split get weight 0 (they cannot be learnt anyway).
+        weights = np.where(counts > 0, len(y_train) / (k * np.maximum(counts, 1)), 0.0)
+        criterion = nn.CrossEntropyLoss(weight=torch.as_tensor(weights, dtype=torch.float32))
+        return criterion, torch.as_tensor(y_train), torch.as_tensor(y_val)
+    pos = np.nansum(y_train, axis=0)
+    neg = np.sum(~np.isnan(y_train), axis=0) - pos
+    pos_weight = torch.as_tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0), dtype=torch.float32)
+
+    def bce(out, y):
+        mask = ~torch.isnan(y)
+        per = nn.functional.binary_cross_entropy_with_logits(
+            out, torch.nan_to_num(y), pos_weight=pos_weight, reduction="none"
+        )
+        return per[mask].mean()
+
+    as_float = lambda y: torch.as_tensor(y, dtype=torch.float32)  # noqa: E731
+    return bce, as_float(y_train), as_float(y_val)
+
+
+def fit_probe(
+    kind: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    config: ProbeConfig | None = None,
+    num_outputs: int | None = None,
+) -> FittedProbe:
     """Train a ``LinearProbe`` on frozen embeddings with early stopping on the validation loss.
 
     kind: "regression" (y: (N, K) floats), "multiclass" (y: (N,) class ids; ``num_outputs``
@@ -131,42 +175,7 @@ def fit_probe(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nda
     gen = torch.Generator().manual_seed(config.seed)
     model = LinearProbe(x_train.shape[1], k)
     fitted = FittedProbe(kind=kind, model=model, config=asdict(config))
-
-    if kind == "regression":
-        mean = np.nanmean(y_train, axis=0)
-        std = np.nanstd(y_train, axis=0)
-        std = np.where(std > 1e-8, std, 1.0)
-        fitted.target_mean, fitted.target_std = mean, std
-        yt = torch.as_tensor((y_train - mean) / std, dtype=torch.float32)
-        yv = torch.as_tensor((y_val - mean) / std, dtype=torch.float32)
-
-        def loss_fn(out, y):
-            mask = ~torch.isnan(y)
-            return ((out - torch.nan_to_num(y)) ** 2)[mask].mean()
-
-    elif kind == "multiclass":
-        counts = np.bincount(y_train, minlength=k).astype(np.float64)
-        # Classes absent from the train split get weight 0 (they cannot be learnt anyway).
-        weights = np.where(counts > 0, len(y_train) / (k * np.maximum(counts, 1)), 0.0)
-        criterion = nn.CrossEntropyLoss(weight=torch.as_tensor(weights, dtype=torch.float32))
-        yt, yv = torch.as_tensor(y_train), torch.as_tensor(y_val)
-
-        def loss_fn(out, y):
-            return criterion(out, y)
-
-    else:
-        pos = np.nansum(y_train, axis=0)
-        neg = np.sum(~np.isnan(y_train), axis=0) - pos
-        pos_weight = torch.as_tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0), dtype=torch.float32)
-        yt = torch.as_tensor(y_train, dtype=torch.float32)
-        yv = torch.as_tensor(y_val, dtype=torch.float32)
-
-        def loss_fn(out, y):
-            mask = ~torch.isnan(y)
-            per = nn.functional.binary_cross_entropy_with_logits(
-                out, torch.nan_to_num(y), pos_weight=pos_weight, reduction="none")  # fmt: skip
-            return per[mask].mean()
-
+    loss_fn, yt, yv = _objective(kind, y_train, y_val, k, fitted)
     xt, xv = torch.as_tensor(x_train), torch.as_tensor(x_val)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=tuple(config.betas))
     n = len(xt)
