@@ -14,9 +14,8 @@ namespace cpu {
 // u * tap into the per-tap sums S (K x 4 rows of kBlock). Returns the channel's sum of
 // |target - blend| over the n pixels and writes u.
 // The generic path below does the same in four loops (gather into a buffer, blend, u, S); this
-// one keeps taps and blend in registers, which took the loss backward op at (8, 3, 3, 128, 128)
-// fp32 from ~7.3 to ~6.3 ms on one core (a noisy shared machine; minimum of 25 rounds). float32
-// on AVX-512 builds takes loss_channel_pairs instead; this serves the other dtypes and builds.
+// one keeps taps and blend in registers (a seventh faster, docs/perf/cpu-kernel.md). float32 on
+// AVX-512 builds takes loss_channel_pairs instead; this serves the other dtypes and builds.
 template <int KC, typename scalar_t, typename acc_t>
 acc_t loss_channel(const Problem<scalar_t>& p, const TapBlock<acc_t>* taps, const acc_t* w,
                    int64_t b, int64_t c, int64_t n, const scalar_t* tg, acc_t scale,

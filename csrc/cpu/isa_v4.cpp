@@ -1,6 +1,6 @@
 // The CPU ops compiled for x86-64-v4 (AVX-512 F, BW, DQ, VL, CD), chosen at run time on CPUs that
-// have it: the tap gathers use AVX-512's pair loads (pair_loads.h), 2.56 -> 1.32 ms for the
-// (8, 3, 3, 128, 128) forward on 2 EPYC cores against the v3 variant.
+// have it: the tap gathers use AVX-512's pair loads (pair_loads.h), which make this variant about
+// twice as fast as the v3 one (benchmarks/bench_cpu_isa.py; docs/perf/cpu-kernel.md).
 //
 // Every header from outside fabnet is included before the target pragma (see isa_v3.cpp).
 #include "external_headers.h"

@@ -4,8 +4,8 @@
 // floats. Reading each pair with one 8-byte load halves the loads, and writing the loads with
 // intrinsics keeps the per-pixel offsets in general registers: gcc 12's own vectorisation of
 // `src[offset[i]]` moves every offset through a vector register and back (three instructions per
-// element before the load). On one Zen 4 core, gathering 4 taps for 16 pixels took 1.29 ns per
-// pixel that way, 0.69 ns with these pair loads and 0.90 ns with vgatherdpd of the pairs.
+// element before the load). These loads gather the taps in about half the time of either that or
+// vgatherdpd of the pairs (docs/perf/cpu-kernel.md).
 #pragma once
 
 #include "../isa.h"

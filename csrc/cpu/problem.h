@@ -25,9 +25,8 @@ namespace cpu {
 
 // Output pixels are processed in blocks of up to kBlock along a row, in structure-of-arrays
 // form, so every per-pixel loop below is a plain `omp simd` loop: the tap gathers become vector
-// gathers (vgatherdps) and the softmax uses a polynomial exp the compiler can vectorise. At
-// (8, 3, 3, 128, 128) fp32 this took the forward from 17.0 ms to the figures in
-// benchmarks/RESULTS.md on one core; the scalar per-pixel version was slower than eager PyTorch.
+// gathers (vgatherdps) and the softmax uses a polynomial exp the compiler can vectorise. The
+// scalar per-pixel version was slower than eager PyTorch (docs/perf/cpu-kernel.md).
 constexpr int64_t kBlock = 64;
 #ifdef FABNET_HAVE_PAIR_LOADS
 constexpr bool kHavePairLoads = true;
@@ -76,9 +75,8 @@ struct TapBlock {
 
 // Asks for the kBlock elements after p (the next block of the same plane, read a moment later).
 // The kernel streams about 10 planes at once (flows, logits, target, gradients, per source);
-// at (8, 3, 3, 128, 128) half of taps_impl's samples sat on its first flow loads without this.
-// With it the training pass (warp_blend_l1_with_grads + scaling) took 3.70 instead of 4.64 ms
-// (2 cores, one process, builds alternated, median of 120 calls); the forward did not change.
+// at (8, 3, 3, 128, 128) half of taps_impl's samples sat on its first flow loads without this,
+// and the training pass is a fifth faster with it (docs/perf/cpu-kernel.md).
 template <typename T>
 inline void prefetch_next_block(const T* p) {
   constexpr int64_t per_line = 64 / sizeof(T);
@@ -139,9 +137,8 @@ struct Problem {
   enum class TapFields { kTaps, kPairs, kBoth };
 
   // Taps of source k for pixels (b, h, x0 .. x0 + n), with the fields the caller reads (only the
-  // per-tap ones where this call does not read pairs). Filling only the pair fields in the
-  // forward took it at (8, 3, 3, 128, 128) from 1.05 to 0.95 ms on 2 cores (medians of 180 calls,
-  // builds alternated in one process).
+  // per-tap ones where this call does not read pairs): the forward reads only the pair fields,
+  // and skipping the others saves a tenth of it (docs/perf/cpu-kernel.md).
   void taps(int64_t b, int64_t k, int64_t h, int64_t x0, int64_t n, TapBlock<acc_t>& t,
             TapFields want = TapFields::kTaps) const {
     // The padding mode is a template argument: a branch inside the loop stops gcc vectorising it.

@@ -111,9 +111,8 @@ def _only_flows_or_logits_need_grad(a: WarpBlendArgs) -> bool:
 
     Then one kernel pass computes the loss and its per-sample gradients together (the backward
     only scales them), instead of a forward pass and a backward pass that gathers every source
-    pixel again: 1.97 instead of 3.46 ms for the two ops at (8, 3, 3, 128, 128) fp32 on 2 cores
-    (csrc/cpu/warp_blend.cpp). Half precision keeps the recompute backward, whose gradients are
-    rounded once, not twice.
+    pixel again: the largest gain of the training step (docs/perf/cpu-kernel.md, "training path").
+    Half precision keeps the recompute backward, whose gradients are rounded once, not twice.
     """
     if not torch.is_grad_enabled() or a.sources.dtype not in (torch.float32, torch.float64):
         return False

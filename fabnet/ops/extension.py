@@ -146,12 +146,12 @@ if available():
         ctx.mask = mask
         # The unit gradients are this op's own outputs, which nobody else sees (warp_blend_l1
         # returns the loss only): detached references, so that the backward may scale them in
-        # place. Scaling into new tensors cost ~0.7 ms of a 3.4 ms forward+backward at
-        # (8, 3, 3, 128, 128) on 2 cores (allocation and page faults of 6 MB per step).
+        # place instead of allocating (and page-faulting) 6 MB a step at (8, 3, 3, 128, 128), a
+        # fifth of the step (docs/perf/cpu-kernel.md).
         ctx.unit_grads = (output[1].detach(), output[2].detach())
         # The unit-gradient outputs never receive a gradient; without this autograd fills two
-        # flows- and logits-sized zero tensors for them on every backward (0.4 ms of a 3.2 ms
-        # forward+backward at (8, 3, 3, 128, 128) on 2 cores).
+        # flows- and logits-sized zero tensors for them on every backward (an eighth of the step,
+        # docs/perf/cpu-kernel.md).
         ctx.set_materialize_grads(False)
 
     def _scale(unit, grad):
