@@ -36,13 +36,8 @@ from fabnet.arguments import (
 from fabnet.model.defaults import DEFAULT_WIDTH
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train",
-        help="train FAb-Net on face tracks",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _data_and_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The data, the output, the frame size, K and the network width."""
     p.add_argument("--data", required=True, help="data root ROOT/<identity>/<video>/<track>/<frame>.jpg")
     p.add_argument(
         "--out", required=True, type=writable_dir, help="run directory (metrics.jsonl, checkpoints/, figures/)"
@@ -67,6 +62,10 @@ def register(subparsers) -> None:
         default=None,
         help="per process; default 32 with --curriculum, 8 without (the paper's)",
     )
+
+
+def _schedule_arguments(p: argparse.ArgumentParser) -> None:
+    """How long, the epoch, the curriculum and its plateau patience."""
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (default 1000)")
     length.add_argument("--epochs", type=positive_int, default=None, help="passes over the training plan")
@@ -78,6 +77,10 @@ def register(subparsers) -> None:
         default=2,
         help="validation rounds without improvement that make a plateau (default 2)",
     )
+
+
+def _optimiser_arguments(p: argparse.ArgumentParser) -> None:
+    """The optimiser and the decoders' start; --paper sets the paper's."""
     p.add_argument(
         "--paper",
         action="store_true",
@@ -106,6 +109,10 @@ def register(subparsers) -> None:
         action="store_true",
         help="random last decoder convs (the paper's) instead of the identity warp and equal confidences",
     )
+
+
+def _start_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the run starts from: --init, --resume, --overwrite."""
     p.add_argument("--init", default=None, help="start from this checkpoint (encoder + flow decoder)")
     p.add_argument("--freeze-flow-decoder", action="store_true", help="keep the --init flow decoder fixed")
     p.add_argument(
@@ -123,6 +130,10 @@ def register(subparsers) -> None:
         help="replace the run already in --out (without it such a run is refused unless resumed); "
         "with --resume CKPT, rewind this run to CKPT's step",
     )
+
+
+def _reporting_arguments(p: argparse.ArgumentParser) -> None:
+    """Seed, validation, checkpoints, logs and figures."""
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=positive_int, default=100, help="validate every N steps (default 100)")
     p.add_argument("--val-batches", type=positive_int, default=4, help="validation batches per process (default 4)")
@@ -138,6 +149,10 @@ def register(subparsers) -> None:
         "--figure-every", type=non_negative_int, default=500, help="figures every N steps, 0: only at the end"
     )
     p.add_argument("--no-figures", action="store_true", help="write no PNG figures")
+
+
+def _machine_arguments(p: argparse.ArgumentParser) -> None:
+    """Device, data loading, the op's backend and the GPU speed options."""
     p.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--data-backend", default="auto", choices=("dali", "pil", "auto"))
     p.add_argument(
@@ -153,6 +168,21 @@ def register(subparsers) -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast of encoder/decoders (GPU)")
     p.add_argument("--stop-after", type=positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train FAb-Net on face tracks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _data_and_model_arguments(p)
+    _schedule_arguments(p)
+    _optimiser_arguments(p)
+    _start_arguments(p)
+    _reporting_arguments(p)
+    _machine_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -162,8 +192,14 @@ def config_from_args(args: argparse.Namespace):
     # Options not given on the command line: the paper's with --paper (asked for, so a resumed
     # run of other settings is refused), else the resumed checkpoint's, else TrainConfig's.
     base = PAPER if args.paper else (_resumed_options(args) or {k: getattr(TrainConfig, k) for k in PAPER})
-    given = dict(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                 confidence_range=args.confidence_range, identity_init=False if args.random_init else None)  # fmt: skip
+    given = dict(
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        confidence_range=args.confidence_range,
+        identity_init=False if args.random_init else None,
+    )
     chosen = {k: (given[k] if given[k] is not None else base[k]) for k in PAPER}
     return TrainConfig(
         **chosen,
