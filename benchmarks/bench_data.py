@@ -54,8 +54,17 @@ def bench_root(tmp_path_factory) -> str:
 
     root = str(tmp_path_factory.mktemp("bench_data") / "root")
     # One ray per pixel: the renderer's anti-aliasing does not matter to a decoder's speed.
-    synthesize(root, identities=8, tracks_per_identity=1, frames_per_track=8, size=256, seed=0, supersample=1,
-               progress=False, previews=False)  # fmt: skip
+    synthesize(
+        root,
+        identities=8,
+        tracks_per_identity=1,
+        frames_per_track=8,
+        size=256,
+        seed=0,
+        supersample=1,
+        progress=False,
+        previews=False,
+    )
     return root
 
 
@@ -71,8 +80,9 @@ class _Summary:
         tr.write_line(f"B={B} K={K}, {os.cpu_count()} CPUs, PIL num_workers = DALI num_threads = {WORKERS}")
         for size, fps in FPS.items():
             pil, dali = fps.get("pil", float("nan")), fps.get("dali", float("nan"))
-            tr.write_line(f"S={size:<4} PIL {pil:8.0f} frames/s   DALI {dali:8.0f} frames/s   DALI / PIL "
-                          f"{dali / pil:.2f}x")  # fmt: skip
+            tr.write_line(
+                f"S={size:<4} PIL {pil:8.0f} frames/s   DALI {dali:8.0f} frames/s   DALI / PIL {dali / pil:.2f}x"
+            )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -94,9 +104,20 @@ def test_loader_throughput(benchmark, provider, size, bench_root):
     batches = 1 if disabled else BATCHES
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
-        loader = make_loader(bench_root, split="all", batch_size=B, num_sources=K, size=size, backend=provider,
-                             crop="random", shuffle=True, drop_last=True, epoch_length=B * batches,
-                             num_workers=WORKERS, num_threads=WORKERS)  # fmt: skip
+        loader = make_loader(
+            bench_root,
+            split="all",
+            batch_size=B,
+            num_sources=K,
+            size=size,
+            backend=provider,
+            crop="random",
+            shuffle=True,
+            drop_last=True,
+            epoch_length=B * batches,
+            num_workers=WORKERS,
+            num_threads=WORKERS,
+        )
     group = f"loader B={B} K={K} S={size} cpu"
     benchmark.group = group
 

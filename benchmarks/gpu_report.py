@@ -24,8 +24,10 @@ def markdown(report: dict) -> str:
     groups: dict[str, list[dict]] = defaultdict(list)
     for bench in report["benchmarks"]:
         groups[bench["group"] or bench["name"]].append(bench)
-    lines = ["| group | provider | median ms | min ms | vs eager | vs compile | GB/s | of copy |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| group | provider | median ms | min ms | vs eager | vs compile | GB/s | of copy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for group, benches in groups.items():
         medians = {provider_of(b): b["stats"]["median"] for b in benches}
         eager, compiled = medians.get("reference"), medians.get("compiled_reference")
@@ -33,9 +35,11 @@ def markdown(report: dict) -> str:
             median, info = b["stats"]["median"], b.get("extra_info", {})
             ratio = lambda base, median=median: f"{base / median:.2f}x" if base else "-"
             share = info.get("fraction_of_copy")
-            lines.append(f"| {group} | {provider_of(b)} | {median * 1e3:.3f} | {b['stats']['min'] * 1e3:.3f} | "
-                         f"{ratio(eager)} | {ratio(compiled)} | {info.get('GBps', '-')} | "
-                         f"{f'{100 * share:.0f} %' if share is not None else '-'} |")  # fmt: skip
+            lines.append(
+                f"| {group} | {provider_of(b)} | {median * 1e3:.3f} | {b['stats']['min'] * 1e3:.3f} | "
+                f"{ratio(eager)} | {ratio(compiled)} | {info.get('GBps', '-')} | "
+                f"{f'{100 * share:.0f} %' if share is not None else '-'} |"
+            )
     return "\n".join(lines)
 
 

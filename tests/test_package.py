@@ -11,9 +11,11 @@ SUBPACKAGES = ("fabnet.data", "fabnet.model", "fabnet.train", "fabnet.probe")
 
 def test_cli_parser_imports_no_torch_triton_or_pil():
     # A fresh interpreter: this test process has imported torch long ago.
-    code = ("import sys, fabnet.cli as c\n"
-            "c.build_parser().parse_args(['train', '--data', 'd', '--out', 'o'])\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'triton', 'PIL')))")  # fmt: skip
+    code = (
+        "import sys, fabnet.cli as c\n"
+        "c.build_parser().parse_args(['train', '--data', 'd', '--out', 'o'])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'triton', 'PIL')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", f"building the CLI parser imported {out[:200]}"
 

@@ -74,10 +74,13 @@ def l1_budget(pairs: int = 300, size: int = 32, image_size: int = 64, frames: in
             changed[cause].append((diff.max(-1) > 8 / 255).sum())
     seconds = time.perf_counter() - start
     rows = {
-        c: {"l1": float(np.mean(v)), "sem": float(np.std(v, ddof=1) / np.sqrt(len(v))),
-            "changed_pixels": float(np.mean(changed[c]))}
+        c: {
+            "l1": float(np.mean(v)),
+            "sem": float(np.std(v, ddof=1) / np.sqrt(len(v))),
+            "changed_pixels": float(np.mean(changed[c])),
+        }
         for c, v in out.items()
-    }  # fmt: skip
+    }
     return {"rows": rows, "frames_per_s": rendered / seconds, "pairs": pairs, "size": size, "image_size": image_size}
 
 

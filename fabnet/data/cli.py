@@ -18,13 +18,23 @@ def cmd_synth(args) -> int:
     from fabnet.data.synth import synthesize
 
     t0 = time.perf_counter()
-    records = synthesize(args.out, args.identities, args.tracks_per_identity, args.frames_per_track,
-                         size=args.size, seed=args.seed, workers=args.workers, progress=not args.quiet,
-                         previews=True)  # fmt: skip
+    records = synthesize(
+        args.out,
+        args.identities,
+        args.tracks_per_identity,
+        args.frames_per_track,
+        size=args.size,
+        seed=args.seed,
+        workers=args.workers,
+        progress=not args.quiet,
+        previews=True,
+    )
     out = os.path.abspath(args.out)
     seconds = time.perf_counter() - t0
-    print(f"wrote {len(records)} frames of {args.size} px ({args.identities} identities, {args.tracks_per_identity} "
-          f"track(s) each, {args.frames_per_track} frames per track) to {out} in {seconds:.1f} s")  # fmt: skip
+    print(
+        f"wrote {len(records)} frames of {args.size} px ({args.identities} identities, {args.tracks_per_identity} "
+        f"track(s) each, {args.frames_per_track} frames per track) to {out} in {seconds:.1f} s"
+    )
     print(f"labels:           {os.path.join(out, 'labels.csv')}")
     print(f"contact sheet:    {os.path.join(out, 'contact_sheet.png')}")
     print(f"landmark preview: {os.path.join(out, 'landmarks.png')}")
@@ -48,8 +58,8 @@ def register(subparsers) -> None:
         "synth",
         help="render a synthetic face-track data root with pose / landmark / expression labels",
         description="Render procedural talking heads into OUT/<identity>/<video>/<track>/<frame>.jpg with "
-                    "OUT/labels.csv, plus OUT/contact_sheet.png and OUT/landmarks.png to look at.",
-    )  # fmt: skip
+        "OUT/labels.csv, plus OUT/contact_sheet.png and OUT/landmarks.png to look at.",
+    )
     p.add_argument(
         "out", metavar="OUT", type=writable_dir, help="output directory (created; existing frames are overwritten)"
     )
@@ -84,10 +94,10 @@ def register(subparsers) -> None:
         "extract-frames",
         help="build a data root from videos (needs PyAV: pip install av)",
         description="Decode videos at FPS frames per second into OUT/<identity>/<video>/<track>/<frame>.jpg. "
-                    "VIDEOS is a video file, or a directory of videos laid out as <identity>/<video>.<ext> "
-                    "(or <identity>/<video>/<track>.<ext>, as VoxCeleb's face tracks); a flat directory "
-                    "makes one identity per video.",
-    )  # fmt: skip
+        "VIDEOS is a video file, or a directory of videos laid out as <identity>/<video>.<ext> "
+        "(or <identity>/<video>/<track>.<ext>, as VoxCeleb's face tracks); a flat directory "
+        "makes one identity per video.",
+    )
     p.add_argument("videos", metavar="VIDEOS", type=existing_path, help="a video file or a directory of videos")
     p.add_argument("out", metavar="OUT", type=writable_dir, help="output data root")
     # 1000: above any camera's frame rate (every frame is kept from fps >= the video's rate).

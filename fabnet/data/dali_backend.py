@@ -139,25 +139,46 @@ def _build(feed: _Feed, batch_size: int, size: int, num_threads: int, device_id,
     slice_decode = feed.margin is not None
     num_extra = feed.num_outputs - feed.num_frames
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed,
-                  prefetch_queue_depth=2)  # fmt: skip
+    @pipeline_def(
+        batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed, prefetch_queue_depth=2
+    )
     def pipe():
-        inputs = fn.external_source(source=feed, num_outputs=feed.num_outputs, batch=True, batch_info=True,
-                                    dtype=[types.UINT8] * feed.num_frames + [types.FLOAT] * num_extra)  # fmt: skip
+        inputs = fn.external_source(
+            source=feed,
+            num_outputs=feed.num_outputs,
+            batch=True,
+            batch_info=True,
+            dtype=[types.UINT8] * feed.num_frames + [types.FLOAT] * num_extra,
+        )
         frames = []
         for k, enc in enumerate(inputs[: feed.num_frames]):
             region = inputs[feed.num_frames + k * feed.per_frame : feed.num_frames + (k + 1) * feed.per_frame]
             roi_start, roi_end = region[-2:]
             if slice_decode:
                 anchor, shape = region[:2]
-                img = fn.decoders.image_slice(enc, anchor, shape, axis_names="HW", normalized_anchor=False,
-                                              normalized_shape=False, output_type=types.RGB)  # fmt: skip
+                img = fn.decoders.image_slice(
+                    enc,
+                    anchor,
+                    shape,
+                    axis_names="HW",
+                    normalized_anchor=False,
+                    normalized_shape=False,
+                    output_type=types.RGB,
+                )
             else:
                 img = fn.decoders.image(enc, device="mixed" if gpu else "cpu", output_type=types.RGB)
-            img = fn.resize(img, size=(size, size), roi_start=roi_start, roi_end=roi_end, roi_relative=False,
-                            interp_type=types.INTERP_LINEAR, antialias=True)  # fmt: skip
-            img = fn.crop_mirror_normalize(img, dtype=types.FLOAT, output_layout="CHW",
-                                           mean=[0.0, 0.0, 0.0], std=[255.0, 255.0, 255.0])  # fmt: skip
+            img = fn.resize(
+                img,
+                size=(size, size),
+                roi_start=roi_start,
+                roi_end=roi_end,
+                roi_relative=False,
+                interp_type=types.INTERP_LINEAR,
+                antialias=True,
+            )
+            img = fn.crop_mirror_normalize(
+                img, dtype=types.FLOAT, output_layout="CHW", mean=[0.0, 0.0, 0.0], std=[255.0, 255.0, 255.0]
+            )
             frames.append(img)
         sources = fn.stack(*frames[1:]) if len(frames) > 2 else fn.expand_dims(frames[1], axes=0)
         return frames[0], sources
@@ -170,14 +191,26 @@ def _build(feed: _Feed, batch_size: int, size: int, num_threads: int, device_id,
 class DaliRunner:
     """Owns one pipeline + DALIGenericIterator; ``epoch(batches)`` yields loader dicts."""
 
-    def __init__(self, num_frames: int, batch_size: int, size: int, *, num_threads: int, device: torch.device,
-                 seed: int, slice_decode: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        num_frames: int,
+        batch_size: int,
+        size: int,
+        *,
+        num_threads: int,
+        device: torch.device,
+        seed: int,
+        slice_decode: bool = True,
+    ):
         """slice_decode: on the CPU decode only the crop box plus a margin (same pixels, faster);
         False decodes whole frames (the GPU path's plan, kept for comparison)."""
         require()
         self.batch_size, self.size, self.num_threads, self.seed = batch_size, size, num_threads, seed
-        self.device_id = (device.index if device.index is not None else torch.cuda.current_device()) \
-            if device.type == "cuda" else None  # fmt: skip
+        self.device_id = (
+            (device.index if device.index is not None else torch.cuda.current_device())
+            if device.type == "cuda"
+            else None
+        )
         # A margin of 2 px beyond the filter's reach; None: whole frames (always on a GPU).
         self.feed = _Feed(num_frames, size, 2 if slice_decode and self.device_id is None else None)
         self._iter = None
@@ -188,8 +221,7 @@ class DaliRunner:
 
         pipe = _build(self.feed, self.batch_size, self.size, self.num_threads, self.device_id, self.seed)
         # size=-1: the epoch ends when the feed raises StopIteration (it knows the plan length).
-        return DALIGenericIterator([pipe], ["target", "sources"], size=-1, auto_reset=False,
-                                   prepare_first_batch=True)  # fmt: skip
+        return DALIGenericIterator([pipe], ["target", "sources"], size=-1, auto_reset=False, prepare_first_batch=True)
 
     def epoch(self, batches: list[list[Sample]], bad_frames: BadFrames | None = None):
         """Loader dicts for ``batches``; unreadable frames are replaced and reported to ``bad_frames``."""

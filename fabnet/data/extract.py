@@ -58,8 +58,10 @@ def plan_videos(videos: str) -> list[tuple[str, tuple[str, str, str]]]:
             elif len(rel) == 3:
                 key = (rel[0], rel[1], stem)
             else:
-                raise ValueError(f"video {'/'.join(rel)} under {videos!r} is nested too deep: expected <name>.<ext>, "
-                                 f"<identity>/<video>.<ext> or <identity>/<video>/<track>.<ext>")  # fmt: skip
+                raise ValueError(
+                    f"video {'/'.join(rel)} under {videos!r} is nested too deep: expected <name>.<ext>, "
+                    f"<identity>/<video>.<ext> or <identity>/<video>/<track>.<ext>"
+                )
             plan.append((os.path.join(dirpath, name), key))
     if irregular:
         named = "; ".join(irregular[:10])
@@ -149,7 +151,10 @@ def extract_frames(videos: str, out: str, *, fps: float = 1.0, size: int = 0, pr
         raise ValueError(f"none of the {len(plan)} video(s) could be decoded: {'; '.join(failed[:5])}{more}")
     if failed:
         # The frames a broken video gave before failing are kept: each one is a whole JPEG.
-        warnings.warn(f"could not decode {len(failed)} of {len(plan)} video(s): {'; '.join(failed[:20])}"
-                      + (f"; ... and {len(failed) - 20} more" if len(failed) > 20 else ""), DataWarning,
-                      stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"could not decode {len(failed)} of {len(plan)} video(s): {'; '.join(failed[:20])}"
+            + (f"; ... and {len(failed) - 20} more" if len(failed) > 20 else ""),
+            DataWarning,
+            stacklevel=2,
+        )
     return written

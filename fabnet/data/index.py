@@ -88,8 +88,16 @@ def _scan(root: str) -> list[FrameRecord]:
                 )
                 for i, name in enumerate(names):
                     rel = f"{identity}/{video}/{track}/{name}"
-                    records.append(FrameRecord(path=os.path.join(d_tr, name), relpath=rel, identity=identity,
-                                               video=video, track=track, frame=i))  # fmt: skip
+                    records.append(
+                        FrameRecord(
+                            path=os.path.join(d_tr, name),
+                            relpath=rel,
+                            identity=identity,
+                            video=video,
+                            track=track,
+                            frame=i,
+                        )
+                    )
     return records
 
 
@@ -172,8 +180,10 @@ def assign_splits(records: list[FrameRecord], seed: int = 0) -> None:
     n_test = max(1, round(SPLIT_FRACTIONS[2] * n)) if n >= 3 else 0
     n_val = max(1, round(SPLIT_FRACTIONS[1] * n)) if n >= 3 else 0
     n_train = n - n_val - n_test
-    which = {ident: SPLITS[0] if i < n_train else SPLITS[1] if i < n_train + n_val else SPLITS[2]
-             for i, ident in enumerate(order)}  # fmt: skip
+    which = {
+        ident: SPLITS[0] if i < n_train else SPLITS[1] if i < n_train + n_val else SPLITS[2]
+        for i, ident in enumerate(order)
+    }
     for r in records:
         if not r.split:
             r.split = which[r.identity]
@@ -237,6 +247,10 @@ def group_tracks(records: list[FrameRecord], min_frames: int) -> list[list[Frame
     short = [k for k, t in tracks.items() if len(t) < min_frames]
     if short:
         names = ", ".join("/".join(k) for k in short[:5]) + (", ..." if len(short) > 5 else "")
-        warnings.warn(f"skipped {len(short)} of {len(tracks)} track(s) with fewer than {min_frames} readable "
-                      f"frames (num_sources + 1): {names}", DataWarning, stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"skipped {len(short)} of {len(tracks)} track(s) with fewer than {min_frames} readable "
+            f"frames (num_sources + 1): {names}",
+            DataWarning,
+            stacklevel=3,
+        )
     return kept

@@ -61,14 +61,39 @@ POSE_NAMES = ("yaw", "pitch", "roll")
 EXPRESSION_NAMES = ("neutral", "smile", "surprise", "sleepy")
 ATTRIBUTE_NAMES = ("mouth_open", "smile", "eyes_closed", "brows_raised")
 SPLITS = ("train", "val", "test")
-BASE_COLUMNS = ("path", "identity", "video", "track", "frame", "split", "width", "height",
-                "yaw", "pitch", "roll", "expression")  # fmt: skip
+BASE_COLUMNS = (
+    "path",
+    "identity",
+    "video",
+    "track",
+    "frame",
+    "split",
+    "width",
+    "height",
+    "yaw",
+    "pitch",
+    "roll",
+    "expression",
+)
 
 __all__ = [
-    "ATTRIBUTE_NAMES", "BASE_COLUMNS", "EXPRESSION_NAMES", "EYE_CORNERS", "FrameRecord",
-    "LABELS_FILE", "LABEL_INFO_FILE", "LANDMARK_NAMES", "MOUTH_CORNERS", "NOSE_TIP",
-    "OUTER_EYE_CORNERS", "POSE_NAMES", "SPLITS", "read_labels", "write_labels", "label_info",
-]  # fmt: skip
+    "ATTRIBUTE_NAMES",
+    "BASE_COLUMNS",
+    "EXPRESSION_NAMES",
+    "EYE_CORNERS",
+    "FrameRecord",
+    "LABELS_FILE",
+    "LABEL_INFO_FILE",
+    "LANDMARK_NAMES",
+    "MOUTH_CORNERS",
+    "NOSE_TIP",
+    "OUTER_EYE_CORNERS",
+    "POSE_NAMES",
+    "SPLITS",
+    "read_labels",
+    "write_labels",
+    "label_info",
+]
 
 
 @dataclass
@@ -126,8 +151,15 @@ def write_labels(
             row += [_fmt(float(v)) for v in np.asarray(r.landmarks, np.float64).reshape(-1)]
             w.writerow(row)
     with open(os.path.join(root, LABEL_INFO_FILE), "w") as fh:
-        json.dump({"expression_names": list(expression_names), "attribute_names": list(attribute_names),
-                   "landmark_names": list(landmark_names)}, fh, indent=1)  # fmt: skip
+        json.dump(
+            {
+                "expression_names": list(expression_names),
+                "attribute_names": list(attribute_names),
+                "landmark_names": list(landmark_names),
+            },
+            fh,
+            indent=1,
+        )
     return path
 
 
@@ -213,17 +245,25 @@ def _parse_labels(path: str, root: str, reader) -> list[FrameRecord]:
         lines_of[rel] = [line]
         try:
             get = lambda name, default="", row=row: row[col[name]] if name in col else default
-            records.append(FrameRecord(
-                path=os.path.join(root, *rel.split("/")), relpath=rel,
-                identity=get("identity"), video=get("video"), track=get("track"),
-                frame=int(get("frame")), split=get("split").strip(),
-                width=_size(get("width")), height=_size(get("height")),
-                pose=np.array([_float(row[c]) if c is not None else math.nan for c in pose_cols], np.float32),
-                expression=int(get("expression") or -1),
-                attributes=np.array([_float(row[c]) for c in attr_cols], np.float32),
-                landmarks=np.array([[_float(row[x]), _float(row[y])] for x, y in lm_cols],
-                                   np.float32).reshape(-1, 2),
-            ))  # fmt: skip
+            records.append(
+                FrameRecord(
+                    path=os.path.join(root, *rel.split("/")),
+                    relpath=rel,
+                    identity=get("identity"),
+                    video=get("video"),
+                    track=get("track"),
+                    frame=int(get("frame")),
+                    split=get("split").strip(),
+                    width=_size(get("width")),
+                    height=_size(get("height")),
+                    pose=np.array([_float(row[c]) if c is not None else math.nan for c in pose_cols], np.float32),
+                    expression=int(get("expression") or -1),
+                    attributes=np.array([_float(row[c]) for c in attr_cols], np.float32),
+                    landmarks=np.array([[_float(row[x]), _float(row[y])] for x, y in lm_cols], np.float32).reshape(
+                        -1, 2
+                    ),
+                )
+            )
         except (ValueError, IndexError) as err:
             raise ValueError(f"{path}, line {line}: cannot parse row {row[:6]}...: {err}") from None
     repeated = {rel: lines for rel, lines in lines_of.items() if len(lines) > 1}
@@ -244,8 +284,12 @@ def label_info(root: str) -> dict:
     Read from ``ROOT/labels.json`` where present (attribute names also from the csv header);
     defaults are the synthetic data's names.
     """
-    info = {"pose_names": list(POSE_NAMES), "expression_names": list(EXPRESSION_NAMES),
-            "attribute_names": list(ATTRIBUTE_NAMES), "landmark_names": list(LANDMARK_NAMES)}  # fmt: skip
+    info = {
+        "pose_names": list(POSE_NAMES),
+        "expression_names": list(EXPRESSION_NAMES),
+        "attribute_names": list(ATTRIBUTE_NAMES),
+        "landmark_names": list(LANDMARK_NAMES),
+    }
     path = os.path.join(root, LABEL_INFO_FILE)
     if os.path.exists(path):
         try:

@@ -70,8 +70,18 @@ def crop_landmarks(landmarks: np.ndarray, box: tuple[int, int, int, int], size: 
     return (np.asarray(landmarks) - np.array([x0, y0], np.float32)) * (size / (x1 - x0))
 
 
-def plan_epoch(tracks: list[list[FrameRecord]], num_sources: int, *, seed: int, epoch: int, length: int,
-               shuffle: bool, crop, shard_id: int = 0, num_shards: int = 1) -> list[Sample]:  # fmt: skip
+def plan_epoch(
+    tracks: list[list[FrameRecord]],
+    num_sources: int,
+    *,
+    seed: int,
+    epoch: int,
+    length: int,
+    shuffle: bool,
+    crop,
+    shard_id: int = 0,
+    num_shards: int = 1,
+) -> list[Sample]:
     """The samples of one epoch for one shard.
 
     tracks: lists of at least ``num_sources + 1`` frames each.

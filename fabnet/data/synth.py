@@ -106,12 +106,19 @@ def sample_track(rng: np.random.Generator, num_frames: int) -> list[TrackFrame]:
     frames = []
     for k in range(num_frames):
         st = FrameState(
-            yaw=float(yaw[k]), pitch=float(pitch[k]), roll=float(roll[k]),
-            mouth_open=float(level[k, 0]), smile=float(level[k, 1]),
-            eyes_closed=float(level[k, 2]), brows_raised=float(level[k, 3]),
-            light=light, ambient=float(ambient),
-            zoom=float(zoom[k]), shift=shift[k], body_yaw=float(body_yaw),
-        )  # fmt: skip
+            yaw=float(yaw[k]),
+            pitch=float(pitch[k]),
+            roll=float(roll[k]),
+            mouth_open=float(level[k, 0]),
+            smile=float(level[k, 1]),
+            eyes_closed=float(level[k, 2]),
+            brows_raised=float(level[k, 3]),
+            light=light,
+            ambient=float(ambient),
+            zoom=float(zoom[k]),
+            shift=shift[k],
+            body_yaw=float(body_yaw),
+        )
         frames.append(TrackFrame(st, int(classes[k]), (level[k] > 0.5).astype(np.float32)))
     return frames
 
@@ -136,18 +143,38 @@ def _render_track(args):
         rel = f"{name}/{video}/{track_name}/{k:03d}.jpg"
         Image.fromarray(img).save(os.path.join(out, *rel.split("/")), quality=JPEG_QUALITY)
         st = fr.state
-        records.append(FrameRecord(
-            path=os.path.join(out, *rel.split("/")), relpath=rel, identity=name, video=video,
-            track=track_name, frame=k, width=size, height=size,
-            pose=np.array([st.yaw, st.pitch, st.roll], np.float32), expression=fr.expression,
-            attributes=fr.attributes, landmarks=project_landmarks(ident, st, size).astype(np.float32),
-        ))  # fmt: skip
+        records.append(
+            FrameRecord(
+                path=os.path.join(out, *rel.split("/")),
+                relpath=rel,
+                identity=name,
+                video=video,
+                track=track_name,
+                frame=k,
+                width=size,
+                height=size,
+                pose=np.array([st.yaw, st.pitch, st.roll], np.float32),
+                expression=fr.expression,
+                attributes=fr.attributes,
+                landmarks=project_landmarks(ident, st, size).astype(np.float32),
+            )
+        )
     return records
 
 
-def synthesize(out: str, identities: int = 40, tracks_per_identity: int = 4, frames_per_track: int = 16,
-               size: int = DEFAULT_SIZE, seed: int = 0, *, supersample: int = 2, workers: int = 1,
-               progress: bool = True, previews: bool = True) -> list[FrameRecord]:  # fmt: skip
+def synthesize(
+    out: str,
+    identities: int = 40,
+    tracks_per_identity: int = 4,
+    frames_per_track: int = 16,
+    size: int = DEFAULT_SIZE,
+    seed: int = 0,
+    *,
+    supersample: int = 2,
+    workers: int = 1,
+    progress: bool = True,
+    previews: bool = True,
+) -> list[FrameRecord]:
     """Render a synthetic data root at ``out``; returns the records written to labels.csv.
 
     identities, tracks_per_identity, frames_per_track: the data set's extent (each >= 1).
@@ -155,14 +182,22 @@ def synthesize(out: str, identities: int = 40, tracks_per_identity: int = 4, fra
     to anti-alias the features at 64 px). workers: processes (results do not depend on it).
     previews: also write contact_sheet.png and landmarks.png.
     """
-    for name, v, lo in (("identities", identities, 1), ("tracks_per_identity", tracks_per_identity, 1),
-                        ("frames_per_track", frames_per_track, 1), ("size", size, 16),
-                        ("supersample", supersample, 1), ("workers", workers, 1)):  # fmt: skip
+    for name, v, lo in (
+        ("identities", identities, 1),
+        ("tracks_per_identity", tracks_per_identity, 1),
+        ("frames_per_track", frames_per_track, 1),
+        ("size", size, 16),
+        ("supersample", supersample, 1),
+        ("workers", workers, 1),
+    ):
         if int(v) != v or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
     os.makedirs(out, exist_ok=True)
-    jobs = [(out, seed, i, t, frames_per_track, size, supersample)
-            for i in range(identities) for t in range(tracks_per_identity)]  # fmt: skip
+    jobs = [
+        (out, seed, i, t, frames_per_track, size, supersample)
+        for i in range(identities)
+        for t in range(tracks_per_identity)
+    ]
     from tqdm import tqdm
 
     bar = tqdm(total=len(jobs) * frames_per_track, unit="frame", desc="synth", disable=not progress)

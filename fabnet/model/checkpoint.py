@@ -266,8 +266,15 @@ def _unreadable(path: str, err: BaseException) -> str:
     )
 
 
-def check_compatible(state: dict, *, size: int, num_sources: int | None = None, width: int | None = None,
-                     path: str = "checkpoint", arg: str = "--resume") -> None:  # fmt: skip
+def check_compatible(
+    state: dict,
+    *,
+    size: int,
+    num_sources: int | None = None,
+    width: int | None = None,
+    path: str = "checkpoint",
+    arg: str = "--resume",
+) -> None:
     """ValueError naming the argument when a checkpoint was trained for another size, K or width."""
     cfg = state["model_config"]
     trained_width = checkpoint_width(state)

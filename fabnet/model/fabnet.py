@@ -52,10 +52,19 @@ class FabNet(nn.Module):
         0.11 against 0.048 for not warping on the demo data, and ~800 steps to get back to it.
     """
 
-    def __init__(self, size: int = 256, num_sources: int = 1, *, embedding_dim: int = 256,
-                 width: int = DEFAULT_WIDTH, op_backend: str = "auto", channels_last: bool = False,
-                 autocast_bf16: bool = False, confidence_range: float = CONFIDENCE_RANGE,
-                 identity_init: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        size: int = 256,
+        num_sources: int = 1,
+        *,
+        embedding_dim: int = 256,
+        width: int = DEFAULT_WIDTH,
+        op_backend: str = "auto",
+        channels_last: bool = False,
+        autocast_bf16: bool = False,
+        confidence_range: float = CONFIDENCE_RANGE,
+        identity_init: bool = True,
+    ):
         super().__init__()
         self.size = check_size(size)
         if int(num_sources) != num_sources or num_sources < 1:
@@ -72,15 +81,21 @@ class FabNet(nn.Module):
         self.encoder = Encoder(size, embedding_dim, width=self.width)
         zero = bool(identity_init)
         self.flow_decoder = Decoder(size, 2 * embedding_dim, 2, width=self.width, zero_last=zero)
-        self.confidence_decoder = (Decoder(size, 2 * embedding_dim, 1, width=self.width, zero_last=zero)
-                                   if self.num_sources > 1 else None)  # fmt: skip
+        self.confidence_decoder = (
+            Decoder(size, 2 * embedding_dim, 1, width=self.width, zero_last=zero) if self.num_sources > 1 else None
+        )
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
 
     def config(self) -> dict:
         """What a checkpoint needs to rebuild this module (see ``fabnet.model.checkpoint``)."""
-        return dict(size=self.size, num_sources=self.num_sources, embedding_dim=self.embedding_dim, width=self.width,
-                    confidence_range=self.confidence_range)  # fmt: skip
+        return dict(
+            size=self.size,
+            num_sources=self.num_sources,
+            embedding_dim=self.embedding_dim,
+            width=self.width,
+            confidence_range=self.confidence_range,
+        )
 
     def _autocast(self, device: torch.device):
         if self.autocast_bf16 and device.type == "cuda":

@@ -68,8 +68,7 @@ def level_channels(size: int, width: int = DEFAULT_WIDTH) -> list[int]:
 class Encoder(nn.Module):
     """(B, 3, S, S) -> (B, embedding_dim). S: a power of two in [32, 256]; width: see level_channels."""
 
-    def __init__(self, size: int = 256, embedding_dim: int = 256, in_channels: int = 3, *,
-                 width: int = DEFAULT_WIDTH):  # fmt: skip
+    def __init__(self, size: int = 256, embedding_dim: int = 256, in_channels: int = 3, *, width: int = DEFAULT_WIDTH):
         super().__init__()
         self.size = check_size(size)
         self.width = check_width(width)
@@ -106,8 +105,15 @@ class UpBlock(nn.Module):
 class Decoder(nn.Module):
     """(N, in_features) or (N, in_features, 1, 1) -> (N, out_channels, S, S) in [-1, 1] (tanh)."""
 
-    def __init__(self, size: int = 256, in_features: int = 512, out_channels: int = 2, *,
-                 width: int = DEFAULT_WIDTH, zero_last: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        size: int = 256,
+        in_features: int = 512,
+        out_channels: int = 2,
+        *,
+        width: int = DEFAULT_WIDTH,
+        zero_last: bool = False,
+    ):
         """zero_last: initialise the last conv to zero, so the output starts at 0 everywhere
         (flows: the identity warp; confidence logits: equal weights) instead of at random."""
         super().__init__()

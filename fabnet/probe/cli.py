@@ -88,14 +88,12 @@ def cmd_embed(args) -> int:
 
     _refuse_overwriting_inputs(args, "--out", args.out)
     splits = [args.split] if args.split else ["all"]
-    emb = embed_splits(_source(args), args.data, splits, crop=args.crop, batch_size=args.batch_size,
-                       progress=True)  # fmt: skip
+    emb = embed_splits(_source(args), args.data, splits, crop=args.crop, batch_size=args.batch_size, progress=True)
     if args.out.endswith(".npz"):
         import numpy as np
 
         e = next(iter(emb.values()))
-        np.savez(args.out, embeddings=e.embeddings, paths=np.array(e.paths), identities=e.identities,
-                 boxes=e.boxes)  # fmt: skip
+        np.savez(args.out, embeddings=e.embeddings, paths=np.array(e.paths), identities=e.identities, boxes=e.boxes)
     else:
         save_embeddings(emb, args.out, args.checkpoint or f"pixels:{args.pixels}")
     n = sum(len(e.records) for e in emb.values())
@@ -111,8 +109,9 @@ def cmd_probe(args) -> int:
     _refuse_overwriting_inputs(args, "--json", args.json)
     tasks = list(TASKS) if args.task == "all" else [args.task]
     emb = embed_splits(_source(args), args.data, crop=args.crop, batch_size=args.batch_size)
-    cfg = ProbeConfig(lr=args.lr, batch_size=args.probe_batch_size, max_epochs=args.max_epochs,
-                      patience=args.patience, seed=args.seed)  # fmt: skip
+    cfg = ProbeConfig(
+        lr=args.lr, batch_size=args.probe_batch_size, max_epochs=args.max_epochs, patience=args.patience, seed=args.seed
+    )
     results = {}
     info = label_info(args.data)
     name = args.name or _source_name(args)
@@ -126,8 +125,9 @@ def cmd_probe(args) -> int:
     print()
     print(format_table(results, tasks))
     if args.json:
-        dump_json({"checkpoint": args.checkpoint, "pixels": args.pixels, "data": args.data, "probes": results},
-                  args.json)  # fmt: skip
+        dump_json(
+            {"checkpoint": args.checkpoint, "pixels": args.pixels, "data": args.data, "probes": results}, args.json
+        )
         print(f"\nwrote {args.json}")
     return 0
 

@@ -50,8 +50,11 @@ def _every_target(test_records, num_sources: int):
     its K sources spread in yaw as in ``_confidence_examples``. No random draw: one random target
     per track (18 samples on the demo's test split) gave a pose-nearest share anywhere from 49 % to
     74 % over ten seeds for the same checkpoint."""
-    return [(track[t], _spread_sources(track, t, num_sources))
-            for track in _test_tracks(test_records, num_sources) for t in range(len(track))]  # fmt: skip
+    return [
+        (track[t], _spread_sources(track, t, num_sources))
+        for track in _test_tracks(test_records, num_sources)
+        for t in range(len(track))
+    ]
 
 
 def confidence_figure(target, sources, confidence, generated, pose_target, pose_sources, path: str) -> str:
@@ -87,20 +90,25 @@ def confidence_figure(target, sources, confidence, generated, pose_target, pose_
                 side.set_linewidth(2.5)
             im = row[1 + k + j].imshow(confidence[i, j].numpy(), cmap="inferno", vmin=0.0, vmax=vmax)
             row[1 + k + j].set_title(f"confidence {j + 1}\nmean {float(confidence[i, j].mean()):.2f}", fontsize=7)
-        row[1 + 2 * k].imshow(confidence[i].argmax(0).numpy(), cmap=ListedColormap(palette), vmin=-0.5,
-                              vmax=k - 0.5, interpolation="nearest")  # fmt: skip
+        row[1 + 2 * k].imshow(
+            confidence[i].argmax(0).numpy(),
+            cmap=ListedColormap(palette),
+            vmin=-0.5,
+            vmax=k - 0.5,
+            interpolation="nearest",
+        )
         row[1 + 2 * k].set_title("most confident\nsource", fontsize=7)
         row[2 + 2 * k].imshow(img(generated[i]))
         row[2 + 2 * k].set_title("generated", fontsize=7)
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.subplots_adjust(left=0.01, right=0.9, top=1 - 0.75 / fig.get_figheight(), bottom=0.02, wspace=0.08,
-                        hspace=0.45)  # fmt: skip
+    fig.subplots_adjust(left=0.01, right=0.9, top=1 - 0.75 / fig.get_figheight(), bottom=0.02, wspace=0.08, hspace=0.45)
     cax = fig.add_axes([0.915, 0.1, 0.012, 0.75])
     fig.colorbar(im, cax=cax).set_label(f"confidence (softmax over K; 1/K = {1 / k:.2f})", fontsize=7)
-    fig.suptitle(f"3-source FAb-Net on test tracks: {k} sources spread in yaw, their confidences and the blend",
-                 fontsize=9)  # fmt: skip
+    fig.suptitle(
+        f"3-source FAb-Net on test tracks: {k} sources spread in yaw, their confidences and the blend", fontsize=9
+    )
     return save(fig, path)
 
 
@@ -142,11 +150,23 @@ def confidence_study(checkpoint: str, test_records, path: str, *, rows: int = 4,
     # The figure's rows are samples the statistic already ran (same target, same sources).
     row_of = {id(t): i for i, (t, _) in enumerate(samples)}
     rows_shown = [row_of[id(t)] for t, _ in _confidence_examples(test_records, k, rows, seed)]
-    confidence_figure(target[rows_shown], sources[rows_shown], conf[rows_shown], out["generated"][rows_shown],
-                      pose_t[rows_shown], pose_s[rows_shown], path)  # fmt: skip
-    return {"png": path, "samples": len(samples), "num_sources": k,
-            "max_confidence_mean": round(float(conf.max(1).values.mean()), 4),
-            "nearest_pose_share": round(share, 4), "chance_share": round(1.0 / k, 4)}  # fmt: skip
+    confidence_figure(
+        target[rows_shown],
+        sources[rows_shown],
+        conf[rows_shown],
+        out["generated"][rows_shown],
+        pose_t[rows_shown],
+        pose_s[rows_shown],
+        path,
+    )
+    return {
+        "png": path,
+        "samples": len(samples),
+        "num_sources": k,
+        "max_confidence_mean": round(float(conf.max(1).values.mean()), 4),
+        "nearest_pose_share": round(share, 4),
+        "chance_share": round(1.0 / k, 4),
+    }
 
 
 __all__ = ["confidence_figure", "confidence_study"]

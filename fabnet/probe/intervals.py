@@ -14,8 +14,14 @@ from collections.abc import Callable
 import numpy as np
 
 
-def identity_bootstrap(metric: Callable[[np.ndarray], float], identities: np.ndarray, *, resamples: int = 1000,
-                       seed: int = 0, level: float = 0.95) -> list[float]:  # fmt: skip
+def identity_bootstrap(
+    metric: Callable[[np.ndarray], float],
+    identities: np.ndarray,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[float]:
     """[low, high]: the percentile interval of ``metric(rows)`` over identity resamples.
 
     metric: maps an index array of rows (test frames, repeats allowed) to a number; NaN results

@@ -35,8 +35,15 @@ class Embedded:
         return [r.path for r in self.records]
 
 
-def embed_splits(checkpoint, root: str, splits=("train", "val", "test"), *, crop="center",
-                 batch_size: int = 128, progress: bool = False) -> dict[str, Embedded]:  # fmt: skip
+def embed_splits(
+    checkpoint,
+    root: str,
+    splits=("train", "val", "test"),
+    *,
+    crop="center",
+    batch_size: int = 128,
+    progress: bool = False,
+) -> dict[str, Embedded]:
     """Embed the frames of each split of ``root`` with a frozen encoder.
 
     checkpoint: the path of a FAb-Net or baseline checkpoint, or an encoder module with a
@@ -103,8 +110,9 @@ class ProbeOutcome:
         return evaluate(self.task, self.pred[rows], self.y[rows], **self.options)
 
 
-def probe_outcome(task: str, emb: dict[str, Embedded], *, config: ProbeConfig | None = None,
-                  info: dict | None = None) -> ProbeOutcome:  # fmt: skip
+def probe_outcome(
+    task: str, emb: dict[str, Embedded], *, config: ProbeConfig | None = None, info: dict | None = None
+) -> ProbeOutcome:
     """Fit the probe of ``task`` on train (early stopping on val) and predict the test frames."""
     from fabnet.data.labels import OUTER_EYE_CORNERS
 
@@ -132,14 +140,24 @@ def probe_outcome(task: str, emb: dict[str, Embedded], *, config: ProbeConfig | 
         names = list(info.get("expression_names", []))[: pred.shape[1]] or None
     elif task == "attributes":
         names = list(info.get("attribute_names", []))[: pred.shape[1]] or None
-    options = dict(pose_names=info.get("pose_names", ("yaw", "pitch", "roll")), class_names=names,
-                   outer_eye_corners=OUTER_EYE_CORNERS)  # fmt: skip
-    return ProbeOutcome(task, pred, data["test"][1], np.asarray(identities), options, fit, len(data["train"][1]),
-                        len(data["val"][1]))  # fmt: skip
+    options = dict(
+        pose_names=info.get("pose_names", ("yaw", "pitch", "roll")),
+        class_names=names,
+        outer_eye_corners=OUTER_EYE_CORNERS,
+    )
+    return ProbeOutcome(
+        task, pred, data["test"][1], np.asarray(identities), options, fit, len(data["train"][1]), len(data["val"][1])
+    )
 
 
-def probe_task(task: str, emb: dict[str, Embedded], *, config: ProbeConfig | None = None,
-               info: dict | None = None, bootstrap: int = 1000) -> tuple[dict, object]:  # fmt: skip
+def probe_task(
+    task: str,
+    emb: dict[str, Embedded],
+    *,
+    config: ProbeConfig | None = None,
+    info: dict | None = None,
+    bootstrap: int = 1000,
+) -> tuple[dict, object]:
     """Fit the probe of ``task`` on train (early stopping on val) and score it on test.
 
     emb: the output of ``embed_splits`` with train, val and test. info: label names
@@ -161,8 +179,13 @@ def probe_task(task: str, emb: dict[str, Embedded], *, config: ProbeConfig | Non
 
         metrics["ci95"] = {main: identity_bootstrap(metric, outcome.identities, resamples=bootstrap, seed=0)}
     fit = outcome.fit
-    metrics.update(num_train=outcome.num_train, num_val=outcome.num_val, best_epoch=fit.best_epoch,
-                   epochs=fit.epochs, fit_s=round(time.perf_counter() - t0, 2))  # fmt: skip
+    metrics.update(
+        num_train=outcome.num_train,
+        num_val=outcome.num_val,
+        best_epoch=fit.best_epoch,
+        epochs=fit.epochs,
+        fit_s=round(time.perf_counter() - t0, 2),
+    )
     return metrics, fit
 
 
@@ -221,13 +244,23 @@ def pose_agreement(emb: Embedded, *, queries: int | None = None, k: int = 6, see
         others = np.flatnonzero(ids != ids[qi])
         rand.append(np.abs(pose[rng.choice(others, min(k, len(others)), replace=False)] - pose[qi]))
     rand = np.concatenate(rand)
-    return {"neighbour_pose_diff_deg": [round(float(v), 2) for v in np.nanmean(diff, axis=0)],
-            "random_pose_diff_deg": [round(float(v), 2) for v in np.nanmean(rand, axis=0)],
-            "pose_stats_queries": int(len(q))}  # fmt: skip
+    return {
+        "neighbour_pose_diff_deg": [round(float(v), 2) for v in np.nanmean(diff, axis=0)],
+        "random_pose_diff_deg": [round(float(v), 2) for v in np.nanmean(rand, axis=0)],
+        "pose_stats_queries": int(len(q)),
+    }
 
 
-def retrieval_figure(emb: Embedded, out_png: str, *, queries: int = 6, k: int = 6, seed: int = 0,
-                     title: str | None = None, stats_queries: int | None = None) -> dict:  # fmt: skip
+def retrieval_figure(
+    emb: Embedded,
+    out_png: str,
+    *,
+    queries: int = 6,
+    k: int = 6,
+    seed: int = 0,
+    title: str | None = None,
+    stats_queries: int | None = None,
+) -> dict:
     """Draw the cross-identity nearest neighbours of ``queries`` random frames of ``emb``.
 
     Every tile is captioned with its yaw / pitch / roll. Returns a summary: the query and
@@ -254,8 +287,11 @@ def retrieval_figure(emb: Embedded, out_png: str, *, queries: int = 6, k: int = 
         return "" if np.isnan(y) else f"y{y:+.0f} p{p:+.0f} r{r:+.0f}"
 
     draw_grid(emb.paths, q, nn_idx, out_png, captions=caption, title=title)
-    summary = {"png": out_png, "queries": [emb.records[i].relpath for i in q],
-               "neighbours": [[emb.records[j].relpath for j in row if j >= 0] for row in nn_idx]}  # fmt: skip
+    summary = {
+        "png": out_png,
+        "queries": [emb.records[i].relpath for i in q],
+        "neighbours": [[emb.records[j].relpath for j in row if j >= 0] for row in nn_idx],
+    }
     summary.update(pose_agreement(emb, queries=stats_queries, k=k, seed=seed))
     summary["identity_share"] = round(identity_share(emb.embeddings, ids), 4)
     tracks = np.array(["/".join(r.track_key) for r in emb.records])
@@ -277,5 +313,15 @@ def dump_json(obj, path: str) -> str:
     return path
 
 
-__all__ = ["Embedded", "ProbeOutcome", "dump_json", "embed_splits", "format_table", "pose_agreement", "probe_outcome",
-           "probe_task", "retrieval_figure", "save_embeddings"]  # fmt: skip
+__all__ = [
+    "Embedded",
+    "ProbeOutcome",
+    "dump_json",
+    "embed_splits",
+    "format_table",
+    "pose_agreement",
+    "probe_outcome",
+    "probe_task",
+    "retrieval_figure",
+    "save_embeddings",
+]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def cosine_neighbours(queries: np.ndarray, gallery: np.ndarray, query_ids, gallery_ids,
-                      k: int = 5) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def cosine_neighbours(
+    queries: np.ndarray, gallery: np.ndarray, query_ids, gallery_ids, k: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k gallery rows per query by cosine similarity, other identities only.
 
     queries: (Q, D), gallery: (G, D) embeddings; query_ids: (Q,), gallery_ids: (G,) identity
@@ -81,8 +82,9 @@ def within_track_pose_r2(embeddings: np.ndarray, tracks, pose: np.ndarray) -> fl
     p = np.asarray(pose, np.float64)
     t = np.asarray(tracks)
     if e.ndim != 2 or p.ndim != 2 or t.shape != (e.shape[0],) or p.shape[0] != e.shape[0]:
-        raise ValueError(f"embeddings must be (N, D), tracks (N,) and pose (N, P); got {e.shape}, {t.shape} "
-                         f"and {p.shape}")  # fmt: skip
+        raise ValueError(
+            f"embeddings must be (N, D), tracks (N,) and pose (N, P); got {e.shape}, {t.shape} and {p.shape}"
+        )
     keep = ~np.isnan(p).any(axis=1)
     e, p = _group_centred(e[keep], t[keep]), _group_centred(p[keep], t[keep])
     total = float((e**2).sum())
@@ -111,8 +113,9 @@ def pick_queries(identities, count: int, seed: int = 0) -> np.ndarray:
     return np.array(picks, np.int64)
 
 
-def draw_grid(paths: list[str], query_idx, neighbour_idx, path: str, *, captions=None, tile: int = 96,
-              title: str | None = None) -> str:  # fmt: skip
+def draw_grid(
+    paths: list[str], query_idx, neighbour_idx, path: str, *, captions=None, tile: int = 96, title: str | None = None
+) -> str:
     """Save a Figure-5 style PNG: one row per query, the query in the first column, then its neighbours.
 
     paths: image file of every gallery row; query_idx: (Q,), neighbour_idx: (Q, k) rows of
@@ -134,8 +137,7 @@ def draw_grid(paths: list[str], query_idx, neighbour_idx, path: str, *, captions
     if title:
         draw.text((4, 2), title, fill=(0, 0, 0))
     draw.text((4, head - 14), "query", fill=(200, 0, 0))
-    draw.text((tile + gap + 4, head - 14), f"top-{k} neighbours (other identities), most similar first",
-              fill=(0, 0, 0))  # fmt: skip
+    draw.text((tile + gap + 4, head - 14), f"top-{k} neighbours (other identities), most similar first", fill=(0, 0, 0))
 
     def put(row: int, x: int, y: int) -> None:
         with Image.open(paths[row]) as im:

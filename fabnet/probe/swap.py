@@ -130,8 +130,11 @@ def target_swap_study(checkpoint: str, records, *, samples: int = 256, seed: int
                 l1[name].append(ops.warp_blend_l1(sources, flows, logits, target, **OP_KWARGS))
             still = torch.zeros(len(part), k, 2, model.size, model.size)
             l1["unwarped"].append(ops.warp_blend_l1(sources, still, None, target, **OP_KWARGS))
-    return {"samples": len(drawn), "num_sources": k,
-            "l1": {name: round(float(torch.cat(v).mean()), 7) for name, v in l1.items()}}  # fmt: skip
+    return {
+        "samples": len(drawn),
+        "num_sources": k,
+        "l1": {name: round(float(torch.cat(v).mean()), 7) for name, v in l1.items()},
+    }
 
 
 __all__ = ["CONDITIONS", "pose_nearest_other_identity", "target_swap_study"]

@@ -28,8 +28,15 @@ DEFAULT_POSE_NAMES = ("yaw", "pitch", "roll")
 DEFAULT_OUTER_EYE_CORNERS = (6, 9)
 
 
-def evaluate(task: str, pred: np.ndarray, y: np.ndarray, *, pose_names=DEFAULT_POSE_NAMES,
-             class_names=None, outer_eye_corners=DEFAULT_OUTER_EYE_CORNERS) -> dict[str, float]:  # fmt: skip
+def evaluate(
+    task: str,
+    pred: np.ndarray,
+    y: np.ndarray,
+    *,
+    pose_names=DEFAULT_POSE_NAMES,
+    class_names=None,
+    outer_eye_corners=DEFAULT_OUTER_EYE_CORNERS,
+) -> dict[str, float]:
     """Test metrics of ``task`` for predictions ``pred`` (probe output) against targets ``y``.
 
     landmarks: pred, y (N, 2L) normalised coordinates -> ``nme_iod_pct`` (mean over faces) and

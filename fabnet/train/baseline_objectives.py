@@ -118,9 +118,13 @@ class SupervisedObjective:
         self.num_landmark = landmarks.shape[1]
         self.classes = max(int(r.expression) for r in records) + 1
         self.attributes = len(records[0].attributes)
-        self.scale = {task: (torch.as_tensor(y.mean(0), dtype=torch.float32),
-                             torch.as_tensor(y.std(0) + 1e-6, dtype=torch.float32))
-                      for task, y in (("landmarks", landmarks), ("pose", pose))}  # fmt: skip
+        self.scale = {
+            task: (
+                torch.as_tensor(y.mean(0), dtype=torch.float32),
+                torch.as_tensor(y.std(0) + 1e-6, dtype=torch.float32),
+            )
+            for task, y in (("landmarks", landmarks), ("pose", pose))
+        }
         out = self.num_landmark + 3 + self.classes + self.attributes
         self.head = nn.Linear(embedding_dim, out)
 
@@ -150,8 +154,12 @@ class SupervisedObjective:
         return total
 
 
-OBJECTIVES = {"autoencoder": AutoencoderObjective, "rotation": RotationObjective,
-              "contrastive": ContrastiveObjective, "supervised": SupervisedObjective}  # fmt: skip
+OBJECTIVES = {
+    "autoencoder": AutoencoderObjective,
+    "rotation": RotationObjective,
+    "contrastive": ContrastiveObjective,
+    "supervised": SupervisedObjective,
+}
 
 
 def view_boxes(width: int, height: int, count: int, fraction: tuple[float, float], rng: np.random.Generator):

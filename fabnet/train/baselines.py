@@ -110,8 +110,10 @@ class Batch:
         from fabnet.train.baseline_objectives import view_boxes
 
         h, w = self.images.shape[-2:]
-        return tuple(crops_at(self.images, self.idx, view_boxes(w, h, len(self.idx), fraction, self.rng), self.size)
-                     for _ in range(2))  # fmt: skip
+        return tuple(
+            crops_at(self.images, self.idx, view_boxes(w, h, len(self.idx), fraction, self.rng), self.size)
+            for _ in range(2)
+        )
 
 
 def _optimizer(cfg: BaselineConfig, params):
@@ -139,8 +141,9 @@ def _checkpoint(cfg: BaselineConfig, modules: dict[str, nn.Module], losses: list
     }
 
 
-def train_baseline(cfg: BaselineConfig, records, out_path: str, *, images: torch.Tensor | None = None,
-                   progress: bool = False) -> BaselineResult:  # fmt: skip
+def train_baseline(
+    cfg: BaselineConfig, records, out_path: str, *, images: torch.Tensor | None = None, progress: bool = False
+) -> BaselineResult:
     """Train (or, for random_init, only initialise) a baseline on ``records`` and save its checkpoint.
 
     records: the training frames (FrameRecord-like, with ``path``; ``supervised`` also reads their

@@ -14,8 +14,14 @@ from fabnet.model.fabnet import CONFIDENCE_RANGE, PAPER_CONFIDENCE_RANGE
 # The paper's optimisation and initialisation (``fabnet train --paper``). The defaults differ:
 # with SGD at 1e-3 and a random last decoder conv, the demo's warp beat not warping only after
 # ~800 steps and ended 15 % below it; Adam at 2e-4 from the identity warp reached 21 % in 2000.
-PAPER = dict(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=0.0, identity_init=False,
-             confidence_range=PAPER_CONFIDENCE_RANGE)  # fmt: skip
+PAPER = dict(
+    optimizer="sgd",
+    lr=1e-3,
+    momentum=0.9,
+    weight_decay=0.0,
+    identity_init=False,
+    confidence_range=PAPER_CONFIDENCE_RANGE,
+)
 
 
 @dataclass

@@ -16,8 +16,23 @@ from fabnet.data.extract import plan_videos, select_frames
 
 def test_synth_command(tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = main(["synth", str(out), "--identities", "2", "--tracks-per-identity", "2", "--frames-per-track", "3",
-               "--size", "32", "--seed", "4", "--quiet"])  # fmt: skip
+    rc = main(
+        [
+            "synth",
+            str(out),
+            "--identities",
+            "2",
+            "--tracks-per-identity",
+            "2",
+            "--frames-per-track",
+            "3",
+            "--size",
+            "32",
+            "--seed",
+            "4",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     for name in ("labels.csv", "contact_sheet.png", "landmarks.png"):
@@ -29,11 +44,14 @@ def test_synth_command(tmp_path, capsys):
         assert im.size == (32, 32) and im.format == "JPEG"
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--identities", "0"], "--identities: expected an integer >= 1, got 0"),
-    (["--size", "abc"], "--size: expected an integer in [16, 1024], got 'abc'"),
-    (["--size", "100000"], "--size: expected an integer in [16, 1024] ("),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--identities", "0"], "--identities: expected an integer >= 1, got 0"),
+        (["--size", "abc"], "--size: expected an integer in [16, 1024], got 'abc'"),
+        (["--size", "100000"], "--size: expected an integer in [16, 1024] ("),
+    ],
+)
 def test_synth_command_rejects_bad_values(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exc:
         main(["synth", str(tmp_path / "x"), *args])

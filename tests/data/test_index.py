@@ -47,8 +47,14 @@ def test_labels_round_trip(synth_root, tmp_path):
     write_labels(str(root), records)
     again = read_labels(str(root))
     for a, b in zip(records, again):
-        assert (a.relpath, a.identity, a.video, a.track, a.frame, a.expression) == \
-               (b.relpath, b.identity, b.video, b.track, b.frame, b.expression)  # fmt: skip
+        assert (a.relpath, a.identity, a.video, a.track, a.frame, a.expression) == (
+            b.relpath,
+            b.identity,
+            b.video,
+            b.track,
+            b.frame,
+            b.expression,
+        )
         np.testing.assert_allclose(a.pose, b.pose, atol=1e-4)
         np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-4)
         np.testing.assert_array_equal(a.attributes, b.attributes)
@@ -111,8 +117,9 @@ def test_corrupt_and_truncated_jpegs_are_left_out_with_one_warning(synth_root, t
     # A whole epoch over the damaged root runs: the damaged frames are never read.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
-        loader = make_loader(root, split="all", batch_size=8, num_sources=2, size=16, backend="pil",
-                             num_workers=0, shuffle=True)  # fmt: skip
+        loader = make_loader(
+            root, split="all", batch_size=8, num_sources=2, size=16, backend="pil", num_workers=0, shuffle=True
+        )
     seen = [p for batch in loader for sample in batch["paths"] for p in sample]
     assert len(seen) == len(loader.tracks) * 3
     assert not any(p.endswith(truncated) or p.endswith(garbage) for p in seen)
@@ -146,8 +153,7 @@ def test_short_tracks_are_skipped_with_one_summary_warning(tmp_path):
         warnings.simplefilter("error")  # no warning when every track is long enough
         assert len(group_tracks(records, 2)) == 8
     with pytest.warns(DataWarning, match="skipped 4 of 8"):
-        loader = make_loader(str(root), split="all", batch_size=2, num_sources=3, size=16, backend="pil",
-                             num_workers=0)  # fmt: skip
+        loader = make_loader(str(root), split="all", batch_size=2, num_sources=3, size=16, backend="pil", num_workers=0)
     assert len(loader.tracks) == 4
     with pytest.raises(ValueError, match="num_sources \\+ 1 = 7"), pytest.warns(DataWarning):
         make_loader(str(root), split="all", batch_size=2, num_sources=6, size=16, backend="pil")

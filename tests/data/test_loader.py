@@ -82,8 +82,9 @@ def test_plan_is_deterministic_per_seed_and_epoch(synth_root):
 def test_shards_are_disjoint_and_equal(synth_root):
     full = _loader(synth_root, split="train", batch_size=1, epoch_length=30)
     everything = [_key(s) for b in full.plan(0) for s in b]
-    shards = [_loader(synth_root, split="train", batch_size=1, epoch_length=30, shard_id=i, num_shards=3)
-              for i in range(3)]  # fmt: skip
+    shards = [
+        _loader(synth_root, split="train", batch_size=1, epoch_length=30, shard_id=i, num_shards=3) for i in range(3)
+    ]
     parts = [[_key(s) for b in sh.plan(0) for s in b] for sh in shards]
     assert [len(p) for p in parts] == [10, 10, 10]
     interleaved = [parts[j % 3][j // 3] for j in range(30)]
@@ -108,16 +109,19 @@ def test_load_frames_matches_the_eval_loader(synth_root):
         load_frames(batch["paths"][0], 24, crop="random")
 
 
-@pytest.mark.parametrize(("name", "value", "match"), [
-    ("batch_size", 0, "batch_size must be an integer >= 1, got 0"),
-    ("num_sources", 0, "num_sources must be an integer >= 1, got 0"),
-    ("size", 4, "size must be an integer >= 8, got 4"),
-    ("backend", "opencv", "backend must be one of"),
-    ("shard_id", 2, "shard_id must be in \\[0, num_shards=2\\), got 2"),
-    ("crop", "left", "crop must be 'random', 'center', 'full' or a fraction"),
-    ("split", "dev", "split must be one of"),
-    ("device", "meta", "device must be 'cpu' or 'cuda\\[:i\\]', got 'meta'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        ("batch_size", 0, "batch_size must be an integer >= 1, got 0"),
+        ("num_sources", 0, "num_sources must be an integer >= 1, got 0"),
+        ("size", 4, "size must be an integer >= 8, got 4"),
+        ("backend", "opencv", "backend must be one of"),
+        ("shard_id", 2, "shard_id must be in \\[0, num_shards=2\\), got 2"),
+        ("crop", "left", "crop must be 'random', 'center', 'full' or a fraction"),
+        ("split", "dev", "split must be one of"),
+        ("device", "meta", "device must be 'cpu' or 'cuda\\[:i\\]', got 'meta'"),
+    ],
+)
 def test_bad_arguments(synth_root, name, value, match):
     kw = dict(split="train", batch_size=2, num_sources=1, size=16, backend="pil", num_shards=2)
     kw[name] = value
@@ -137,16 +141,19 @@ def _pair(root, **kw):
 
 
 @requires_dali
-@pytest.mark.parametrize(("size", "crop", "mean_tol", "max_tol"), [
-    # Tolerances are about twice the differences measured (mean, max): upscaling a 67 px crop
-    # to 80 px, both decode the same JPEG and resample linearly (0.0007, 1/255: rounding only).
-    (80, "center", 0.002, 2.5 / 255),
-    (80, "random", 0.002, 2.5 / 255),
-    # Downscaling 67 px to 24 px: one antialiased resampling in both, different filters (0.004, 0.055).
-    (24, "random", 0.01, 0.12),
-    # The whole 96 px frame to 24 px: Pillow decodes at 1/2 scale in the DCT first (0.0075, 0.2).
-    (24, "full", 0.015, 0.4),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("size", "crop", "mean_tol", "max_tol"),
+    [
+        # Tolerances are about twice the differences measured (mean, max): upscaling a 67 px crop
+        # to 80 px, both decode the same JPEG and resample linearly (0.0007, 1/255: rounding only).
+        (80, "center", 0.002, 2.5 / 255),
+        (80, "random", 0.002, 2.5 / 255),
+        # Downscaling 67 px to 24 px: one antialiased resampling in both, different filters (0.004, 0.055).
+        (24, "random", 0.01, 0.12),
+        # The whole 96 px frame to 24 px: Pillow decodes at 1/2 scale in the DCT first (0.0075, 0.2).
+        (24, "full", 0.015, 0.4),
+    ],
+)
 def test_dali_and_pil_agree(wide_root, size, crop, mean_tol, max_tol):
     pil, dali = _pair(wide_root, batch_size=3, num_sources=2, size=size, crop=crop, shuffle=crop == "random")
     assert len(pil) == len(dali) >= 2
@@ -198,8 +205,9 @@ def test_dali_slice_decode_equals_full_decode(wide_root, size):
     batches = loader.plan(0)
     out = {}
     for slice_decode in (True, False):
-        runner = dali_backend.DaliRunner(3, 4, size, num_threads=1, device=torch.device("cpu"), seed=0,
-                                         slice_decode=slice_decode)  # fmt: skip
+        runner = dali_backend.DaliRunner(
+            3, 4, size, num_threads=1, device=torch.device("cpu"), seed=0, slice_decode=slice_decode
+        )
         out[slice_decode] = list(runner.epoch(batches))
     assert len(out[True]) == len(out[False]) == len(batches)
     for a, b in zip(out[True], out[False]):

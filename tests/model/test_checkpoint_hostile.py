@@ -36,11 +36,13 @@ def _saved(tmp_path, state, name="c.pt") -> str:
         ({"size": 48, "num_sources": 1, "embedding_dim": 256}, "must be a power of two in [32, 256], got 48"),
         ({"size": 32, "num_sources": True, "embedding_dim": 256}, "model_config['num_sources'] must be an integer"),
         ({"size": 32, "num_sources": 1, "embedding_dim": 2**40}, "model_config['embedding_dim'] must be"),
-        ({"size": 32, "num_sources": 1, "embedding_dim": 256, "width": 8, "confidence_range": float("nan")},
-         "model_config['confidence_range'] must be a finite number > 0"),
+        (
+            {"size": 32, "num_sources": 1, "embedding_dim": 256, "width": 8, "confidence_range": float("nan")},
+            "model_config['confidence_range'] must be a finite number > 0",
+        ),
     ],
     ids=["missing", "string", "not-power", "bool", "huge", "nan"],
-)  # fmt: skip
+)
 def test_model_config_is_checked_before_use(tmp_path, config, message):
     path = _saved(tmp_path, _state(model_config=config))
     with pytest.raises(ValueError) as err:

@@ -140,8 +140,13 @@ def test_readers_see_what_they_count():
     body = mc.split_sass(sass)["_Z1kv"]
     k = mc.Kernel("90", "_Z1kv", "k<float, 4, false, int32>", 72, 8, 32, 256, body)
     assert (k.readonly_loads, k.plain_loads, k.divides_64, k.stores_128, k.stores_narrow, k.exponentials) == (
-        1, 1, 1, 1, 1, 1,
-    )  # fmt: skip
+        1,
+        1,
+        1,
+        1,
+        1,
+        1,
+    )
     assert k.occupancy == pytest.approx(24 / 64)  # 72 registers: 3 blocks of 8 warps
 
 

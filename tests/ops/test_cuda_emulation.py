@@ -333,8 +333,9 @@ def test_edge_coordinates(lib, padding_mode, align_corners):
     x = torch.rand(1, 2, 5, 7, generator=g, dtype=torch.float64)
     grid = edge_grid(torch.float64)
     sources, flows = x.unsqueeze(1), grid.permute(0, 3, 1, 2).unsqueeze(1).contiguous()
-    emulated = Emulated(lib, sources, flows, None, None, residual=False, padding_mode=padding_mode,
-                        align_corners=align_corners)  # fmt: skip
+    emulated = Emulated(
+        lib, sources, flows, None, None, residual=False, padding_mode=padding_mode, align_corners=align_corners
+    )
     up = torch.randn(1, 2, 4, 9, generator=g, dtype=torch.float64)
     got = [emulated.forward(), *emulated.backward(up, [True, True, False, False], loss=False)[:2]]
     xs, gs = x.clone().requires_grad_(), grid.clone().requires_grad_()

@@ -211,9 +211,19 @@ def test_triton_matches_grid_sample():
 def edge_grid(dtype) -> torch.Tensor:
     """(1, 4, 9, 2): x and y at exactly -1 and 1, one ulp inside and outside, 1e-7 outside, huge."""
     one = torch.tensor(1.0, dtype=dtype)
-    values = torch.stack([-one, one, torch.nextafter(-one, -2 * one), torch.nextafter(one, 2 * one),
-                          torch.nextafter(-one, 0 * one), torch.nextafter(one, 0 * one), -one - 1e-7, one + 1e-7,
-                          one * 1e10])  # fmt: skip
+    values = torch.stack(
+        [
+            -one,
+            one,
+            torch.nextafter(-one, -2 * one),
+            torch.nextafter(one, 2 * one),
+            torch.nextafter(-one, 0 * one),
+            torch.nextafter(one, 0 * one),
+            -one - 1e-7,
+            one + 1e-7,
+            one * 1e10,
+        ]
+    )
     xs = values.view(1, 1, 9).expand(1, 4, 9)
     ys = values[[0, 1, 3, 8]].view(1, 4, 1).expand(1, 4, 9)
     return torch.stack([xs, ys], dim=-1).contiguous()

@@ -156,8 +156,10 @@ def test_triton_fused_rounding_at_zero_offsets(triton_zero_offsets):
     """float64 without align_corners rounds (g + 1) * size - 1 once (tl.fma), as ATen does. The
     compiled kernel's tl.fma is PTX fma.rn; Triton's interpreter fuses it from 3.9 on only."""
     if not triton_zero_offsets["fma_fused"]:
-        pytest.skip(f"triton {triton_zero_offsets['triton']}'s interpreter evaluates tl.fma with two roundings "
-                    "((2/7 + 1) * 7 - 1 = 8.0, fused 7.999999999999999); compiled, tl.fma is PTX fma.rn")  # fmt: skip
+        pytest.skip(
+            f"triton {triton_zero_offsets['triton']}'s interpreter evaluates tl.fma with two roundings "
+            "((2/7 + 1) * 7 - 1 = 8.0, fused 7.999999999999999); compiled, tl.fma is PTX fma.rn"
+        )
     errors = {k: v for k, v in triton_zero_offsets["errors"].items() if _fused_case(k)}
     bad = {k: v for k, v in errors.items() if not v <= 1e-12}
     assert not bad, f"flow gradients off at zero offsets: {bad}"

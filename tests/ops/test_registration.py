@@ -113,8 +113,9 @@ def test_triton_declines_source_gradients_under_deterministic_algorithms():
     from tests.ops.inputs import Case, make_inputs
 
     s, f, lg, t = make_inputs(Case(1, 2, 3, 5, 5, 5, 5), dtype=torch.float32, residual=True)
-    args = validate(s.requires_grad_(), f, lg, t, residual=True, padding_mode="zeros", align_corners=False,
-                    needs_target=True)  # fmt: skip
+    args = validate(
+        s.requires_grad_(), f, lg, t, residual=True, padding_mode="zeros", align_corners=False, needs_target=True
+    )
     before = torch.are_deterministic_algorithms_enabled()
     try:
         torch.use_deterministic_algorithms(True)

@@ -141,8 +141,20 @@ def _training_launches():
             )  # every gradient
         if dtype == torch.float32:  # the small-problem configs (64 pixels, 2 warps) an H100 gets here
             kw.forward(s, f, lg, t, **training, wrap=recorder, sms=132)
-            kw.backward(grad_loss, s, f, lg, t, **training, need_sources=False, need_flows=True,
-                        need_logits=True, need_target=False, wrap=recorder, sms=132)  # fmt: skip
+            kw.backward(
+                grad_loss,
+                s,
+                f,
+                lg,
+                t,
+                **training,
+                need_sources=False,
+                need_flows=True,
+                need_logits=True,
+                need_target=False,
+                wrap=recorder,
+                sms=132,
+            )
     return recorder.launches
 
 

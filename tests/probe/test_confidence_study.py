@@ -10,8 +10,15 @@ from fabnet.probe.confidence import _confidence_examples, _every_target, confide
 def _rec(identity, track, frame, yaw, pitch=0.0):
     from fabnet.data.labels import FrameRecord
 
-    return FrameRecord(path="", relpath="", identity=f"id{identity}", video=f"v{track}", track="t", frame=frame,
-                       pose=np.array([yaw, pitch, 0.0], np.float32))  # fmt: skip
+    return FrameRecord(
+        path="",
+        relpath="",
+        identity=f"id{identity}",
+        video=f"v{track}",
+        track="t",
+        frame=frame,
+        pose=np.array([yaw, pitch, 0.0], np.float32),
+    )
 
 
 # Two tracks of 5 frames with known yaws, one 3-frame track too short for K = 3.
