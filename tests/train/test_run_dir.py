@@ -24,26 +24,17 @@ def _train(root, out, *extra):
     return fabnet_main(small_args(root, out, *QUICK, *extra))
 
 
+def _long_run(root, run, *, checkpoint_every: int):
+    """A child `fabnet train` of 400 steps that logs every step: the run another process meets."""
+    every = ("--checkpoint-every", str(checkpoint_every), "--log-every", "1")
+    return spawn(small_args(root, run, "--steps", "400", "--val-every", "1000", "--width", "8", *every))
+
+
 def test_a_second_run_on_the_same_out_is_refused_naming_the_holder(synth_root, tmp_path):
     """Item 1: the first run holds RUN/.lock; the second exits 2 naming the first's pid, and the
     first finishes with its own metrics and checkpoints, untouched."""
     run = str(tmp_path / "run")
-    first = spawn(
-        small_args(
-            synth_root,
-            run,
-            "--steps",
-            "400",
-            "--val-every",
-            "1000",
-            "--width",
-            "8",
-            "--checkpoint-every",
-            "1000",
-            "--log-every",
-            "1",
-        )
-    )
+    first = _long_run(synth_root, run, checkpoint_every=1000)
     try:
         wait_for(lambda: any(m["kind"] == "train" for m in read_metrics(run)), proc=first)
         second = subprocess.run(
@@ -68,22 +59,7 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_holder(synth_root, t
 def test_the_lock_dies_with_its_process(synth_root, tmp_path):
     """kill -9 of the holder frees the directory at once: no stale lock to clear by hand."""
     run = str(tmp_path / "run")
-    holder = spawn(
-        small_args(
-            synth_root,
-            run,
-            "--steps",
-            "400",
-            "--val-every",
-            "1000",
-            "--width",
-            "8",
-            "--checkpoint-every",
-            "1",
-            "--log-every",
-            "1",
-        )
-    )
+    holder = _long_run(synth_root, run, checkpoint_every=1)
     wait_for(lambda: os.path.exists(os.path.join(run, "checkpoints", "last.pt")), proc=holder)
     holder.kill()
     holder.communicate()
