@@ -64,7 +64,16 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Te
     return F.cross_entropy(sim, partner)
 
 
-class AutoencoderObjective:
+class Objective:
+    """What the training loop reads of an objective besides its ``prefix``, ``head`` and ``loss``:
+    whether it needs the frames' labels (``needs_records``) and whether it crops its own views
+    from the frames instead of taking the shared crop (``crops_itself``)."""
+
+    needs_records = False
+    crops_itself = False
+
+
+class AutoencoderObjective(Objective):
     prefix = "decoder"
 
     def __init__(self, size: int, embedding_dim: int, width: int):
@@ -76,7 +85,7 @@ class AutoencoderObjective:
         return (self.head(encoder(x)) - (2 * x - 1)).abs().mean()
 
 
-class RotationObjective:
+class RotationObjective(Objective):
     prefix = "rotation_head"
 
     def __init__(self, size: int, embedding_dim: int, width: int):
@@ -88,8 +97,9 @@ class RotationObjective:
         return F.cross_entropy(self.head(encoder(xr)), k)
 
 
-class ContrastiveObjective:
+class ContrastiveObjective(Objective):
     prefix = "projection"
+    crops_itself = True  # two views of its own, not the shared crop
 
     def __init__(self, size: int, embedding_dim: int, width: int):
         self.head = nn.Sequential(nn.Linear(embedding_dim, 256), nn.ReLU(inplace=True), nn.Linear(256, 128))
@@ -102,7 +112,8 @@ class ContrastiveObjective:
         return info_nce(*z.chunk(2), CONTRASTIVE_TEMPERATURE)
 
 
-class SupervisedObjective:
+class SupervisedObjective(Objective):
+    needs_records = True  # reads the frames' labels
     """Landmarks and pose regressed on their training-set standardised scale (each output of
     unit variance, so no task dominates by its units), expression by cross-entropy, attributes by
     binary cross-entropy; the four losses summed. Rows without a label are left out of its term."""

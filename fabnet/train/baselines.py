@@ -28,8 +28,11 @@ from torch import nn
 
 from fabnet.data.sampling import crop_box
 from fabnet.model.networks import DEFAULT_WIDTH
+from fabnet.train.baseline_objectives import OBJECTIVES, view_boxes
 
-BASELINES = ("random_init", "autoencoder", "rotation", "contrastive", "supervised")
+# random_init: the encoder as initialised, BatchNorm statistics re-estimated; the others train.
+UNTRAINED = "random_init"
+BASELINES = (UNTRAINED, *OBJECTIVES)
 
 
 @dataclass
@@ -107,7 +110,6 @@ class Batch:
     generator: torch.Generator
 
     def views(self, fraction: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
-        from fabnet.train.baseline_objectives import view_boxes
 
         h, w = self.images.shape[-2:]
         return tuple(
@@ -137,7 +139,7 @@ def _checkpoint(cfg: BaselineConfig, modules: dict[str, nn.Module], losses: list
         "baseline": cfg.method,
         "baseline_config": asdict(cfg),
         "losses": losses,
-        "step": cfg.steps if cfg.method != "random_init" else 0,
+        "step": cfg.steps if cfg.method != UNTRAINED else 0,
     }
 
 
@@ -152,7 +154,6 @@ def train_baseline(
     """
     from fabnet.model import Encoder
     from fabnet.model.checkpoint import save_checkpoint
-    from fabnet.train.baseline_objectives import OBJECTIVES
 
     if cfg.method not in BASELINES:
         raise ValueError(f"method must be one of {BASELINES}; got {cfg.method!r}")
@@ -176,7 +177,7 @@ def train_baseline(
         boxes = np.array([crop_box(w, h, "random", rng) for _ in idx]).reshape(-1, 4)
         return Batch(images, idx, boxes, cfg.size, rng, generator)
 
-    if cfg.method == "random_init":
+    if cfg.method == UNTRAINED:
         # Re-estimate BatchNorm statistics only: cumulative averages over bn_batches batches.
         for m in encoder.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -189,8 +190,8 @@ def train_baseline(
                 encoder(crops_at(images, b.idx, b.boxes, cfg.size))
         modules = {"encoder": encoder}
     else:
-        extra = (records,) if cfg.method == "supervised" else ()
-        objective = OBJECTIVES[cfg.method](cfg.size, cfg.embedding_dim, cfg.width, *extra)
+        kind = OBJECTIVES[cfg.method]
+        objective = kind(cfg.size, cfg.embedding_dim, cfg.width, *((records,) if kind.needs_records else ()))
         opt = _optimizer(cfg, list(encoder.parameters()) + list(objective.head.parameters()))
         encoder.train()
         objective.head.train()
@@ -201,7 +202,7 @@ def train_baseline(
             steps = tqdm(steps, desc=cfg.method, unit="step")
         for _ in steps:
             b = draw()
-            x = crops_at(images, b.idx, b.boxes, cfg.size) if cfg.method != "contrastive" else None
+            x = None if objective.crops_itself else crops_at(images, b.idx, b.boxes, cfg.size)
             loss = objective.loss(encoder, x, b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
