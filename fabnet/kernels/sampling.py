@@ -46,7 +46,11 @@ def _unnormalise(g, size, ALIGN: tl.constexpr, BORDER: tl.constexpr):
         coord = tl.where(coord > 0, coord, 0)
         coord = tl.where(coord < hi, coord, hi)
     else:
-        placed = coord - coord == 0  # inf - inf is NaN
+        # Finite: NaN and +-inf fail the comparison. Not ``coord - coord == 0``: compiled for a GPU,
+        # (g + 1) / 2 * (size - 1) minus itself contracts into one fma, which returns the product's
+        # rounding error instead of 0, and zeros padding with align_corners then gave NaN where
+        # the point was fine (29 parity cases on an H200, 2026-12-04; the interpreter never fuses).
+        placed = tl.abs(coord) < float("inf")
     # Far-away and non-finite points sample nothing; bounding them keeps the int cast defined
     # (a NaN fails both comparisons and lands on -2, where every tap is outside): keep_near.
     coord = tl.where(coord > -2, coord, -2)
