@@ -67,10 +67,16 @@ def set_cpu_isa(name: str) -> None:
 
 
 def built_with_cuda() -> bool:
-    """Whether the CUDA kernels were compiled into fabnet._C."""
-    if not available():
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key("fabnet::warp_blend", "CUDA")
+    """Whether the CUDA kernels were compiled into fabnet._C (read once: it cannot change)."""
+    global _BUILT_WITH_CUDA
+    if _BUILT_WITH_CUDA is None:
+        _BUILT_WITH_CUDA = available() and torch._C._dispatch_has_kernel_for_dispatch_key("fabnet::warp_blend", "CUDA")
+    return _BUILT_WITH_CUDA
+
+
+# Read at import (below), so that a call traced by torch.compile meets a plain bool: dynamo of
+# torch 2.11 cannot trace the dispatcher query ("torch.* op returned non-Tensor").
+_BUILT_WITH_CUDA: bool | None = None
 
 
 def cuda_reasons(device: torch.device | None = None) -> list[str]:
@@ -102,6 +108,8 @@ def _arch_reason(index: int) -> str | None:
     name = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return build_info.cuda_arch_reason(archs, torch.cuda.get_device_capability(index), name)
 
+
+built_with_cuda()
 
 if available():
 

@@ -30,15 +30,25 @@ FORWARD_MODE_ERROR = (
 )
 
 
+@torch.compiler.assume_constant_result
+def _stack_kinds() -> tuple[str, ...]:
+    """Names of the functorch transforms on the interpreter stack, outermost first.
+
+    Read outside the trace: dynamo wraps ``peek_interpreter_stack()`` in an object that is never
+    None in traced code, so before this every call under torch.compile took the reference, even
+    with no transform active (seen with torch 2.11 and 2.13). Dynamo runs the function once while
+    tracing and keeps its answer as a constant of the graph.
+    """
+    if _functorch.peek_interpreter_stack() is None:  # the common case, in 0.1 us
+        return ()
+    return tuple(interpreter.key().name for interpreter in _functorch.get_interpreter_stack() or [])
+
+
 def _transform_types() -> list[str]:
     """Names of the functorch transforms active now, outermost first (empty: none)."""
-    if _functorch.peek_interpreter_stack() is None:  # the common case, in 0.1 us
+    if not torch.compiler.is_compiling() and _functorch.peek_interpreter_stack() is None:
         return []
-    if torch.compiler.is_compiling():
-        # Dynamo traces only the top of the stack; any transform there counts as a grad one, so
-        # that the call takes the reference, which every transform can trace.
-        return ["Grad"]
-    return [interpreter.key().name for interpreter in _functorch.get_interpreter_stack() or []]
+    return list(_stack_kinds())
 
 
 def check_forward_mode(tensors: tuple[torch.Tensor, ...]) -> None:

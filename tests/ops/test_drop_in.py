@@ -341,3 +341,32 @@ def test_triton_double_backward_and_vmap():
     """The Triton kernels in the interpreter (a child process): a float64 gradgradcheck through
     their backward formula, and vmap through their fold rule."""
     assert run_interpreted(_TRITON_TRANSFORMS) == ["gradgradcheck", "vmap"]
+
+
+# 6. torch.compile ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_call_keeps_the_fused_kernel(device):
+    """backend="auto" under torch.compile(fullgraph=True) runs the fused op, not the reference.
+    Before, dynamo's stand-in for the functorch stack was never None, so every compiled call
+    was taken for one under torch.func.grad and traced F.grid_sample instead."""
+    x, grid = _image_and_grid(device, F64)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda a, g: ops.grid_sample(a, g), fullgraph=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out = compiled(x, grid)
+    names = {e.name for e in prof.events()}
+    assert any(name.startswith("fabnet::") for name in names), sorted(names)
+    assert not any("grid_sampler" in name for name in names)
+    torch.testing.assert_close(out, F.grid_sample(x, grid, align_corners=False))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_func_grad_matches_grid_sample(device):
+    x, grid = _image_and_grid(device, F64)
+    torch._dynamo.reset()
+    got = torch.compile(torch.func.grad(lambda g: ops.grid_sample(x, g).square().sum()), fullgraph=True)(grid)
+    cx = x.cpu()
+    want = torch.func.grad(lambda g: F.grid_sample(cx, g, align_corners=False).square().sum())(grid.cpu())
+    torch.testing.assert_close(got.cpu(), want)
