@@ -8,8 +8,9 @@ take the gather-only path) and never for a logits gradient without logits.
 
 Under ``create_graph=True`` (a gradient penalty, ``torch.autograd.gradgradcheck``) the gradients
 must themselves be differentiable, which the kernels' results are not: there the formulas
-recompute the gradients through the reference (``F.grid_sample``'s twice-differentiable
-composition) from the saved inputs. Plain backward passes never take that path.
+recompute the gradients through the reference from the saved inputs (``F.grid_sample`` on the
+CPU, fabnet.ops.composite's gathers elsewhere: F.grid_sample's CUDA backward has no derivative).
+Plain backward passes never take that path.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def differentiable_gradients(grad, tensors, options, mask) -> list[torch.Tensor 
         # Inputs that need no gradient enter detached, so the recomputed graph holds only what
         # the second derivative can reach.
         inputs = [t if m else (t.detach() if t is not None else None) for t, m in zip(tensors, mask)]
-        kwargs = dict(residual=residual, padding_mode=padding_mode, align_corners=align_corners)
+        kwargs = dict(
+            residual=residual, padding_mode=padding_mode, align_corners=align_corners, twice_differentiable=True
+        )
         if len(tensors) == 4:
             out = reference.warp_blend_l1_reference(*inputs, **kwargs)
         else:

@@ -59,6 +59,7 @@ class ReferenceBackend(Backend):
             residual=a.residual,
             padding_mode=a.padding_mode,
             align_corners=a.align_corners,
+            twice_differentiable=_under_grad_transform(),
         )
 
     def warp_blend_l1(self, a):
@@ -70,7 +71,14 @@ class ReferenceBackend(Backend):
             residual=a.residual,
             padding_mode=a.padding_mode,
             align_corners=a.align_corners,
+            twice_differentiable=_under_grad_transform(),
         )
+
+
+def _under_grad_transform() -> bool:
+    """torch.func.grad / jacrev and the like differentiate the reference's own backward, which
+    F.grid_sample's CUDA kernels cannot (on an H200: "Expected a proper Tensor but got None")."""
+    return transforms.grad_transform_reason() is not None
 
 
 class ExtensionBackend(Backend):

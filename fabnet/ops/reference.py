@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fabnet.ops.composite import bilinear_gather_sample
+
 
 def _axis(n: int, *, align_corners: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Pixel positions along one axis in normalised units, as ``F.affine_grid`` computes them:
@@ -62,12 +64,15 @@ def warp_blend_reference(
     residual: bool = False,
     padding_mode: str = "zeros",
     align_corners: bool = False,
+    twice_differentiable: bool = False,
 ) -> torch.Tensor:
     """Blend of K bilinearly warped sources.
 
     sources: (B, K, C, Hs, Ws); flows: (B, K, 2, H, W) (x, y in grid_sample coordinates, or offsets
     from the identity grid when ``residual``); logits: (B, K, H, W) or (B, K, 1, H, W) or None.
-    Returns (B, C, H, W) in the inputs' dtype.
+    Returns (B, C, H, W) in the inputs' dtype. ``twice_differentiable``: sample with
+    fabnet.ops.composite's gathers, whose backward has a derivative on every device and torch
+    (F.grid_sample's has none on CUDA, nor on the CPU before torch 2.13).
     """
     B, K, C, Hs, Ws = sources.shape
     H, W = flows.shape[-2:]
@@ -80,9 +85,11 @@ def warp_blend_reference(
         nan = torch.isnan(grid)
         lost = nan.any(dim=-1).unsqueeze(1)  # (B*K, 1, H, W)
         grid = torch.where(nan, torch.zeros_like(grid), grid)
-    warped = F.grid_sample(
-        sources.reshape(B * K, C, Hs, Ws), grid, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners
-    )
+    planes = sources.reshape(B * K, C, Hs, Ws)
+    if twice_differentiable:
+        warped = bilinear_gather_sample(planes, grid, padding_mode=padding_mode, align_corners=align_corners)
+    else:
+        warped = F.grid_sample(planes, grid, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners)
     if lost is not None:
         warped = torch.where(lost, torch.full_like(warped, float("nan")), warped)
     warped = warped.reshape(B, K, C, H, W)
@@ -99,9 +106,16 @@ def warp_blend_l1_reference(
     residual: bool = False,
     padding_mode: str = "zeros",
     align_corners: bool = False,
+    twice_differentiable: bool = False,
 ) -> torch.Tensor:
     """Per-sample mean |target - blend| over (C, H, W): (B,). target: (B, C, H, W)."""
     blend = warp_blend_reference(
-        sources, flows, logits, residual=residual, padding_mode=padding_mode, align_corners=align_corners
+        sources,
+        flows,
+        logits,
+        residual=residual,
+        padding_mode=padding_mode,
+        align_corners=align_corners,
+        twice_differentiable=twice_differentiable,
     )
     return (target - blend).abs().flatten(1).mean(dim=1)
