@@ -28,6 +28,7 @@ def cmd_synth(args) -> int:
         workers=args.workers,
         progress=not args.quiet,
         previews=True,
+        light=args.light,
     )
     out = os.path.abspath(args.out)
     seconds = time.perf_counter() - t0
@@ -86,6 +87,13 @@ def register(subparsers) -> None:
         type=positive_int,
         default=1,
         help="rendering processes; the output does not depend on it (default 1)",
+    )
+    p.add_argument(
+        "--light",
+        choices=("head", "camera"),
+        default="head",
+        help="head: the light turns with the head, so shading moves with the face (default); camera: the light "
+        "stays fixed while the head turns (harder: most frame-to-frame change is then no warp)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)

@@ -40,7 +40,7 @@ _FOCAL = 2.05  # in image sides
 _HEAD_Y = 0.30  # head centre above the optical axis, so the shoulders fit in the frame
 
 
-def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+def head_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """(3, 3) head-local to camera axes: roll about z after pitch about x after yaw about y."""
     y, p, r = np.deg2rad([yaw, pitch, roll])
     ry = np.array([[np.cos(y), 0, -np.sin(y)], [0, 1, 0], [np.sin(y), 0, np.cos(y)]])
@@ -58,26 +58,17 @@ def _camera(size: int, st: FrameState):
 
 
 def _head_pose(st: FrameState):
-    return _rotation(st.yaw, st.pitch, st.roll), np.array([0.0, _HEAD_Y, _DISTANCE])
+    return head_rotation(st.yaw, st.pitch, st.roll), np.array([0.0, _HEAD_Y, _DISTANCE])
 
 
 def _body_pose(st: FrameState):
-    return _rotation(st.body_yaw, 0.0, 0.0), np.array([0.0, _HEAD_Y, _DISTANCE])
+    return head_rotation(st.body_yaw, 0.0, 0.0), np.array([0.0, _HEAD_Y, _DISTANCE])
 
 
-def render_frame(ident: Identity, st: FrameState, size: int, supersample: int = 2) -> np.ndarray:
-    """Render one frame: (size, size, 3) uint8 RGB.
-
-    The image is ray-cast at ``size * supersample`` and box-filtered down, which anti-aliases
-    silhouettes and the painted features alike.
-    """
-    n = size * supersample
-    f, cx, cy = _camera(size, st)
-    coords = (np.arange(n) + 0.5) / supersample  # pixel centres in output pixel units
-    u, v = np.meshgrid(coords, coords)
-    dirs = np.stack([(u - cx) / f, -(v - cy) / f, np.ones_like(u)], -1).reshape(-1, 3)
-
-    poses = (_head_pose(st), _body_pose(st))
+def _intersect(ident: Identity, poses, dirs: np.ndarray):
+    """The nearest ellipsoid hit of each ray (N, 3) from the camera centre: (the parts, with
+    None for a part the identity lacks; part index (N,); ray parameter t (N,), inf on a miss;
+    hit (N,) bool). poses: (rotation, position) of the head and of the body."""
     ellipsoids = parts(ident)
     if ident.hair_style != 1:
         ellipsoids[HAIR] = None
@@ -97,7 +88,50 @@ def render_frame(ident: Identity, st: FrameState, size: int, supersample: int = 
         t_all[i, hit] = np.where(t > 0, t, np.inf)
     part_id = np.argmin(t_all, 0)
     t_near = t_all[part_id, np.arange(dirs.shape[0])]
-    hit = np.isfinite(t_near)
+    return ellipsoids, part_id, t_near, np.isfinite(t_near)
+
+
+def corresponding_points(ident: Identity, st: FrameState, st_to: FrameState, size: int, xy: np.ndarray) -> np.ndarray:
+    """Where the scene point seen at image points ``xy`` of frame ``st`` appears in frame ``st_to``.
+
+    xy: (N, 2) pixel coordinates of a ``size``-px frame (x right, y down; pixel j spans
+    [j, j + 1)). Returns (N, 2) in the same units: a point on the face or body moves with its
+    part's pose, a background point (a ray direction: the backdrop is at infinity) with the
+    camera's zoom and shift only. Visibility in ``st_to`` is not checked: a point turned away
+    or hidden there still maps to where it projects, so this is the geometry of the motion
+    (the ground truth a warp estimates), not a renderer of the other frame.
+    """
+    f, cx, cy = _camera(size, st)
+    xy = np.asarray(xy, np.float64)
+    dirs = np.stack([(xy[:, 0] - cx) / f, -(xy[:, 1] - cy) / f, np.ones(len(xy))], -1)
+    poses = (_head_pose(st), _body_pose(st))
+    poses_to = (_head_pose(st_to), _body_pose(st_to))
+    ellipsoids, part_id, t_near, hit = _intersect(ident, poses, dirs)
+    cam = dirs.copy()  # background: the direction itself
+    for frame in (0, 1):
+        sel = np.nonzero(hit & np.isin(part_id, [i for i, p in enumerate(ellipsoids) if p and p[2] == frame]))[0]
+        if sel.size:
+            (rot, pos), (rot_to, pos_to) = poses[frame], poses_to[frame]
+            local = (dirs[sel] * t_near[sel, None] - pos) @ rot  # (n, 3) in the part's pose frame
+            cam[sel] = local @ rot_to.T + pos_to
+    f2, cx2, cy2 = _camera(size, st_to)
+    return np.stack([cx2 + f2 * cam[:, 0] / cam[:, 2], cy2 - f2 * cam[:, 1] / cam[:, 2]], 1)
+
+
+def render_frame(ident: Identity, st: FrameState, size: int, supersample: int = 2) -> np.ndarray:
+    """Render one frame: (size, size, 3) uint8 RGB.
+
+    The image is ray-cast at ``size * supersample`` and box-filtered down, which anti-aliases
+    silhouettes and the painted features alike.
+    """
+    n = size * supersample
+    f, cx, cy = _camera(size, st)
+    coords = (np.arange(n) + 0.5) / supersample  # pixel centres in output pixel units
+    u, v = np.meshgrid(coords, coords)
+    dirs = np.stack([(u - cx) / f, -(v - cy) / f, np.ones_like(u)], -1).reshape(-1, 3)
+
+    poses = (_head_pose(st), _body_pose(st))
+    ellipsoids, part_id, t_near, hit = _intersect(ident, poses, dirs)
 
     # Background: a smooth colour field over ray slopes, so zoom/shift move it like a real scene.
     phase = dirs[:, :2] @ ident.bg_freq.T * 2 * np.pi + ident.bg_phase  # (N, n_waves)

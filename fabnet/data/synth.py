@@ -4,17 +4,22 @@
 
     OUT/id0000/vid00/track0/000.jpg ...   one video per track, frames numbered in time order
     OUT/labels.csv, OUT/labels.json       every label column (see fabnet.data.labels)
+    OUT/synth.json                        what it was made with (seed, sizes, light): enough to
+                                          render any frame again (fabnet.data.budget's oracle)
     OUT/contact_sheet.png                 the first frames of a few tracks, one track per row
     OUT/landmarks.png                     a few frames enlarged with their landmarks drawn
 
 Within a track the identity (face shape, skin, hair colour and style, eye spacing, background)
-and the light are fixed; the head pose (yaw ±45, pitch ±25, roll ±20 degrees) and the
+and the light direction are fixed; the head pose (yaw ±45, pitch ±25, roll ±20 degrees) and the
 expression change from frame to frame, and the crop wobbles a little as a face detector's box
 does (``BOX_WOBBLE``: scale and centre drawn per frame around a per-track framing). Pose follows
 random keyframes every ~3 frames with cosine easing, so consecutive frames differ as much as
-VoxCeleb frames taken 1 s apart while the marginals cover the whole range. Nothing relights a
-frame: every change between two frames of a track is one a warp can explain, except what
-appears or disappears (teeth, eyes opening, the far side of the head).
+VoxCeleb frames taken 1 s apart while the marginals cover the whole range. By default the light
+turns with the head (``light="head"``), so the shading moves with the face and every change
+between two frames of a track is one a warp can explain, except what appears or disappears
+(teeth, eyes opening, the far side of the head) and the expression's own shape change;
+``light="camera"`` keeps the light fixed to the camera, so shading slides across a turning face
+(the harder setting, measured in docs/FINDINGS.md).
 
 Expression runs in segments of 2-5 frames, each one class of ``EXPRESSION_NAMES``:
 neutral (sometimes talking: mouth half open), smile (sometimes with an open mouth), surprise
@@ -29,6 +34,7 @@ identities leaves the existing ones unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -36,7 +42,7 @@ import numpy as np
 
 from fabnet.data.face import EYE_CORNERS, FrameState, Identity, sample_identity
 from fabnet.data.labels import ATTRIBUTE_NAMES, EXPRESSION_NAMES, FrameRecord, write_labels
-from fabnet.data.render import project_landmarks, render_frame
+from fabnet.data.render import head_rotation, project_landmarks, render_frame
 
 POSE_RANGE = (45.0, 25.0, 20.0)  # |yaw|, |pitch|, |roll| maxima in degrees
 # The crop box around a detected face: a per-track framing (zoom in [0.96, 1.04], centre within
@@ -75,8 +81,26 @@ def _keyframe_curve(rng: np.random.Generator, n: int, lo: float, hi: float, spac
     return keys[i] * (1 - w) + keys[np.minimum(i + 1, n_keys - 1)] * w
 
 
-def sample_track(rng: np.random.Generator, num_frames: int) -> list[TrackFrame]:
-    """The moving part of one track: pose, expression, light and camera jitter per frame."""
+# Where the light is fixed: "head" (default) turns it with the head, so a pose change moves the
+# shading with the face, as a warp can explain; "camera" keeps it fixed to the camera while the
+# head turns, so the shading slides across the face (the harder setting: the best warp of any
+# kind then explains only 17 % of the frame-to-frame L1 at 32 px against 46 % with "head",
+# docs/FINDINGS.md).
+LIGHTS = ("head", "camera")
+# The data root's record of how it was made; GENERATOR names the renderer's version, raised
+# whenever the same seed would render other pixels (2: light with the head, wider hair streaks).
+META_FILE = "synth.json"
+GENERATOR = "fabnet-synth-2"
+
+
+def sample_track(rng: np.random.Generator, num_frames: int, light_mode: str = "head") -> list[TrackFrame]:
+    """The moving part of one track: pose, expression, light and camera jitter per frame.
+
+    light_mode: "head" (the light turns with the head) or "camera" (fixed to the camera); the
+    random draws are the same for both, so the two settings render the same tracks.
+    """
+    if light_mode not in LIGHTS:
+        raise ValueError(f"light_mode must be one of {LIGHTS}, got {light_mode!r}")
     yaw = _keyframe_curve(rng, num_frames, -POSE_RANGE[0], POSE_RANGE[0], 3.0)
     pitch = _keyframe_curve(rng, num_frames, -POSE_RANGE[1], POSE_RANGE[1], 3.0)
     roll = _keyframe_curve(rng, num_frames, -POSE_RANGE[2], POSE_RANGE[2], 3.0)
@@ -103,8 +127,15 @@ def sample_track(rng: np.random.Generator, num_frames: int) -> list[TrackFrame]:
     blink = (rng.random(num_frames) < _BLINK_P) & (classes != 3)
     level[blink, 2] = rng.uniform(0.85, 1.0, blink.sum())
 
+    # The light as drawn is its direction at the frontal pose; with "head" it is fixed in head-local
+    # axes and each frame's camera-space light is its head rotation of it.
+    local_light = head_rotation(0.0, 0.0, 0.0).T @ light
     frames = []
     for k in range(num_frames):
+        if light_mode == "head":
+            light_k = head_rotation(float(yaw[k]), float(pitch[k]), float(roll[k])) @ local_light
+        else:
+            light_k = light
         st = FrameState(
             yaw=float(yaw[k]),
             pitch=float(pitch[k]),
@@ -113,7 +144,7 @@ def sample_track(rng: np.random.Generator, num_frames: int) -> list[TrackFrame]:
             smile=float(level[k, 1]),
             eyes_closed=float(level[k, 2]),
             brows_raised=float(level[k, 3]),
-            light=light,
+            light=light_k,
             ambient=float(ambient),
             zoom=float(zoom[k]),
             shift=shift[k],
@@ -129,9 +160,9 @@ def identity_name(i: int) -> str:
 
 def _render_track(args):
     """Render and write one track; returns its FrameRecords. Top-level so a Pool can run it."""
-    out, seed, i, t, num_frames, size, supersample = args
+    out, seed, i, t, num_frames, size, supersample, light_mode = args
     ident = sample_identity(np.random.default_rng((seed, i)))
-    track = sample_track(np.random.default_rng((seed, i, t)), num_frames)
+    track = sample_track(np.random.default_rng((seed, i, t)), num_frames, light_mode)
     from PIL import Image
 
     name, video, track_name = identity_name(i), f"vid{t:02d}", "track0"
@@ -174,14 +205,18 @@ def synthesize(
     workers: int = 1,
     progress: bool = True,
     previews: bool = True,
+    light: str = "head",
 ) -> list[FrameRecord]:
     """Render a synthetic data root at ``out``; returns the records written to labels.csv.
 
     identities, tracks_per_identity, frames_per_track: the data set's extent (each >= 1).
     size: image side in pixels (square JPEGs). supersample: rays per pixel side (2 is enough
     to anti-alias the features at 64 px). workers: processes (results do not depend on it).
-    previews: also write contact_sheet.png and landmarks.png.
+    previews: also write contact_sheet.png and landmarks.png. light: "head" (default: the light
+    turns with the head) or "camera" (fixed to the camera, the harder setting; ``LIGHTS``).
     """
+    if light not in LIGHTS:
+        raise ValueError(f"light must be one of {LIGHTS}, got {light!r}")
     for name, v, lo in (
         ("identities", identities, 1),
         ("tracks_per_identity", tracks_per_identity, 1),
@@ -194,7 +229,7 @@ def synthesize(
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
     os.makedirs(out, exist_ok=True)
     jobs = [
-        (out, seed, i, t, frames_per_track, size, supersample)
+        (out, seed, i, t, frames_per_track, size, supersample, light)
         for i in range(identities)
         for t in range(tracks_per_identity)
     ]
@@ -216,10 +251,51 @@ def synthesize(
             bar.update(len(recs))
     bar.close()
     write_labels(out, records)
+    meta = dict(
+        generator=GENERATOR,
+        seed=seed,
+        identities=identities,
+        tracks_per_identity=tracks_per_identity,
+        frames_per_track=frames_per_track,
+        size=size,
+        supersample=supersample,
+        light=light,
+    )
+    with open(os.path.join(out, META_FILE), "w") as fh:
+        json.dump(meta, fh, indent=1)
     if previews:
         write_contact_sheet(out, records, os.path.join(out, "contact_sheet.png"))
         write_landmark_preview(records, os.path.join(out, "landmarks.png"))
     return records
+
+
+def read_meta(root: str) -> dict:
+    """The ``synth.json`` of a data root written by ``synthesize`` (ValueError if there is none,
+    or if another renderer version wrote it: its frames could not be rendered again)."""
+    path = os.path.join(root, META_FILE)
+    try:
+        with open(path) as fh:
+            meta = json.load(fh)
+    except FileNotFoundError:
+        raise ValueError(
+            f"{root!r} has no {META_FILE}: only a data root written by `fabnet synth` (this version) can be "
+            "rendered again"
+        ) from None
+    except ValueError as err:
+        raise ValueError(f"{path!r} is not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("generator") != GENERATOR:
+        found = meta.get("generator") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{path!r} was written by generator {found!r}; this version renders {GENERATOR!r}")
+    return meta
+
+
+def render_again(meta: dict, identity: str, video: str, frame: int):
+    """(Identity, FrameState) of one frame of a data root from its ``read_meta``: the draws of
+    ``_render_track`` repeated, so the frame renders to the same pixels."""
+    i, t = int(identity.removeprefix("id")), int(video.removeprefix("vid"))
+    ident = sample_identity(np.random.default_rng((meta["seed"], i)))
+    track = sample_track(np.random.default_rng((meta["seed"], i, t)), meta["frames_per_track"], meta["light"])
+    return ident, track[frame].state
 
 
 def write_contact_sheet(root: str, records: list[FrameRecord], path: str, tracks: int = 8, frames: int = 8) -> None:
@@ -265,4 +341,16 @@ def write_landmark_preview(records: list[FrameRecord], path: str, count: int = 6
     sheet.save(path, optimize=True)  # smaller files for committing a sample
 
 
-__all__ = ["DEFAULT_SIZE", "POSE_RANGE", "Identity", "sample_track", "synthesize", "identity_name"]
+__all__ = [
+    "DEFAULT_SIZE",
+    "GENERATOR",
+    "LIGHTS",
+    "META_FILE",
+    "POSE_RANGE",
+    "Identity",
+    "identity_name",
+    "read_meta",
+    "render_again",
+    "sample_track",
+    "synthesize",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -42,6 +43,20 @@ def test_synth_command(tmp_path, capsys):
     assert len(records) == 2 * 2 * 3 and {r.identity for r in records} == {"id0000", "id0001"}
     with Image.open(records[0].path) as im:
         assert im.size == (32, 32) and im.format == "JPEG"
+    meta = json.loads((out / "synth.json").read_text())
+    assert meta["light"] == "head" and meta["seed"] == 4 and meta["frames_per_track"] == 3
+
+
+def test_synth_command_light_setting(tmp_path):
+    for light in ("head", "camera"):
+        out = tmp_path / light
+        assert main(["synth", str(out), "--identities", "1", "--tracks-per-identity", "1", "--frames-per-track",
+                     "4", "--size", "32", "--light", light, "--quiet"]) == 0  # fmt: skip
+        assert json.loads((out / "synth.json").read_text())["light"] == light
+    # The same draws in both settings: the frames differ only where the shading does.
+    a = np.asarray(Image.open(tmp_path / "head" / "id0000" / "vid00" / "track0" / "003.jpg"), np.float64)
+    b = np.asarray(Image.open(tmp_path / "camera" / "id0000" / "vid00" / "track0" / "003.jpg"), np.float64)
+    assert 0 < np.abs(a - b).mean() < 20
 
 
 @pytest.mark.parametrize(
@@ -50,6 +65,7 @@ def test_synth_command(tmp_path, capsys):
         (["--identities", "0"], "--identities: expected an integer >= 1, got 0"),
         (["--size", "abc"], "--size: expected an integer in [16, 1024], got 'abc'"),
         (["--size", "100000"], "--size: expected an integer in [16, 1024] ("),
+        (["--light", "sun"], "argument --light: invalid choice: 'sun'"),
     ],
 )
 def test_synth_command_rejects_bad_values(tmp_path, capsys, args, message):
