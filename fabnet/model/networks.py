@@ -112,10 +112,12 @@ class Decoder(nn.Module):
         out_channels: int = 2,
         *,
         width: int = DEFAULT_WIDTH,
-        zero_last: bool = False,
+        last_scale: float = 1.0,
     ):
-        """zero_last: initialise the last conv to zero, so the output starts at 0 everywhere
-        (flows: the identity warp; confidence logits: equal weights) instead of at random."""
+        """last_scale: the last conv's weights are PyTorch's default initialisation times this
+        (its bias then starts at zero): 1 is the plain random start; a small value starts the
+        output near 0 everywhere (flows: near the identity warp; confidence logits: near equal
+        weights) while every layer still gets a gradient; 0 starts it at exactly 0."""
         super().__init__()
         self.size = check_size(size)
         self.width = check_width(width)
@@ -125,10 +127,13 @@ class Decoder(nn.Module):
         self.blocks = nn.Sequential(
             *[UpBlock(a, b, last=(i == len(chans) - 2)) for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))]
         )
-        if zero_last:
+        if not (math.isfinite(last_scale) and last_scale >= 0):
+            raise ValueError(f"last_scale must be a finite number >= 0; got {last_scale!r}")
+        if last_scale != 1.0:
             last = self.blocks[-1].conv
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+            with torch.no_grad():
+                last.weight.mul_(last_scale)
+                last.bias.zero_()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() == 2:

@@ -40,8 +40,9 @@ class TrainConfig:
     optimizer, lr, momentum, weight_decay: "adam" (betas 0.9 / 0.999, momentum unused) at 2e-4
         without weight decay by default; the paper's is "sgd" at 1e-3, momentum 0.9 (``PAPER``).
         lr_factor: the plateau LR factor.
-    identity_init: decoders' last conv at zero (the warp starts as the identity, confidences
-        equal); the paper's is random. confidence_range: the logits' bound r (8; paper: 1), see
+    identity_init: decoders' last conv at 0.01 of its random initialisation (the warp starts near
+        the identity, confidences near equal; fabnet.model.fabnet.NEAR_IDENTITY_SCALE); the
+        paper's is the plain random one. confidence_range: the logits' bound r (8; paper: 1), see
         fabnet.model.fabnet.
     init: checkpoint to start from (encoder + flow decoder; confidence decoder when it has one).
     freeze_flow_decoder: do not train the flow decoder (the release's K-source stage).
