@@ -110,20 +110,57 @@ class ProbeOutcome:
         return evaluate(self.task, self.pred[rows], self.y[rows], **self.options)
 
 
+# Tasks whose labels change within an identity: the within-identity probes' tasks (attributes
+# are drawn once per identity in the synthetic data, so centring them leaves nothing).
+WITHIN_IDENTITY_TASKS = ("landmarks", "pose", "expression")
+
+
+def identity_means(values: np.ndarray, identities: np.ndarray) -> np.ndarray:
+    """(N, ...) each row's identity mean of ``values`` (N, ...) over the rows of that identity."""
+    values = np.asarray(values, np.float64)
+    _, group = np.unique(identities, return_inverse=True)
+    sums = np.zeros((group.max() + 1,) + values.shape[1:])
+    np.add.at(sums, group, values)
+    counts = np.bincount(group).reshape((-1,) + (1,) * (values.ndim - 1))
+    return (sums / counts)[group]
+
+
 def probe_outcome(
-    task: str, emb: dict[str, Embedded], *, config: ProbeConfig | None = None, info: dict | None = None
+    task: str,
+    emb: dict[str, Embedded],
+    *,
+    config: ProbeConfig | None = None,
+    info: dict | None = None,
+    within_identity: bool = False,
 ) -> ProbeOutcome:
-    """Fit the probe of ``task`` on train (early stopping on val) and predict the test frames."""
+    """Fit the probe of ``task`` on train (early stopping on val) and predict the test frames.
+
+    within_identity: centre the embeddings per identity (each identity's mean over its frames in
+    the split taken away), and regression targets too: the probe then reads how a face changes
+    between its own frames, not how faces differ. The test predictions get each test identity's
+    mean target back, so the metrics stay in the absolute units (an encoder that only knows
+    who is shown scores as well as predicting each identity's mean). Classes are not centred.
+    """
     from fabnet.data.labels import OUTER_EYE_CORNERS
 
+    if within_identity and task not in WITHIN_IDENTITY_TASKS:
+        raise ValueError(f"within_identity probes are for {WITHIN_IDENTITY_TASKS}; got task {task!r}")
     info = info or {}
-    data = {}
+    data, offset = {}, None
     for split in ("train", "val", "test"):
         e = emb[split]
         t = task_targets(task, e.records, e.boxes)
-        data[split] = (e.embeddings[t.keep], t.y)
+        x, y, ids = e.embeddings[t.keep], t.y, e.identities[t.keep]
+        if within_identity:
+            x = (x - identity_means(x, ids)).astype(np.float32)
+            if KIND[task] == "regression":
+                mean_y = identity_means(y, ids)
+                y = y - mean_y
+                if split == "test":
+                    offset = mean_y
+        data[split] = (x, y)
         if split == "test":
-            identities = e.identities[t.keep]
+            identities = ids
     if min(len(data[s][1]) for s in data) == 0:
         counts = {s: len(data[s][1]) for s in data}
         raise ValueError(
@@ -135,6 +172,9 @@ def probe_outcome(
         num_outputs = max(len(info.get("expression_names", [])), int(max(d[1].max() for d in data.values())) + 1)
     fit = fit_probe(KIND[task], *data["train"], *data["val"], config=config, num_outputs=num_outputs)
     pred = fit.predict(data["test"][0])
+    y_test = data["test"][1]
+    if offset is not None:  # back to absolute units (the docstring)
+        pred, y_test = pred + offset, y_test + offset
     names = None
     if task == "expression":
         names = list(info.get("expression_names", []))[: pred.shape[1]] or None
@@ -146,7 +186,7 @@ def probe_outcome(
         outer_eye_corners=OUTER_EYE_CORNERS,
     )
     return ProbeOutcome(
-        task, pred, data["test"][1], np.asarray(identities), options, fit, len(data["train"][1]), len(data["val"][1])
+        task, pred, y_test, np.asarray(identities), options, fit, len(data["train"][1]), len(data["val"][1])
     )
 
 
@@ -157,6 +197,7 @@ def probe_task(
     config: ProbeConfig | None = None,
     info: dict | None = None,
     bootstrap: int = 1000,
+    within_identity: bool = False,
 ) -> tuple[dict, object]:
     """Fit the probe of ``task`` on train (early stopping on val) and score it on test.
 
@@ -164,10 +205,10 @@ def probe_task(
     (``fabnet.data.labels.label_info``). bootstrap: identity resamples of the test split for
     ``ci95`` (0: none). Returns (metrics, fitted probe); metrics also hold ``ci95`` ({main
     metric: [low, high]}, fabnet.probe.intervals), the number of test identities, the train /
-    val sizes, the stopping epoch and the fit time.
+    val sizes, the stopping epoch and the fit time. within_identity: see ``probe_outcome``.
     """
     t0 = time.perf_counter()
-    outcome = probe_outcome(task, emb, config=config, info=info)
+    outcome = probe_outcome(task, emb, config=config, info=info, within_identity=within_identity)
     metrics = outcome.score()
     main = MAIN_METRIC[task]
     metrics["test_identities"] = int(len(np.unique(outcome.identities)))
@@ -314,11 +355,13 @@ def dump_json(obj, path: str) -> str:
 
 
 __all__ = [
+    "WITHIN_IDENTITY_TASKS",
     "Embedded",
     "ProbeOutcome",
     "dump_json",
     "embed_splits",
     "format_table",
+    "identity_means",
     "pose_agreement",
     "probe_outcome",
     "probe_task",
