@@ -92,7 +92,7 @@ class RotationObjective(Objective):
         self.head = nn.Linear(embedding_dim, 4)
 
     def loss(self, encoder, x, batch) -> torch.Tensor:
-        k = torch.as_tensor(batch.rng.integers(0, 4, len(x)))
+        k = torch.as_tensor(batch.rng.integers(0, 4, len(x)), device=x.device)
         xr = torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, k)])
         return F.cross_entropy(self.head(encoder(xr)), k)
 
@@ -139,11 +139,11 @@ class SupervisedObjective(Objective):
         out = self.num_landmark + 3 + self.classes + self.attributes
         self.head = nn.Linear(embedding_dim, out)
 
-    def _targets(self, task, idx, boxes):
+    def _targets(self, task, idx, boxes, device):
         from fabnet.data.targets import task_targets
 
         t = task_targets(task, [self.records[i] for i in idx], boxes if task == "landmarks" else None)
-        return torch.as_tensor(t.keep), torch.as_tensor(t.y, dtype=torch.float32)
+        return torch.as_tensor(t.keep, device=device), torch.as_tensor(t.y, dtype=torch.float32, device=device)
 
     def loss(self, encoder, x, batch) -> torch.Tensor:
         out = self.head(encoder(x))
@@ -151,14 +151,14 @@ class SupervisedObjective(Objective):
         heads = dict(zip(("landmarks", "pose", "expression", "attributes"), out.split(split, dim=1)))
         total = out.new_zeros(())
         for task in ("landmarks", "pose"):
-            keep, y = self._targets(task, batch.idx, batch.boxes)
+            keep, y = self._targets(task, batch.idx, batch.boxes, out.device)
             if keep.any():
-                mean, std = self.scale[task]
+                mean, std = (v.to(out.device) for v in self.scale[task])
                 total = total + F.mse_loss(heads[task][keep], (y - mean) / std)
-        keep, y = self._targets("expression", batch.idx, None)
+        keep, y = self._targets("expression", batch.idx, None, out.device)
         if keep.any():
             total = total + F.cross_entropy(heads["expression"][keep], y.long())
-        keep, y = self._targets("attributes", batch.idx, None)
+        keep, y = self._targets("attributes", batch.idx, None, out.device)
         if keep.any():
             known = ~torch.isnan(y)
             total = total + F.binary_cross_entropy_with_logits(heads["attributes"][keep][known], y[known])

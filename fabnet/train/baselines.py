@@ -46,6 +46,8 @@ class BaselineConfig:
     initialisation, crops and batch order.
     bn_batches: batches used to re-estimate BatchNorm statistics (random_init only).
     embedding_dim, width: the encoder's (as FAb-Net's ``--width``, so baselines compare like for like).
+    device: where the networks run ("cpu", "cuda", "cuda:1"); the frames stay in host memory and
+    each step's crops are copied over.
     """
 
     method: str = "autoencoder"
@@ -60,6 +62,7 @@ class BaselineConfig:
     bn_batches: int = 20
     embedding_dim: int = 256
     width: int = DEFAULT_WIDTH
+    device: str = "cpu"
 
 
 @dataclass
@@ -108,12 +111,15 @@ class Batch:
     size: int
     rng: np.random.Generator
     generator: torch.Generator
+    device: torch.device = torch.device("cpu")
 
     def views(self, fraction: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
 
         h, w = self.images.shape[-2:]
         return tuple(
-            crops_at(self.images, self.idx, view_boxes(w, h, len(self.idx), fraction, self.rng), self.size)
+            crops_at(self.images, self.idx, view_boxes(w, h, len(self.idx), fraction, self.rng), self.size).to(
+                self.device
+            )
             for _ in range(2)
         )
 
@@ -143,6 +149,19 @@ def _checkpoint(cfg: BaselineConfig, modules: dict[str, nn.Module], losses: list
     }
 
 
+def _estimate_batchnorm(encoder: nn.Module, batch, batches: int) -> None:
+    """Re-estimate the BatchNorm statistics only: cumulative averages over ``batches`` calls of
+    ``batch()`` (a crop tensor each)."""
+    for m in encoder.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    encoder.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            encoder(batch())
+
+
 def train_baseline(
     cfg: BaselineConfig, records, out_path: str, *, images: torch.Tensor | None = None, progress: bool = False
 ) -> BaselineResult:
@@ -169,29 +188,25 @@ def train_baseline(
         raise ValueError(f"images must hold one frame per record ({len(records)}); got {images.shape[0]}")
     n = images.shape[0]
     h, w = images.shape[-2:]
-    encoder = Encoder(cfg.size, cfg.embedding_dim, width=cfg.width)
+    device = torch.device(cfg.device)
+    encoder = Encoder(cfg.size, cfg.embedding_dim, width=cfg.width).to(device)
     losses: list[float] = []
 
     def draw() -> Batch:
         idx = rng.integers(0, n, cfg.batch_size)
         boxes = np.array([crop_box(w, h, "random", rng) for _ in idx]).reshape(-1, 4)
-        return Batch(images, idx, boxes, cfg.size, rng, generator)
+        return Batch(images, idx, boxes, cfg.size, rng, generator, device)
+
+    def crops(b: Batch) -> torch.Tensor:
+        return crops_at(images, b.idx, b.boxes, cfg.size).to(device)
 
     if cfg.method == UNTRAINED:
-        # Re-estimate BatchNorm statistics only: cumulative averages over bn_batches batches.
-        for m in encoder.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                m.momentum = None
-        encoder.train()
-        with torch.no_grad():
-            for _ in range(cfg.bn_batches):
-                b = draw()
-                encoder(crops_at(images, b.idx, b.boxes, cfg.size))
+        _estimate_batchnorm(encoder, lambda: crops(draw()), cfg.bn_batches)
         modules = {"encoder": encoder}
     else:
         kind = OBJECTIVES[cfg.method]
         objective = kind(cfg.size, cfg.embedding_dim, cfg.width, *((records,) if kind.needs_records else ()))
+        objective.head.to(device)
         opt = _optimizer(cfg, list(encoder.parameters()) + list(objective.head.parameters()))
         encoder.train()
         objective.head.train()
@@ -202,7 +217,7 @@ def train_baseline(
             steps = tqdm(steps, desc=cfg.method, unit="step")
         for _ in steps:
             b = draw()
-            x = None if objective.crops_itself else crops_at(images, b.idx, b.boxes, cfg.size)
+            x = None if objective.crops_itself else crops(b)
             loss = objective.loss(encoder, x, b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -210,7 +225,7 @@ def train_baseline(
             losses.append(float(loss.detach()))
         modules = {"encoder": encoder, objective.prefix: objective.head}
     encoder.eval()
-    save_checkpoint(_checkpoint(cfg, modules, losses), out_path)
+    save_checkpoint(_checkpoint(cfg, {k: m.cpu() for k, m in modules.items()}, losses), out_path)
     return BaselineResult(out_path, losses, time.perf_counter() - t0, asdict(cfg))
 
 
