@@ -23,6 +23,17 @@ def cmd_demo(args) -> int:
         cfg.seed = args.seed
     if args.lr is not None:
         cfg.lr = args.lr
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print(
+                f"fabnet demo: error: --device cuda, but torch {torch.__version__} sees no CUDA device "
+                "(torch.cuda.is_available() is False); leave --device out to run on the CPU",
+                file=sys.stderr,
+            )
+            return 2
+    cfg.device = args.device
     try:
         run_demo(cfg, args.out, workers=args.workers, keep_data=args.data, progress=args.progress)
     except DemoInterrupted as stop:
@@ -36,14 +47,30 @@ def cmd_demo(args) -> int:
 
 
 def cmd_study(args) -> int:
+    import shlex
     import signal
     import sys
 
     from fabnet.demo.study import run_study, study_config
 
-    cfg = study_config(args.quick, seeds=args.seeds, steps=args.steps)
+    preset = "quick" if args.quick else args.preset
     try:
-        run_study(cfg, args.out, workers=args.workers, progress=args.progress)
+        cfg = study_config(
+            preset, seeds=args.seeds, steps=args.steps, light=args.light, methods=args.methods, beside=args.beside
+        )
+    except ValueError as err:
+        print(f"fabnet study: error: {err}", file=sys.stderr)
+        return 2
+    words = ["fabnet", "study", "--preset", preset]
+    for flag, value in (("--seeds", args.seeds), ("--steps", args.steps), ("--light", args.light)):
+        if value is not None:
+            words += [flag, *map(str, value if isinstance(value, list) else [value])]
+    for flag, value in (("--methods", args.methods), ("--beside", args.beside)):
+        if value is not None:
+            words += [flag, *(value if isinstance(value, list) else [value])]
+    command = shlex.join(words + ["--out", args.out])
+    try:
+        run_study(cfg, args.out, workers=args.workers, progress=args.progress, command=command)
     except KeyboardInterrupt:
         print(
             f"\nfabnet study: interrupted; what was trained is kept in {args.out}; run the same command to continue",
@@ -82,6 +109,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="seed of data, training and probes")
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate of FAb-Net and the trained baselines")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where the networks train (default cpu; cuda runs the fused CUDA op)",
+    )
     _add_machine_options(p)
     p.add_argument(
         "--data", type=writable_dir, default=None, help="reuse / keep the synthetic data here (default DIR/data)"
@@ -90,22 +123,36 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "study",
-        help="the paper's ablation and every baseline over several training seeds, with intervals",
-        description="One training set and one probe set of unseen identities; per training seed, FAb-Net's "
-        "four variants at equal steps (1 / 3 sources, with / without the curriculum, same initialisation), the "
-        "autoencoder, contrastive, random-init and supervised encoders, raw pixels and random features, each "
-        "probed linearly. Writes DIR/report.md, DIR/report.json and figures: seed means with 95 %% intervals over "
-        "test identities and the seeds' sd, and the paper's claims checked. About an hour on 2 CPU cores "
-        "(--quick: a smoke test, ~1 min). Run again with the same --out to continue an interrupted study.",
+        help="FAb-Net against the paper's rivals over several training seeds, with intervals",
+        description="One training set and one probe set of unseen identities; per training seed, FAb-Net (1 "
+        "source), the autoencoder and contrastive encoders (the paper's rivals), and as diagnostics the "
+        "random-init and supervised encoders, raw pixels and random features, each probed linearly, absolute and "
+        "within identity; the warp's share of the exact-geometry oracle. Writes DIR/report.md, DIR/report.json "
+        "and figures: seed means with 95 % intervals over test identities and the seeds' sd, and the paper's "
+        "claims checked. The cpu preset takes about an hour on 2 cores; gpu adds the curriculum / 3-source "
+        "ablation at batch 32 for one CUDA GPU; quick is a smoke test (~1 min). Run again with the same --out "
+        "to continue an interrupted study.",
     )
     p.add_argument("--out", type=writable_dir, default="study_out", help="output directory (default study_out)")
-    p.add_argument("--quick", action="store_true", help="toy sizes: a smoke test whose numbers mean nothing")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1 2; at least 2)")
+    p.add_argument("--preset", choices=("cpu", "gpu", "quick"), default="cpu", help="sizes and device (default cpu)")
+    p.add_argument("--quick", action="store_true", help="the same as --preset quick")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1 2)")
     p.add_argument(
-        "--steps",
-        type=int_at_least(2),
+        "--steps", type=int_at_least(1), default=None, help="optimiser steps per method (default: the preset's)"
+    )
+    p.add_argument(
+        "--light",
+        choices=("head", "camera"),
         default=None,
-        help="optimiser steps per method, half of them shared by the FAb-Net variants (default 1000)",
+        help="the generator's light: head (default) or camera (fixed while the head turns: the harder setting)",
+    )
+    p.add_argument(
+        "--methods", nargs="+", default=None, help="only these methods (names as in report.json; default: all)"
+    )
+    p.add_argument(
+        "--beside",
+        default=None,
+        help="another study's report.json (or its directory) whose tables this report shows beside its own",
     )
     _add_machine_options(p)
     p.set_defaults(func=cmd_study)

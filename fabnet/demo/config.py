@@ -16,7 +16,9 @@ class SyntheticRunConfig:
     set. val_every, val_batches: FAb-Net's validation period (steps) and size (batches).
     optimizer, lr, momentum, weight_decay: the recipe of FAb-Net and of the trained baselines.
     probe_*: the linear probes. heatmap_samples: rows of the confidence figure (test tracks).
-    seed: draws the training data's people (and, offset, the probe set's).
+    seed: draws the training data's people (and, offset, the probe set's). light: the
+    generator's light ("head" or "camera", fabnet.data.synth.LIGHTS). device: where every
+    network trains and embeds ("cpu", "cuda").
     """
 
     identities: int = 60
@@ -32,7 +34,7 @@ class SyntheticRunConfig:
     val_every: int = 50
     val_batches: int = 8  # x 16 = 128 fixed validation pairs
     # Adam from the identity warp (fabnet.train.config.PAPER has the paper's SGD): the flow
-    # decoder's last conv starts at zero, so the warp starts at the no-warp loss and improves.
+    # decoder's last conv starts near zero, so the warp starts near the no-warp loss and improves.
     optimizer: str = "adam"
     lr: float = 2e-4
     momentum: float = 0.9
@@ -42,6 +44,8 @@ class SyntheticRunConfig:
     probe_batch: int = 64
     heatmap_samples: int = 4
     seed: int = 0
+    light: str = "head"
+    device: str = "cpu"
     name: str = "custom"
 
 
@@ -53,8 +57,9 @@ class DemoConfig(SyntheticRunConfig):
     steps_1src / steps_3src: FAb-Net optimiser steps per stage, batch_1src / batch_3src their
     batch sizes. patience_1src: validation rounds without improvement before stage 1 divides the
     LR by 10; patience: the curriculum's plateau patience in stage 2. ae_steps / ae_batch:
-    autoencoder. rotation_steps: 0 leaves the rotation baseline out. retrieval_queries /
-    retrieval_k: rows and columns of the retrieval figures.
+    autoencoder and contrastive encoder. rotation_steps: 0 leaves the rotation baseline out.
+    retrieval_queries / retrieval_k: rows and columns of the retrieval figures. oracle_pairs:
+    test pairs of the oracle warp budget (fabnet.data.budget).
     """
 
     steps_1src: int = 2000
@@ -64,8 +69,9 @@ class DemoConfig(SyntheticRunConfig):
     batch_3src: int = 16
     patience_1src: int = 16
     patience: int = 16
-    ae_steps: int = 2000  # as many as FAb-Net's stage 1
+    ae_steps: int = 2000  # as many as FAb-Net's stage 1 (the contrastive encoder's too)
     ae_batch: int = 16
+    oracle_pairs: int = 256
     rotation_steps: int = 0
     retrieval_queries: int = 6
     retrieval_k: int = 6
@@ -100,6 +106,7 @@ class DemoConfig(SyntheticRunConfig):
             retrieval_queries=4,
             retrieval_k=5,
             heatmap_samples=3,
+            oracle_pairs=16,
             name="quick",
         )
 

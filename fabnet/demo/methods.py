@@ -73,7 +73,8 @@ class Method:
     objective: str | None = None  # baselines: fabnet.train.baselines' method
     rival: bool = False
     demo: bool | Callable[[Any], bool] = False  # a bool, or whether a DemoConfig asks for it
-    study: bool = False
+    study: bool = False  # in the study's main comparison
+    ablation: bool = False  # in the study's ablation (a FAb-Net variant continued from the main one)
     summary: str = ""  # what it is, for the reports' setup ({size}: the network input side)
     loss_name: str = ""  # a trained baseline's training loss, the y label of its curve
 
@@ -102,7 +103,13 @@ def _obtain_baseline(ctx: Context, method: Method) -> Obtained:
     steps, batch = ctx.schedule.baseline_budget(cfg, method)
     options = dict(optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     bcfg = BaselineConfig(
-        method=method.objective, size=cfg.size, steps=steps, batch_size=batch, seed=ctx.seed, **options
+        method=method.objective,
+        size=cfg.size,
+        steps=steps,
+        batch_size=batch,
+        seed=ctx.seed,
+        device=cfg.device,
+        **options,
     )
     path = os.path.join(ctx.runs, method.name, "checkpoint.pt")
     result = baseline(bcfg, ctx.train_records, path, ctx.images, ctx.progress)
@@ -121,10 +128,8 @@ def _obtain_noise(ctx: Context, method: Method) -> Obtained:
     return Obtained(NoiseEncoder(ctx.cfg.size, seed=ctx.seed), 0)
 
 
-def _fabnet(name: str, label: str, colour: str, sources: int, curriculum: bool, demo: bool = False) -> Method:
-    return Method(
-        name, label, FABNET, colour, _obtain_fabnet, sources=sources, curriculum=curriculum, demo=demo, study=True
-    )
+def _fabnet(name: str, label: str, colour: str, sources: int, curriculum: bool, **where) -> Method:
+    return Method(name, label, FABNET, colour, _obtain_fabnet, sources=sources, curriculum=curriculum, **where)
 
 
 def _baseline(name: str, label: str, kind: str, colour: str, summary: str, **where) -> Method:
@@ -144,29 +149,35 @@ _SUPERVISED = (
     "and attributes)"
 )
 
-# In the order the runs obtain, probe and tabulate them.
+# In the order the runs obtain, probe and tabulate them. The rivals are the paper's: the methods
+# its claims compare FAb-Net against (the autoencoder and a contrastive encoder); raw pixels and
+# the random-init encoder are reported as diagnostics (how much of a probe's score the input
+# itself or the architecture gives), as are the floor and the ceiling.
 _TABLE = (
-    _fabnet("fabnet_1src", "FAb-Net, 1 source", "tab:blue", 1, False, demo=True),
-    _fabnet("fabnet_1src_curriculum", "FAb-Net, 1 source + curriculum", "tab:cyan", 1, True),
-    _fabnet("fabnet_3src", "FAb-Net, 3 sources", "darkgreen", 3, False),
-    _fabnet("fabnet_3src_curriculum", "FAb-Net, 3 sources + curriculum", "tab:green", 3, True, demo=True),
+    _fabnet("fabnet_1src", "FAb-Net, 1 source", "tab:blue", 1, False, demo=True, study=True),
+    _fabnet("fabnet_1src_more", "FAb-Net, 1 source, continued", "navy", 1, False, ablation=True),
+    _fabnet("fabnet_1src_curriculum", "FAb-Net, 1 source + curriculum", "tab:cyan", 1, True, ablation=True),
+    _fabnet("fabnet_3src", "FAb-Net, 3 sources", "darkgreen", 3, False, ablation=True),
+    _fabnet(
+        "fabnet_3src_curriculum", "FAb-Net, 3 sources + curriculum", "tab:green", 3, True, demo=True, ablation=True
+    ),
     _baseline(
         "random_init", "random-init encoder", UNTRAINED, "tab:grey",
         "random-init encoder (BatchNorm statistics re-estimated on train frames, no training)",
-        rival=True, demo=True, study=True,
+        demo=True, study=True,
     ),
     _baseline(
         "autoencoder", "autoencoder", TRAINED, "tab:orange", "autoencoder (same encoder + decoder, L1 reconstruction)",
         rival=True, demo=True, study=True, loss_name="L1",
     ),
-    _baseline("contrastive", "contrastive (SimCLR)", TRAINED, "tab:red", _SIMCLR, study=True, loss_name="InfoNCE"),
+    _baseline(
+        "contrastive", "contrastive (SimCLR)", TRAINED, "tab:red", _SIMCLR, rival=True, study=True, loss_name="InfoNCE"
+    ),
     _baseline(
         "rotation", "rotation prediction", TRAINED, "tab:purple", "rotation prediction (4 classes)",
         demo=lambda cfg: cfg.rotation_steps > 0, loss_name="cross-entropy",
     ),
-    Method(
-        "pixels", "raw pixels", RAW, "tab:brown", _obtain_pixels, rival=True, demo=True, study=True, summary=_PIXELS,
-    ),
+    Method("pixels", "raw pixels", RAW, "tab:brown", _obtain_pixels, demo=True, study=True, summary=_PIXELS),
     Method(
         "noise", "random features (noise floor)", FLOOR, "tab:olive", _obtain_noise, demo=True, study=True,
         summary="random features (256 normal values fixed per frame: the noise floor)",
@@ -188,8 +199,22 @@ def demo_methods(cfg) -> list[Method]:
     return [m for m in METHODS.values() if (m.demo(cfg) if callable(m.demo) else m.demo)]
 
 
-def study_methods() -> list[Method]:
-    return [m for m in METHODS.values() if m.study]
+def study_methods(ablation: bool = False, only=None) -> list[Method]:
+    """The study's methods in table order: the main comparison, plus the FAb-Net ablation's
+    variants with ``ablation``; ``only`` (names) keeps those of them."""
+    methods = [m for m in METHODS.values() if m.study or (ablation and m.ablation)]
+    if only is not None:
+        unknown = sorted(set(only) - {m.name for m in methods})
+        if unknown:
+            raise ValueError(f"unknown study method(s) {unknown}; the study's are {[m.name for m in methods]}")
+        methods = [m for m in methods if m.name in only]
+    return methods
+
+
+def main_fabnet(methods) -> Method:
+    """The FAb-Net the study compares against the rivals: the one its main comparison trains
+    from scratch (1 source)."""
+    return next(m for m in methods if m.kind == FABNET and m.study)
 
 
 def headline(methods) -> Method:
@@ -226,6 +251,7 @@ __all__ = [
     "demo_methods",
     "headline",
     "label",
+    "main_fabnet",
     "run_methods",
     "study_methods",
 ]

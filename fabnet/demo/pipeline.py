@@ -147,6 +147,7 @@ class _Demo:
         self.synthesise()
         obtained = self.obtain_methods()
         diagnostics = self.diagnostics(obtained)
+        diagnostics["oracle"] = self.oracle(obtained)
         probes, retrieval = self.probe(obtained)
         self.wall["total"] = round(time.perf_counter() - t_start, 1)
         report = self.report(obtained, diagnostics, probes, retrieval, load_start)
@@ -233,11 +234,25 @@ class _Demo:
         self.timed("target_swap_study", t0)
         return {"confidence": confidence, "target_swap": swap}
 
+    def oracle(self, obtained: dict) -> dict:
+        """The oracle budget of the training data's test identities with the 1-source model
+        (fabnet.data.budget)."""
+        from fabnet.data.budget import oracle_budget
+
+        one = [m for m in self.methods if _is_stage_one(m)]
+        self.stage.name = "oracle budget"
+        t0 = time.perf_counter()
+        log(f"oracle budget on {self.cfg.oracle_pairs} test pairs")
+        checkpoint = obtained[one[0].name].encoder if one else None
+        out = oracle_budget(self.data, size=self.cfg.size, pairs=self.cfg.oracle_pairs, checkpoint=checkpoint)
+        self.timed("oracle", t0)
+        return out
+
     def probe(self, obtained: dict) -> tuple[dict, dict]:
         """Every method's probes and retrieval on the probe set's test identities."""
         from fabnet.data.labels import label_info
         from fabnet.probe.linear import ProbeConfig
-        from fabnet.probe.pipeline import embed_splits, probe_task, retrieval_figure
+        from fabnet.probe.pipeline import WITHIN_IDENTITY_TASKS, embed_splits, probe_task, retrieval_figure
 
         cfg = self.cfg
         info = label_info(self.data)
@@ -245,6 +260,7 @@ class _Demo:
             batch_size=cfg.probe_batch, max_epochs=cfg.probe_max_epochs, patience=cfg.probe_patience, seed=cfg.seed
         )
         probes: dict[str, dict] = {t: {} for t in TASKS}
+        self.within: dict[str, dict] = {t: {} for t in WITHIN_IDENTITY_TASKS}
         retrieval: dict[str, dict] = {}
         for name, o in obtained.items():
             self.stage.name = f"embedding and probing {name}"
@@ -255,6 +271,8 @@ class _Demo:
             t0 = time.perf_counter()
             for task in TASKS:
                 probes[task][name], _ = probe_task(task, emb, config=pcfg, info=info)
+            for task in WITHIN_IDENTITY_TASKS:
+                self.within[task][name], _ = probe_task(task, emb, config=pcfg, info=info, within_identity=True)
             self.timed(f"probe_{name}", t0)
             png = os.path.join(self.fig_dir, f"retrieval_{name}.png")
             title = f"{label(name)}: test queries (red) and cross-identity cosine neighbours"
@@ -314,6 +332,7 @@ class _Demo:
             "zero_flow_val_l1": {n: self.curves[n]["zero_flow"] for n in fabnet if "zero_flow" in self.curves[n]},
             "checkpoints": checkpoints,
             "probes": probes,
+            "probes_within_identity": self.within,
             "retrieval": retrieval,
             **diagnostics,
             "figures": self.figures,

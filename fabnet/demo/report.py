@@ -120,8 +120,8 @@ def _setup(report: dict, methods) -> list[str]:
         f"{cfg['probe_frames']} frames, split by identity 60/10/30 into probe fitting, probe early stopping "
         f"and test ({report['sizes']['test_identities']} test identities). Every probe metric comes with a 95 % "
         "interval from 1000 bootstrap resamples of the test identities.",
-        f"- Networks at S = {cfg['size']}, 256-d embedding, decoders' last conv initialised to zero (the warp "
-        f"starts as the identity, confidences equal). FAb-Net stage 1: 1 source, {cfg['steps_1src']} "
+        f"- Networks at S = {cfg['size']}, 256-d embedding, decoders' last conv at 0.01 of its random initialisation "
+        "(the warp starts near the identity, confidences near equal). FAb-Net stage 1: 1 source, {cfg['steps_1src']} "
         f"{cfg['optimizer']} steps of {cfg['batch_1src']} (lr {cfg['lr']}, weight decay "
         f"{cfg.get('weight_decay', 0)}, LR divided by 10 after {cfg['patience_1src']} validation rounds without "
         f"improvement; validation every {cfg['val_every']} steps on {cfg['val_batches'] * cfg['batch_1src']} "
@@ -140,16 +140,45 @@ def _setup(report: dict, methods) -> list[str]:
     return lines
 
 
-def _probe_tables(report: dict) -> list[str]:
-    """The probe metrics of every method, and pose per angle."""
+def _opening_tables(report: dict) -> list[str]:
+    """The probes within identity and absolute, and the warp against the oracle: what the demo
+    found, before how it was set up."""
+    from fabnet.data.budget import oracle_markdown
     from fabnet.probe.pipeline import format_table
 
+    lines: list[str] = []
+    within = report.get("probes_within_identity")
+    if within:
+        lines += [
+            "## Linear probes within identity",
+            "",
+            "Embeddings and pose / landmark labels centred on each identity's mean over its frames (the "
+            "predictions get the identity's mean label back, so the units are the absolute table's): how a face "
+            "changes between its own frames, which is what FAb-Net's decoders read.",
+            "",
+            format_table(within, tasks=tuple(within)),
+            "",
+        ]
+    lines += ["## Linear probes, absolute", "", format_table(report["probes"]), ""]
+    if report.get("oracle"):
+        lines += [
+            "## The warp against the oracle",
+            "",
+            "Test pairs of the training data; the oracle warps the source by the true 3-D geometry, sampled as "
+            "the op samples (`fabnet.data.budget`).",
+            "",
+            oracle_markdown(report["oracle"]),
+            "",
+        ]
+    return lines
+
+
+def _probe_tables(report: dict) -> list[str]:
+    """Notes on the probe tables, and pose per angle."""
     probes = report["probes"]
     lines: list[str] = []
     lines += [
-        "## Linear probes (test split)",
-        "",
-        format_table(probes),
+        "## Probe notes",
         "",
         "Landmarks: mean error over the 23 landmarks in % of the outer inter-ocular distance (lower is better). "
         "Pose: mean absolute error of yaw / pitch / roll in degrees (lower is better). Expression (4 classes, "
@@ -313,7 +342,8 @@ def _figures_and_times(report: dict, out: str) -> list[str]:
 def write_report(report: dict, out: str, methods) -> str:
     """``DIR/report.md`` from the report dict (also written as report.json); ``methods``: the
     demo's Method records, in table order."""
-    lines = _header(report) + _setup(report, methods) + _probe_tables(report) + _fabnet_sections(report, methods)
+    lines = _header(report) + _opening_tables(report) + _setup(report, methods) + _probe_tables(report)
+    lines += _fabnet_sections(report, methods)
     lines += _retrieval(report) + _decoders(report) + _figures_and_times(report, out)
     path = os.path.join(out, "report.md")
     with open(path, "w") as fh:

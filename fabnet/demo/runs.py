@@ -12,6 +12,7 @@ import platform
 import time
 from dataclasses import asdict
 
+from fabnet.data.synth import GENERATOR
 from fabnet.demo.config import PROBE_SEED_OFFSET, PROBE_SPLIT
 
 
@@ -69,7 +70,9 @@ def _stamp(root: str, stamp: str, want: dict) -> None:
 def synth_training_data(cfg, root: str, workers: int, progress: bool = False) -> dict:
     from fabnet.data.synth import synthesize
 
-    want = {k: getattr(cfg, k) for k in ("identities", "tracks_per_identity", "frames_per_track", "image_size", "seed")}
+    keys = ("identities", "tracks_per_identity", "frames_per_track", "image_size", "seed", "light")
+    want = {k: getattr(cfg, k) for k in keys}
+    want["generator"] = GENERATOR
     if _made_with(root, "demo_data.json", want):
         log(f"reusing the synthetic data in {root}")
         return {"reused": True}
@@ -83,6 +86,7 @@ def synth_training_data(cfg, root: str, workers: int, progress: bool = False) ->
         seed=cfg.seed,
         workers=workers,
         progress=progress,
+        light=cfg.light,
     )
     _stamp(root, "demo_data.json", want)
     return {"reused": False, "wall_s": round(time.perf_counter() - t0, 1)}
@@ -100,6 +104,8 @@ def synth_probe_set(cfg, root: str, workers: int, progress: bool = False) -> dic
         "image_size": cfg.image_size,
         "seed": cfg.seed + PROBE_SEED_OFFSET,
         "split": PROBE_SPLIT,
+        "light": cfg.light,
+        "generator": GENERATOR,
     }
     if _made_with(root, "demo_probe_data.json", want):
         log(f"reusing the probe set in {root}")
@@ -115,6 +121,7 @@ def synth_probe_set(cfg, root: str, workers: int, progress: bool = False) -> dic
         workers=workers,
         progress=progress,
         previews=False,
+        light=cfg.light,
     )
     n_fit = round(PROBE_SPLIT[0] * cfg.probe_identities)
     n_val = max(1, round(PROBE_SPLIT[1] * cfg.probe_identities))
@@ -219,9 +226,10 @@ def train_fabnet(
         log_every=5,
         figure_every=0,
         figure_samples=4,
-        device="cpu",
+        device=cfg.device,
         data_backend="pil",
-        num_workers=0,
+        # On a CPU the loader's workers would take cores from the convolutions; a GPU needs them.
+        num_workers=0 if cfg.device == "cpu" else 4,
         progress=progress,
     )
     # What makes this run this run: its options and the data it reads (a regenerated data root

@@ -12,14 +12,15 @@ def _category_colour(name: str) -> str:
     return "tab:green" if kind == FABNET else "tab:grey" if kind in (FLOOR, CEILING) else "tab:orange"
 
 
-def study_figure(probes: dict, path: str) -> str:
-    """One panel per task: each method's seed mean (bar), its 95 % interval (error bar) and the
-    single seeds (dots)."""
+def study_figure(probes: dict, path: str, kind: str = "absolute") -> str:
+    """One panel per task of ``probes`` ({task: {method: seed mean}}): each method's seed mean
+    (bar), its 95 % interval (error bar) and the single seeds (dots); ``kind`` names the probes."""
     from fabnet.plotting import pyplot, save
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(TASKS), figsize=(4.4 * len(TASKS), 4.2), dpi=110, squeeze=False)
-    for ax, task in zip(axes[0], TASKS):
+    tasks = [t for t in TASKS if t in probes]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks), 4.2), dpi=110, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
         main = MAIN_METRIC[task]
         methods = list(probes[task])
         means = [probes[task][m][main] for m in methods]
@@ -39,13 +40,18 @@ def study_figure(probes: dict, path: str) -> str:
             ax.axhline(0.5, color="k", lw=0.8, ls=":")
             ax.set_ylim(0.4, 1.0)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Seed mean (bar), 95 % interval over test identities (error bar), single seeds (dots)", fontsize=9)
+    fig.suptitle(
+        f"{kind.capitalize()} probes: seed mean (bar), 95 % interval over test identities (error bar), single seeds "
+        "(dots)",
+        fontsize=9,
+    )
     fig.tight_layout()
     return save(fig, path)
 
 
 def validation_figure(curves: dict, warp: dict, path: str) -> str:
-    """Validation L1 against step of every FAb-Net variant, first seed; the no-warp L1 dashed."""
+    """Validation L1 against step of every FAb-Net variant, first seed (the ablation's after the
+    main run's steps); the no-warp L1 dashed."""
     from fabnet.plotting import pyplot, save
 
     plt = pyplot()
@@ -56,9 +62,9 @@ def validation_figure(curves: dict, warp: dict, path: str) -> str:
             ax.plot(
                 steps,
                 loss,
-                "-" if name != "fabnet_first_half" else "k-",
+                "-",
                 lw=1.2,
-                label=label(name) if name in METHODS else "shared first half (1 source)",
+                label=label(name),
             )
     zero = [w["zero_flow_val_l1"]["mean"] for n, w in warp.items() if n in METHODS and METHODS[n].sources == 1]
     if zero:

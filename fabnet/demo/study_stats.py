@@ -74,13 +74,16 @@ def per_seed_summary(values: list[float]) -> dict:
     }
 
 
-def summarise(cfg, outcomes: dict, per_seed: dict, records, probe_records) -> dict:
-    """The report dict from ``{seed: {task: {method: ProbeOutcome}}}`` and the seeds' training."""
-    seeds = list(outcomes)
-    probes = {}
-    for task in TASKS:
-        methods = [m for m in outcomes[seeds[0]][task]]
-        probes[task] = {m: seed_mean([outcomes[s][task][m] for s in seeds], task, cfg.bootstrap) for m in methods}
+def _seed_means(outcomes: dict, seeds: list, kind: str, resamples: int) -> dict:
+    """{task: {method: seed_mean}} of one kind of probe ("absolute" or "within_identity")."""
+    first = outcomes[seeds[0]][kind]
+    return {
+        task: {m: seed_mean([outcomes[s][kind][task][m] for s in seeds], task, resamples) for m in first[task]}
+        for task in first
+    }
+
+
+def _warp(per_seed: dict, seeds: list) -> dict:
     warp = {}
     for name in per_seed[seeds[0]]["warp"]:
         best = [per_seed[s]["warp"][name]["best_val_l1"] for s in seeds]
@@ -92,6 +95,10 @@ def summarise(cfg, outcomes: dict, per_seed: dict, records, probe_records) -> di
             "zero_flow_val_l1": per_seed_summary(zero),
             "gain_pct": per_seed_summary([100 * (1 - b / z) for b, z in zip(best, zero)]),
         }
+    return warp
+
+
+def _confidence(per_seed: dict, seeds: list) -> dict:
     confidence = {}
     for name in per_seed[seeds[0]]["confidence"]:
         stats = [per_seed[s]["confidence"][name] for s in seeds]
@@ -101,6 +108,16 @@ def summarise(cfg, outcomes: dict, per_seed: dict, records, probe_records) -> di
                 for key in ("nearest_pose_share", "max_confidence_mean")
             }
             confidence[name]["samples"] = stats[0]["samples"]
+    return confidence
+
+
+def summarise(cfg, outcomes: dict, per_seed: dict, records, probe_records, oracle: dict | None = None) -> dict:
+    """The report dict from ``{seed: {"absolute" | "within_identity": {task: {method:
+    ProbeOutcome}}}}``, the seeds' training and the oracle budget (fabnet.data.budget)."""
+    seeds = list(outcomes)
+    probes = _seed_means(outcomes, seeds, "absolute", cfg.bootstrap)
+    within = _seed_means(outcomes, seeds, "within_identity", cfg.bootstrap)
+    warp, confidence = _warp(per_seed, seeds), _confidence(per_seed, seeds)
     shares = {t: {m: gap_share(t, probes, m) for m in probes[t]} for t in TASKS}
     probe_test = sorted({r.identity for r in probe_records if r.split == "test"})
     sizes = {
@@ -115,6 +132,8 @@ def summarise(cfg, outcomes: dict, per_seed: dict, records, probe_records) -> di
         "embedding_dim": 256,
         "steps": cfg.steps,
         "batch": cfg.batch,
+        "ablation_steps": cfg.ablation_steps,
+        "ablation_batch": cfg.ablation_batch,
     }
     return {
         "seeds": {
@@ -125,10 +144,12 @@ def summarise(cfg, outcomes: dict, per_seed: dict, records, probe_records) -> di
         },
         "sizes": sizes,
         "probes": probes,
+        "probes_within_identity": within,
         "gap_share": shares,
+        "oracle": oracle or {},
         "warp": warp,
         "confidence": confidence,
-        "claims": claims(probes, warp, confidence),
+        "claims": claims(probes, within, warp, confidence, oracle or {}),
         "per_seed": {
             str(s): {
                 "times": per_seed[s]["times"],
