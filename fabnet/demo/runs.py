@@ -250,6 +250,11 @@ def train_fabnet(
     resume = not overwrite and os.path.exists(os.path.join(run, "checkpoints", "last.pt"))
     if resume:
         log(f"resuming the interrupted run in {run}")
+    elif not overwrite and os.path.isdir(run) and os.listdir(run):
+        # Made with these options and data, but killed (SIGKILL, a machine restart) before its
+        # first checkpoint: there is nothing to continue, and train() would refuse the folder.
+        log(f"restarting the run in {run}, stopped before its first checkpoint")
+        overwrite = True
     kwargs.update(resume=resume, overwrite=overwrite)
     os.makedirs(run, exist_ok=True)
     with open(os.path.join(run, RUN_STAMP), "w") as fh:

@@ -178,3 +178,31 @@ def test_a_new_method_is_one_record(tmp_path, monkeypatch, capsys):
     assert report["steps"]["mean_colour"] == 0 and "retrieval_mean_colour" in report["figures"]
     text = (tmp_path / "d" / "report.md").read_text()
     assert re.search(r"^\| mean_colour \| ", text, re.M) and "mean colour (dummy)" in text
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path):
+    """SIGKILL leaves metrics but no checkpoint; the same command restarts that run (before, the
+    trainer refused the folder: '... already holds a run ...; continue it with --resume')."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "fabnet", "demo", "--quick", "--no-progress", "--out", str(out)]
+    run = out / "runs" / "fabnet_1src"
+    proc = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    metrics = run / "metrics.jsonl"
+    while proc.poll() is None and time.time() - t0 < 300:
+        if metrics.exists() and '"kind": "train"' in metrics.read_text():
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (run / "checkpoints" / "last.pt").exists()
+    again = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "restarting the run" in again.stdout and (out / "report.md").exists()
