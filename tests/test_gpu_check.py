@@ -55,3 +55,48 @@ def test_gpu_report_table(tmp_path):
     ).stdout
     row = next(line for line in out.splitlines() if "| cuda |" in line)
     assert "| 1.000 | 0.900 | 10.00x | 4.00x | 100.0 | 50 % |" in row
+
+
+def test_gpu_check_script_parses():
+    proc = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _gpu_bench(tmp_path, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_bench", "--smoke", "--out", str(tmp_path), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_gpu_bench_smoke_measures_every_provider_on_the_cpu(tmp_path):
+    """The GPU bench's code paths at toy sizes: rows for each provider and mode, ratios in the
+    table, parity against float64 within float32's reach."""
+    proc = _gpu_bench(tmp_path, "--deadline", "300", "--sections", "parity", "op", "drop_in", "deterministic")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    rows = doc["rows"]
+    assert not [r for r in rows if "error" in r]
+    op = {(r["case"], r["provider"]) for r in rows if r["section"] == "op"}
+    for mode in ("forward", "fwd+bwd", "fwd+bwd+src"):
+        assert {("smoke fp32 smooth " + mode, p) for p in ("cpu", "eager")} <= op
+    assert ("smoke fp32 smooth forward", "compiled") in op
+    assert {r["provider"] for r in rows if r["section"] == "drop_in"} == {"fabnet", "F.grid_sample"}
+    parity = {(r["case"], r["provider"]): r for r in rows if r["section"] == "parity"}
+    assert parity[("2x3x3x16x16 fp32", "cpu")]["loss"] < 1e-6
+    assert parity[("2x3x3x16x16 bf16", "cpu")]["d_flows"] < 2e-2
+    table = (tmp_path / "bench.md").read_text()
+    assert "| op | smoke fp32 smooth forward | eager |" in table and "1.00x" in table
+    assert "deterministic: CUDA only" in table
+
+
+def test_gpu_bench_deadline_skips_sections_and_still_reports(tmp_path):
+    proc = _gpu_bench(tmp_path, "--deadline", "0", "--sections", "op", "train")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert doc["rows"] == []
+    assert [n.split(":")[0] for n in doc["notes"]] == ["op", "train"]
+    assert all("deadline" in n for n in doc["notes"])
