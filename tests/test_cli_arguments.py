@@ -109,7 +109,8 @@ CASES = [
     (["demo", "--out", "{file}"], "argument --out: '{file}' exists and is not a directory"),
     (["demo", "--lr", "0"], "argument --lr: expected a finite number > 0, got 0"),
     (["study", "--out", "{file}"], "argument --out: '{file}' exists and is not a directory"),
-    (["study", "--steps", "1"], "argument --steps: expected an integer >= 2, got 1"),
+    (["study", "--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+    (["study", "--preset", "tiny"], "argument --preset: invalid choice: 'tiny'"),
     (["synth", "{out}/s", "--size", "100000"], "argument --size: expected an integer in [16, 1024]"),
     (["synth", "{file}"], "argument OUT: '{file}' exists and is not a directory"),
     (["extract-frames", "{missing}", "{out}/f"], "argument VIDEOS: '{missing}' does not exist"),
@@ -120,7 +121,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("argv, message", CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
-def test_bad_value_is_refused_before_work(paths, capsys, argv, message):
+def test_bad_value_is_refused_before_work(paths, capsys, monkeypatch, tmp_path, argv, message):
+    # A case that wrongly passes would start work under a default --out: keep it out of the checkout.
+    monkeypatch.chdir(tmp_path)
     argv = [a.format(**paths) for a in argv]
     with pytest.raises(SystemExit) as exc:
         main(argv)
