@@ -223,17 +223,21 @@ def main():
 
 
 # Extras by use: "train" (fabnet synth / train / embed / probe / retrieve / demo / study), "video"
-# (extract-frames), "dali-cuda12" / "dali-cuda13" (the DALI data backend: the build matching
-# torch's CUDA), "triton" (the Triton kernels), "test", and "all" (train, video, triton, test).
+# (extract-frames, tracks), "export" (.safetensors), "parquet" (embed --out x.parquet),
+# "dali-cuda12" / "dali-cuda13" (the DALI data backend: the build matching torch's CUDA), "triton"
+# (the Triton kernels), "test", and "all" (train, video, export, parquet, triton, test).
 EXTRAS = {
-    "train": ["pillow", "tqdm", "matplotlib"],
-    "video": ["av"],
+    "train": ["pillow", "tqdm", "matplotlib", "tensorboard"],
+    # OpenCV's face cascades ship in the 4.x wheels only
+    "video": ["av", "opencv-python-headless<5"],
+    "export": ["safetensors"],
+    "parquet": ["pyarrow"],
     "dali-cuda12": ["nvidia-dali-cuda120"],
     "dali-cuda13": ["nvidia-dali-cuda130"],
     "triton": ["triton"],
-    "test": ["pytest", "pytest-benchmark", "onnx", "onnxscript", "onnxruntime"],
+    "test": ["pytest", "pytest-benchmark", "onnx", "onnxscript", "onnxruntime", "scikit-image"],
 }
-EXTRAS["all"] = sorted({p for name in ("train", "video", "triton", "test") for p in EXTRAS[name]})
+EXTRAS["all"] = sorted({p for name in ("train", "video", "export", "parquet", "triton", "test") for p in EXTRAS[name]})
 
 
 # setuptools runs this file as __main__; tests import it for its helpers.

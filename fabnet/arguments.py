@@ -15,6 +15,8 @@ import re
 
 __all__ = [
     "require_int",
+    "add_progress_flag",
+    "plain_text",
     "int_at_least",
     "int_in",
     "positive_int",
@@ -106,6 +108,20 @@ def finite_float(
 
 positive_float = finite_float(0.0, low_open=True)
 non_negative_float = finite_float(0.0)
+
+
+def plain_text(doc: str) -> str:
+    """A module docstring as --help prints it: no reStructuredText double backquotes."""
+    return doc.replace("``", "")
+
+
+def add_progress_flag(parser) -> None:
+    """``--no-progress``, every command's one switch for its progress bars (``args.progress``).
+
+    ``--quiet``, the old spelling of synth and extract-frames, is still read but no longer listed.
+    """
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument("--quiet", dest="progress", action="store_false", help=argparse.SUPPRESS)
 
 
 def existing_dir(text: str) -> str:

@@ -15,12 +15,18 @@ import json
 import platform
 import sys
 
+from fabnet.arguments import plain_text
+
 OPTIONAL_PACKAGES = (
     "numpy",
     "pillow",
     "tqdm",
     "matplotlib",
     "av",
+    "opencv-python-headless",
+    "tensorboard",
+    "safetensors",
+    "pyarrow",
     "triton",
     "nvidia-dali-cuda130",
     "nvidia-dali-cuda120",
@@ -133,7 +139,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "info",
         help="versions, build and backends: what a bug report needs",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true", help="one JSON object instead of text")

@@ -9,7 +9,15 @@ from __future__ import annotations
 import os
 import sys
 
-from fabnet.arguments import existing_path, finite_float, int_in, positive_int, writable_dir
+from fabnet.arguments import (
+    add_progress_flag,
+    existing_file,
+    existing_path,
+    finite_float,
+    int_in,
+    positive_int,
+    writable_dir,
+)
 
 
 def cmd_synth(args) -> int:
@@ -26,7 +34,7 @@ def cmd_synth(args) -> int:
         size=args.size,
         seed=args.seed,
         workers=args.workers,
-        progress=not args.quiet,
+        progress=args.progress,
         previews=True,
         light=args.light,
     )
@@ -46,11 +54,36 @@ def cmd_extract_frames(args) -> int:
     from fabnet.data.extract import extract_frames
 
     try:
-        written = extract_frames(args.videos, args.out, fps=args.fps, size=args.size, progress=not args.quiet)
+        written = extract_frames(args.videos, args.out, fps=args.fps, size=args.size, progress=args.progress)
     except (ImportError, FileNotFoundError, ValueError) as err:
         print(f"fabnet extract-frames: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {written} frames to {os.path.abspath(args.out)} (ROOT/<identity>/<video>/<track>/<frame>.jpg)")
+    return 0
+
+
+def cmd_tracks(args) -> int:
+    from fabnet.data.tracks import LABELS, face_tracks
+
+    summary = face_tracks(
+        args.videos,
+        args.out,
+        size=args.size,
+        fps=args.fps,
+        detect_fps=args.detect_fps,
+        margin=args.margin,
+        min_face=args.min_face,
+        detector=args.detector,
+        progress=args.progress,
+    )
+    out = os.path.abspath(args.out)
+    rate = summary.frames_decoded / summary.seconds if summary.seconds > 0 else float("nan")
+    print(
+        f"{summary.videos_done} video(s) tracked now ({summary.frames_decoded} frames decoded, {summary.detections} "
+        f"detected, {rate:.0f} frames/s), {summary.videos_kept} kept from an earlier run, {summary.videos_failed} "
+        f"unreadable; {out} holds {summary.tracks} track(s), {summary.crops} crops; boxes in "
+        f"{os.path.join(out, LABELS)}"
+    )
     return 0
 
 
@@ -95,7 +128,7 @@ def register(subparsers) -> None:
         help="head: the light turns with the head, so shading moves with the face (default); camera: the light "
         "stays fixed while the head turns (harder: most frame-to-frame change is then no warp)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_flag(p)
     p.set_defaults(func=cmd_synth)
 
     p = subparsers.add_parser(
@@ -121,5 +154,55 @@ def register(subparsers) -> None:
         default=0,
         help="resize frames so the shorter side is SIZE px, at most 4096; 0 keeps the video's size (default 0)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_flag(p)
     p.set_defaults(func=cmd_extract_frames)
+
+    p = subparsers.add_parser(
+        "tracks",
+        help="detect, track and crop the faces of ordinary videos into a data root (needs PyAV and OpenCV)",
+        description="Detect faces in DETECT_FPS samples per second of each video (OpenCV's frontal-face cascade, "
+        "which ships in its wheel, or --detector MODEL), link them into tracks by overlap and size, break "
+        "tracks at shot cuts, smooth and square the boxes with a margin, and write FPS crops per second as "
+        "OUT/<identity>/<video>/<track>/<frame>.jpg with each crop's box in OUT/tracks.csv. VIDEOS is a video "
+        "file or a directory of <name>.<ext> (one identity per video) or <identity>/<video>.<ext>. Run the "
+        "same command again to resume: finished videos are kept; an unreadable video is skipped with a warning.",
+    )
+    p.add_argument("videos", metavar="VIDEOS", type=existing_path, help="a video file or a directory of videos")
+    p.add_argument("out", metavar="OUT", type=writable_dir, help="output data root")
+    p.add_argument(
+        "--size",
+        type=int_in(16, 1024, "4x the largest training size"),
+        default=256,
+        help="crop side in px (default 256)",
+    )
+    p.add_argument(
+        "--fps",
+        type=finite_float(0.0, 1000.0, low_open=True),
+        default=1.0,
+        help="crops kept per second of each track (default 1, as the paper sampled VoxCeleb)",
+    )
+    p.add_argument(
+        "--detect-fps",
+        type=finite_float(0.0, 1000.0, low_open=True),
+        default=5.0,
+        help="frames per second the detector sees, >= --fps; tracks link these (default 5)",
+    )
+    p.add_argument(
+        "--margin",
+        type=finite_float(0.0, 2.0),
+        default=0.25,
+        help="added on each side of the face box, as a fraction of its side (default 0.25: crops 1.5x the box)",
+    )
+    p.add_argument(
+        "--min-face", type=int_in(8, 4096, "a face of the frame's size"), default=32, help="smallest face side in px"
+    )
+    p.add_argument(
+        "--detector",
+        metavar="MODEL",
+        type=existing_file,
+        default=None,
+        help="a stronger face detector you have: a YuNet .onnx (cv2.FaceDetectorYN) or an OpenCV cascade .xml "
+        "(default: OpenCV's haarcascade_frontalface_alt2, shipped in its wheel)",
+    )
+    add_progress_flag(p)
+    p.set_defaults(func=cmd_tracks)

@@ -31,7 +31,7 @@ def test_synth_command(tmp_path, capsys):
             "32",
             "--seed",
             "4",
-            "--quiet",
+            "--no-progress",
         ]
     )
     assert rc == 0
@@ -51,7 +51,7 @@ def test_synth_command_light_setting(tmp_path):
     for light in ("head", "camera"):
         out = tmp_path / light
         assert main(["synth", str(out), "--identities", "1", "--tracks-per-identity", "1", "--frames-per-track",
-                     "4", "--size", "32", "--light", light, "--quiet"]) == 0  # fmt: skip
+                     "4", "--size", "32", "--light", light, "--no-progress"]) == 0  # fmt: skip
         assert json.loads((out / "synth.json").read_text())["light"] == light
     # The same draws in both settings: the frames differ only where the shading does.
     a = np.asarray(Image.open(tmp_path / "head" / "id0000" / "vid00" / "track0" / "003.jpg"), np.float64)
@@ -133,7 +133,7 @@ def test_extract_frames_round_trip(tmp_path, capsys):
     broken.write_bytes(b"not a video" * 100)
     out = tmp_path / "root"
     with pytest.warns(DataWarning, match="could not decode 1 of 2 video.*broken.mp4"):
-        rc = main(["extract-frames", str(tmp_path / "videos"), str(out), "--fps", "1", "--size", "24", "--quiet"])
+        rc = main(["extract-frames", str(tmp_path / "videos"), str(out), "--fps", "1", "--size", "24", "--no-progress"])
     assert rc == 0 and not (out / "bob").exists()
     assert "wrote 3 frames" in capsys.readouterr().out
     records = load_index(str(out))

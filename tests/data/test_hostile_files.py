@@ -228,7 +228,7 @@ def test_extract_frames_skips_a_fifo_named_like_a_video(tmp_path):
     os.mkfifo(videos / "alice" / "pipe.mp4")
     out = tmp_path / "root"
     code = "import sys; from fabnet.cli import main; sys.exit(main(sys.argv[1:]))"
-    argv = [sys.executable, "-W", "always", "-c", code, "extract-frames", str(videos), str(out), "--quiet"]
+    argv = [sys.executable, "-W", "always", "-c", code, "extract-frames", str(videos), str(out), "--no-progress"]
     env = dict(os.environ, PYTHONPATH=REPO)
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
