@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from fabnet.arguments import int_at_least, positive_float, positive_int, writable_dir
+from fabnet.arguments import add_progress_flag, int_at_least, positive_float, positive_int, writable_dir
 
 
 def cmd_demo(args) -> int:
@@ -88,7 +88,7 @@ def _add_machine_options(p) -> None:
         default=min(2, os.cpu_count() or 1),
         help="processes rendering the synthetic data (default: 2, or 1 on a 1-core machine)",
     )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_progress_flag(p)
 
 
 def register(subparsers) -> None:

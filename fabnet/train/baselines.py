@@ -133,6 +133,7 @@ def _optimizer(cfg: BaselineConfig, params):
 
 
 def _checkpoint(cfg: BaselineConfig, modules: dict[str, nn.Module], losses: list) -> dict:
+    from fabnet import __version__
     from fabnet.model.checkpoint import FORMAT
 
     weights = {}
@@ -140,6 +141,7 @@ def _checkpoint(cfg: BaselineConfig, modules: dict[str, nn.Module], losses: list
         weights.update({f"{prefix}.{k}": v.detach().cpu() for k, v in module.state_dict().items()})
     return {
         "format": FORMAT,
+        "fabnet_version": __version__,
         "model_config": {"size": cfg.size, "num_sources": 1, "embedding_dim": cfg.embedding_dim, "width": cfg.width},
         "model": weights,
         "baseline": cfg.method,

@@ -24,10 +24,12 @@ import sys
 
 # From torch-free modules: `fabnet --help` builds this parser without loading torch.
 from fabnet.arguments import (
+    add_progress_flag,
     device,
     finite_float,
     non_negative_float,
     non_negative_int,
+    plain_text,
     positive_float,
     positive_int,
     power_of_two_in,
@@ -38,9 +40,15 @@ from fabnet.model.defaults import DEFAULT_WIDTH
 
 def _data_and_model_arguments(p: argparse.ArgumentParser) -> None:
     """The data, the output, the frame size, K and the network width."""
-    p.add_argument("--data", required=True, help="data root ROOT/<identity>/<video>/<track>/<frame>.jpg")
     p.add_argument(
-        "--out", required=True, type=writable_dir, help="run directory (metrics.jsonl, checkpoints/, figures/)"
+        "--config",
+        metavar="RUN/config.json",
+        default=None,
+        help="start from a saved run's configuration; options given here override it",
+    )
+    p.add_argument("--data", default=None, help="data root ROOT/<identity>/<video>/<track>/<frame>.jpg (required)")
+    p.add_argument(
+        "--out", default=None, type=writable_dir, help="run directory (metrics.jsonl, checkpoints/, figures/; required)"
     )
     p.add_argument(
         "--size",
@@ -149,6 +157,11 @@ def _reporting_arguments(p: argparse.ArgumentParser) -> None:
         "--figure-every", type=non_negative_int, default=500, help="figures every N steps, 0: only at the end"
     )
     p.add_argument("--no-figures", action="store_true", help="write no PNG figures")
+    p.add_argument(
+        "--no-tensorboard",
+        action="store_true",
+        help="write no TensorBoard event files (default: OUT/tensorboard, when tensorboard is installed)",
+    )
 
 
 def _machine_arguments(p: argparse.ArgumentParser) -> None:
@@ -167,14 +180,14 @@ def _machine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action="store_true", help="channels-last convolutions (GPU)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast of encoder/decoders (GPU)")
     p.add_argument("--stop-after", type=positive_int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(p)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train FAb-Net on face tracks",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _data_and_model_arguments(p)
@@ -183,12 +196,61 @@ def register(subparsers) -> None:
     _start_arguments(p)
     _reporting_arguments(p)
     _machine_arguments(p)
+    # Every option's default moves to DEFAULTS and the parsed namespace holds only what was typed:
+    # that is what overrides --config or the resumed run's configuration (``resolve``).
+    for action in p._actions:
+        if action.dest != "help":
+            DEFAULTS[action.dest] = action.default
+            action.default = argparse.SUPPRESS
     p.set_defaults(func=run)
+
+
+DEFAULTS: dict = {}
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Every option's value: typed on the command line, else from --config (or, resuming without
+    it, the checkpoint's own configuration), else its default. Idempotent."""
+    if getattr(args, "_resolved", False):
+        return args
+    typed = {k: v for k, v in vars(args).items() if k in DEFAULTS}
+    saved, extra, source = {}, {}, None
+    if typed.get("config"):
+        from fabnet.train.config_file import options_from_config, read_config
+
+        saved, extra = options_from_config(read_config(typed["config"]))
+        source = f"--config {typed['config']}"
+    elif typed.get("resume"):
+        from fabnet.train.config_file import options_from_config
+
+        config = _resumed_config(typed.get("resume"), typed.get("out"))
+        if config is not None:
+            saved, extra = options_from_config(config)
+            source = "the resumed checkpoint"
+    if typed.get("paper"):  # --paper typed sets what it covers over the file, as any flag does
+        for dest in ("optimizer", "lr", "momentum", "weight_decay", "confidence_range", "random_init"):
+            saved.pop(dest, None)
+    if "steps" in typed or "epochs" in typed:  # the command line's length replaces the file's
+        saved.pop("steps", None)
+        saved.pop("epochs", None)
+    values = {**DEFAULTS, **saved, **typed}
+    for name in ("data", "out"):
+        if values[name] is None:
+            hint = "" if source else " (or give --config RUN/config.json)"
+            raise ValueError(f"argument --{name} is required{hint}")
+    if source and "out" in saved and "out" not in typed:
+        from fabnet.arguments import writable_dir
+
+        writable_dir(values["out"])
+    resolved = argparse.Namespace(**{**vars(args), **values})
+    resolved._resolved, resolved._file_only = True, extra
+    return resolved
 
 
 def config_from_args(args: argparse.Namespace):
     from fabnet.train.config import PAPER, TrainConfig
 
+    args = resolve(args)
     # Options not given on the command line: the paper's with --paper (asked for, so a resumed
     # run of other settings is refused), else the resumed checkpoint's, else TrainConfig's.
     base = PAPER if args.paper else (_resumed_options(args) or {k: getattr(TrainConfig, k) for k in PAPER})
@@ -226,6 +288,7 @@ def config_from_args(args: argparse.Namespace):
         log_every=args.log_every,
         figure_every=args.figure_every,
         figures=not args.no_figures,
+        tensorboard=not args.no_tensorboard,
         device=args.device,
         data_backend=args.data_backend,
         num_workers=args.num_workers,
@@ -233,8 +296,35 @@ def config_from_args(args: argparse.Namespace):
         channels_last=args.channels_last,
         bf16=args.bf16,
         stop_after=args.stop_after,
-        progress=not args.no_progress,
+        progress=args.progress,
+        **args._file_only,
     )
+
+
+def _resumed_config(resume, out) -> dict | None:
+    """The TrainConfig dict of the checkpoint --resume names (None when it cannot say: train()
+    then reports what is wrong with the file)."""
+    import os
+
+    if isinstance(resume, str):
+        path = resume
+    elif out is not None:
+        path = os.path.join(out, "checkpoints", "last.pt")
+    else:
+        return None
+    try:
+        from fabnet.model.checkpoint import load_checkpoint
+
+        state = load_checkpoint(path)
+    except (OSError, ValueError):
+        return None
+    config = state.get("train_config")
+    if not isinstance(config, dict):
+        return None
+    from fabnet.train.config import TrainConfig
+
+    known = {f for f in TrainConfig.__dataclass_fields__}
+    return {k: v for k, v in config.items() if k in known}
 
 
 def _resumed_options(args: argparse.Namespace) -> dict | None:

@@ -53,6 +53,7 @@ class TrainConfig:
     val_at_start: validate once before the first step of a new run (the curve's starting point).
     checkpoint_every, log_every, figure_every: periods in steps (0: never, except at the end).
     figures: False writes no PNG at all (each costs a matplotlib render; tests and sweeps skip it).
+    tensorboard: also write TensorBoard event files to RUN/tensorboard (fabnet.train.tensorboard).
     device: "auto", "cpu", "cuda", "cuda:1"; data_backend: "pil", "dali" or "auto".
     op_backend: the fused op's backend ("auto", "cpu", "cuda", "triton", "reference").
     channels_last, bf16: GPU speed options (bf16 autocast of the convolutions).
@@ -91,6 +92,7 @@ class TrainConfig:
     figure_every: int = 500
     figure_samples: int = 4
     figures: bool = True
+    tensorboard: bool = True
     device: str = "auto"
     data_backend: str = "auto"
     num_workers: int = 2

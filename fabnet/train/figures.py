@@ -116,10 +116,11 @@ _VALUE_RANGE = (0.0, 1.0)  # pixel range of the loader's tensors
 
 
 @torch.no_grad()
-def sample_figure(model, target: torch.Tensor, sources: torch.Tensor, count: int, path: str, title: str) -> None:
+def sample_figure(model, target: torch.Tensor, sources: torch.Tensor, count: int, path: str, title: str) -> dict:
     """Samples of a validation batch, target (B, 3, S, S) and sources (B, K, 3, S, S): the target,
     its sources, the confidences and the generated frame, for ``count`` samples spread over the
-    batch. Leaves the model in eval mode."""
+    batch. Leaves the model in eval mode. Returns what it drew: "target", "sources", "generated"
+    in [0, 1] (n, 3, S, S) / (n, K, 3, S, S)."""
     model.eval()
     # Spread over the batch: the validation plan lists a track's identity's tracks together, so
     # the first ``count`` samples would often show one face.
@@ -128,6 +129,8 @@ def sample_figure(model, target: torch.Tensor, sources: torch.Tensor, count: int
     out = model.generate(target, sources)
     lo, hi = _VALUE_RANGE
     scale = lambda x: (x - lo) / (hi - lo)
+    shown = dict(target=scale(target), sources=scale(sources), generated=scale(out["generated"]))
     samples_figure(
-        scale(target), scale(sources), out["confidence"], scale(out["generated"]), path, title=title, loss=out["loss"]
+        shown["target"], shown["sources"], out["confidence"], shown["generated"], path, title=title, loss=out["loss"]
     )
+    return shown

@@ -29,10 +29,12 @@ def read_metrics(path: str) -> list[dict]:
 
 
 class MetricsLog:
-    """metrics.jsonl writer (rank 0); on resume, drops records after the checkpoint's step."""
+    """metrics.jsonl writer (rank 0); on resume, drops records after the checkpoint's step; ``on_record``
+    is also called with each record written."""
 
-    def __init__(self, path: str, enabled: bool, resume_step: int | None):
+    def __init__(self, path: str, enabled: bool, resume_step: int | None, on_record=None):
         self.path = path
+        self.on_record = on_record  # also given every record (the TensorBoard log)
         self.enabled = enabled
         self.records: list[dict] = []
         if enabled and resume_step is not None and os.path.exists(path):
@@ -49,6 +51,8 @@ class MetricsLog:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if self.on_record is not None:
+                self.on_record(record)
 
 
 def zero_flow_loss(metrics: list[dict]) -> float | None:

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import torch
 
+from fabnet import __version__
 from fabnet.model import FabNet, init_from, load_checkpoint, save_checkpoint
 from fabnet.model.checkpoint import FORMAT
 from fabnet.model.fabnet import PAPER_CONFIDENCE_RANGE
@@ -36,6 +37,7 @@ from fabnet.train.state import (
     rng_state,
     set_rng_state,
 )
+from fabnet.train.tensorboard import TensorBoardLog
 from fabnet.train.validation import validate
 
 
@@ -103,8 +105,10 @@ class Run:
             )
         self.total = cfg.steps if cfg.steps is not None else (cfg.epochs * per_epoch if cfg.epochs else 1000)
         self._prepare_files(checkpoints)
+        resume_step = self.step if resume_state is not None else None
+        self.tensorboard = TensorBoardLog(self.dir, world.is_main and cfg.tensorboard, resume_step)
         self.metrics = MetricsLog(
-            os.path.join(self.dir, "metrics.jsonl"), world.is_main, self.step if resume_state is not None else None
+            os.path.join(self.dir, "metrics.jsonl"), world.is_main, resume_step, on_record=self.tensorboard.record
         )
         self._log_start(init_loaded, resume_state)
         if cfg.val_at_start and resume_state is None and self.step == 0:
@@ -181,7 +185,7 @@ class Run:
                     os.unlink(os.path.join(checkpoints, name))
         os.makedirs(os.path.join(self.dir, "figures"), exist_ok=True)
         with open(os.path.join(self.dir, "config.json"), "w") as f:
-            json.dump(dataclasses.asdict(self.cfg), f, indent=2)
+            json.dump({**dataclasses.asdict(self.cfg), "fabnet_version": __version__}, f, indent=2)
 
     def _log_start(self, init_loaded: list[str], resume_state: dict | None) -> None:
         cfg = self.cfg
@@ -308,6 +312,7 @@ class Run:
         save_checkpoint(
             dict(
                 format=FORMAT,
+                fabnet_version=__version__,
                 model_config=self.model.config(),
                 model=self.model.state_dict(),
                 step=self.step,
@@ -337,7 +342,7 @@ class Run:
             title=f"FAb-Net S={cfg.size} K={cfg.num_sources}",
         )
         target, sources = to_device(next(epoch_batches(self.val_loader, 0, 0)), self.world.device)
-        sample_figure(
+        shown = sample_figure(
             self.model,
             target,
             sources,
@@ -345,6 +350,7 @@ class Run:
             os.path.join(self.dir, "figures", f"samples_{tag}.png"),
             title=f"step {self.step}, window {self.curriculum.window}",
         )
+        self.tensorboard.panel(self.step, shown["target"], shown["sources"], shown["generated"])
         self.set_train_mode()
 
     # -- the end --------------------------------------------------------------------------------
@@ -370,6 +376,7 @@ class Run:
                 checksums=checksums,
             )
         )
+        self.tensorboard.close()
         D.barrier(world)
         return TrainResult(
             checkpoint=self.last_path,

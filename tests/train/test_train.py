@@ -138,8 +138,11 @@ def test_width_option_through_the_cli(synth_root, tmp_path, capsys):
     state = load_checkpoint(os.path.join(out, "checkpoints", "last.pt"), "cpu")
     assert state["model_config"]["width"] == 16 and state["train_config"]["width"] == 16
     assert state["model"]["encoder.net.0.weight"].shape == (16, 3, 4, 4)
-    err = _cli_error(capsys, small_args(synth_root, out, "--steps", "4", "--resume"))
+    # resuming takes the run's own width; a different one typed is refused
+    err = _cli_error(capsys, small_args(synth_root, out, "--steps", "4", "--resume", "--width", "64"))
     assert "--width 16, but --width is 64; pass --width 16" in err
+    assert fabnet_main(small_args(synth_root, out, "--steps", "3", "--resume")) == 0
+    assert load_checkpoint(os.path.join(out, "checkpoints", "last.pt"), "cpu")["step"] == 3
     err = _cli_error(
         capsys,
         small_args(
@@ -152,5 +155,6 @@ def test_width_option_through_the_cli(synth_root, tmp_path, capsys):
     # the CLI offers the model's default width
     from fabnet.cli import build_parser
     from fabnet.model import DEFAULT_WIDTH
+    from fabnet.train.cli import resolve
 
-    assert build_parser().parse_args(["train", "--data", "d", "--out", "o"]).width == DEFAULT_WIDTH
+    assert resolve(build_parser().parse_args(["train", "--data", "d", "--out", "o"])).width == DEFAULT_WIDTH
