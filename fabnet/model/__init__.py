@@ -5,6 +5,7 @@ Decoder(size, in_features=512, out_channels) (N, in_features) -> (N, out_channel
 FabNet(size, num_sources, width=64, op_backend=...)   forward(target, sources) -> per-sample L1 (B,)
 load_encoder(path)                          a trained, frozen Encoder in eval mode
 load_checkpoint(path) / save_checkpoint(state, path)   (atomic)
+export_encoder(ckpt, out) / load_exported_encoder(out)  the encoder as .safetensors + a model card
 """
 
 from fabnet._lazy import lazy_exports
@@ -13,6 +14,8 @@ from fabnet._lazy import lazy_exports
 # through this package and must not load torch.
 _EXPORTS = {
     "FORMAT": "fabnet.model.checkpoint",
+    "export_encoder": "fabnet.model.export",
+    "load_exported_encoder": "fabnet.model.export",
     "build_model": "fabnet.model.checkpoint",
     "check_compatible": "fabnet.model.checkpoint",
     "checkpoint_width": "fabnet.model.checkpoint",

@@ -10,6 +10,7 @@ import argparse
 import os
 
 from fabnet.arguments import (
+    add_progress_flag,
     existing_dir,
     existing_file,
     int_in,
@@ -84,20 +85,19 @@ def _refuse_overwriting_inputs(args, out_name: str, out: str | None) -> None:
 
 
 def cmd_embed(args) -> int:
-    from fabnet.probe.pipeline import embed_splits, save_embeddings
+    from fabnet.probe.embedding_files import provenance, write_embeddings
+    from fabnet.probe.pipeline import embed_splits
 
     _refuse_overwriting_inputs(args, "--out", args.out)
     splits = [args.split] if args.split else ["all"]
-    emb = embed_splits(_source(args), args.data, splits, crop=args.crop, batch_size=args.batch_size, progress=True)
-    if args.out.endswith(".npz"):
-        import numpy as np
-
-        e = next(iter(emb.values()))
-        np.savez(args.out, embeddings=e.embeddings, paths=np.array(e.paths), identities=e.identities, boxes=e.boxes)
-    else:
-        save_embeddings(emb, args.out, args.checkpoint or f"pixels:{args.pixels}")
+    emb = embed_splits(
+        _source(args), args.data, splits, crop=args.crop, batch_size=args.batch_size, progress=args.progress
+    )
+    info = provenance(checkpoint=args.checkpoint, pixels=args.pixels, data=args.data, crop=args.crop, splits=splits)
+    write_embeddings(emb, args.out, info)
     n = sum(len(e.records) for e in emb.values())
-    print(f"wrote {n} embeddings of {args.checkpoint or _source_name(args)} to {args.out}")
+    sha = f" (sha256 {info['checkpoint_sha256'][:12]})" if info["checkpoint_sha256"] else ""
+    print(f"wrote {n} embeddings of {args.checkpoint or _source_name(args)}{sha} to {args.out}")
     return 0
 
 
@@ -174,12 +174,14 @@ def register(subparsers) -> None:
     p.add_argument(
         "--out",
         required=True,
-        type=output_file(".pt", ".npz"),
-        help="output file: .pt (torch.save dict per split) or .npz",
+        type=output_file(".npz", ".pt", ".parquet"),
+        help="output file: .npz (NumPy), .pt (torch, a dict per split) or .parquet (a row per frame); each "
+        "records the checkpoint, its SHA-256, the data root, crop and split",
     )
     p.add_argument(
         "--split", choices=("train", "val", "test"), default=None, help="one split only (default: all frames)"
     )
+    add_progress_flag(p)
     p.set_defaults(func=cmd_embed)
 
     p = subparsers.add_parser(

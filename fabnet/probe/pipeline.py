@@ -69,17 +69,21 @@ def embed_splits(
     return out
 
 
-def save_embeddings(emb: dict[str, Embedded], path: str, checkpoint: str | None = None) -> str:
-    """``torch.save`` {split: {"embeddings": (N, D) tensor, "paths", "identities", "boxes"}, "checkpoint"}."""
+def save_embeddings(
+    emb: dict[str, Embedded], path: str, checkpoint: str | None = None, provenance: dict | None = None
+) -> str:
+    """``torch.save`` {"splits": {split: {"embeddings": (N, D) tensor, "paths", "relpaths", "identities",
+    "splits" (each frame's own), "boxes"}}, "checkpoint", "provenance"} (fabnet.probe.embedding_files)."""
     import torch
 
-    blob = {"checkpoint": checkpoint, "splits": {}}
+    blob = {"format": "fabnet-embeddings/2", "checkpoint": checkpoint, "provenance": provenance, "splits": {}}
     for split, e in emb.items():
         blob["splits"][split] = {
             "embeddings": torch.from_numpy(np.ascontiguousarray(e.embeddings)),
             "paths": e.paths,
             "relpaths": [r.relpath for r in e.records],
             "identities": [r.identity for r in e.records],
+            "splits": [r.split or split for r in e.records],
             "boxes": torch.from_numpy(e.boxes),
         }
     torch.save(blob, path)
