@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "fabnet.data.cli",  # synth, extract-frames
     "fabnet.train.cli",  # train
     "fabnet.probe.cli",  # embed, probe, retrieve
+    "fabnet.model.cli",  # export
     "fabnet.demo.cli",  # demo, study
 )
 
@@ -69,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         install = f'pip install "fabnet[{extra}]" (from a checkout: pip install ".[{extra}]")'
         print(f"fabnet {args.command}: error: it needs {err.name}, which is not installed: {install}", file=sys.stderr)
         return 2
+    except ImportError as err:
+        # fabnet's own "X needs Y, which is not importable: pip install ..." (--data-backend dali
+        # without DALI, tracks without OpenCV); an import error without that hint is a bug.
+        if "pip install" not in str(err) or os.environ.get("FABNET_DEBUG") == "1":
+            raise
+        print(f"fabnet {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 # The modules of the optional extras (setup.py's EXTRAS): a command that needs one names its extra.
@@ -77,6 +85,10 @@ EXTRA_OF_MODULE = {
     "tqdm": "train",
     "matplotlib": "train",
     "av": "video",
+    "cv2": "video",
+    "tensorboard": "train",
+    "safetensors": "export",
+    "pyarrow": "parquet",
     "triton": "triton",
     "nvidia": "dali-cuda13",
 }

@@ -39,8 +39,8 @@ CASES = [
         "argument --data: '{missing}' does not exist or is not a directory",
     ),
     (["embed", "--pixels", "8", "--data", "{data}", "--out", "{under_file}/e.npz"], "argument --out: "),
-    (["embed", "--pixels", "8", "--data", "{data}", "--out", "{data}"], "expected a file name ending in .pt, .npz"),
-    (["embed", "--pixels", "8", "--data", "{data}", "--out", "{out}/e.parquet"], "ending in .pt, .npz"),
+    (["embed", "--pixels", "8", "--data", "{data}", "--out", "{data}"], "expected a file name ending in .npz, .pt"),
+    (["embed", "--pixels", "8", "--data", "{data}", "--out", "{out}/e.csv"], "ending in .npz, .pt, .parquet"),
     (["retrieve", "--pixels", "8", "--data", "{data}", "--out", "{out}/r.jpg"], "ending in .png, .pdf, .svg"),
     (
         ["embed", "--pixels", "8", "--data", "{data}", "--out", "{out}/e.npz", "--batch-size", "0"],
@@ -153,3 +153,41 @@ def test_writable_dir_does_not_create(tmp_path):
     target = tmp_path / "a" / "b"
     assert arguments.writable_dir(str(target)) == str(target)
     assert not target.exists()
+
+
+COMMANDS = ("info", "synth", "extract-frames", "tracks", "train", "embed", "probe", "retrieve", "demo", "study")
+COMMANDS += ("export",)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_is_plain_text(command, capsys):
+    """No reStructuredText quoting, no doubled percent signs: --help reads as it prints."""
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and out
+    assert "``" not in out and "%%" not in out, out
+
+
+@pytest.mark.parametrize("command", ["synth", "extract-frames", "tracks", "train", "embed", "demo", "study"])
+def test_every_long_command_takes_no_progress(command):
+    """One switch for progress bars everywhere: --no-progress (--quiet is still read, unlisted)."""
+    from fabnet.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {s: a for a in subparsers.choices[command]._actions for s in a.option_strings}
+    assert options["--no-progress"].dest == "progress" and options["--quiet"].dest == "progress"
+    assert options["--quiet"].help == argparse.SUPPRESS
+
+
+def test_dali_backend_without_dali_is_one_line(paths, capsys, monkeypatch, tmp_path):
+    from fabnet.data import dali_backend
+    from fabnet.data.synth import synthesize
+
+    monkeypatch.setattr(dali_backend, "available", lambda: False)
+    root = str(tmp_path / "data")
+    synthesize(root, identities=6, tracks_per_identity=2, frames_per_track=4, size=32, progress=False)
+    argv = ["train", "--data", root, "--out", str(tmp_path / "run"), "--size", "32", "--data-backend", "dali"]
+    assert main(argv + ["--device", "cpu", "--steps", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "fabnet train: error: backend='dali' needs NVIDIA DALI" in err and "Traceback" not in err, err
