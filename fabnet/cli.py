@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # `fabnet ... | head`: the reader left before the summary; the work is done, nothing to report.
+        # stdout goes to /dev/null so that Python's flush at exit does not raise the same error again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # as a process killed by SIGPIPE
     except USER_ERRORS as err:
         if os.environ.get("FABNET_DEBUG") == "1":
             raise

@@ -191,3 +191,24 @@ def test_dali_backend_without_dali_is_one_line(paths, capsys, monkeypatch, tmp_p
     assert main(argv + ["--device", "cpu", "--steps", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "fabnet train: error: backend='dali' needs NVIDIA DALI" in err and "Traceback" not in err, err
+
+
+def test_a_closed_pipe_is_no_traceback(tmp_path):
+    """`fabnet info | head -1`: the reader closes the pipe before fabnet prints; no traceback."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
+    code = "import time, sys; time.sleep(1); from fabnet.cli import main; sys.exit(main(['info']))"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    child.stdout.close()
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
