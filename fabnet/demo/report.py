@@ -121,7 +121,7 @@ def _setup(report: dict, methods) -> list[str]:
         f"and test ({report['sizes']['test_identities']} test identities). Every probe metric comes with a 95 % "
         "interval from 1000 bootstrap resamples of the test identities.",
         f"- Networks at S = {cfg['size']}, 256-d embedding, decoders' last conv at 0.01 of its random initialisation "
-        "(the warp starts near the identity, confidences near equal). FAb-Net stage 1: 1 source, {cfg['steps_1src']} "
+        f"(the warp starts near the identity, confidences near equal). FAb-Net stage 1: 1 source, {cfg['steps_1src']} "
         f"{cfg['optimizer']} steps of {cfg['batch_1src']} (lr {cfg['lr']}, weight decay "
         f"{cfg.get('weight_decay', 0)}, LR divided by 10 after {cfg['patience_1src']} validation rounds without "
         f"improvement; validation every {cfg['val_every']} steps on {cfg['val_batches'] * cfg['batch_1src']} "

@@ -94,6 +94,8 @@ def test_report_md_lists_every_method_and_figure(demo_dir):
     links = re.findall(r"\]\(([^)]+\.png)\)", text)
     assert links and all((demo_dir / link).is_file() for link in links), links
     assert text.startswith("# FAb-Net demo on synthetic faces: smoke test")
+    # every value is filled in: no f-string left unformatted ("{cfg['steps_1src']} adam steps")
+    assert not re.search(r"\{[a-z_]+\[", text), re.search(r".{40}\{[a-z_]+\[.{40}", text)
 
 
 def test_probe_metrics_carry_identity_intervals(demo_dir):
