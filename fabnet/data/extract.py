@@ -20,6 +20,7 @@ import warnings
 
 from fabnet.data.files import check_regular
 from fabnet.data.index import DataWarning
+from fabnet.data.labels import name_some
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 JPEG_QUALITY = 95
@@ -147,13 +148,11 @@ def extract_frames(videos: str, out: str, *, fps: float = 1.0, size: int = 0, pr
             failed.append(f"{path} ({err})")
         written += kept
     if failed and len(failed) == len(plan) and written == 0:
-        more = f"; ... and {len(failed) - 5} more" if len(failed) > 5 else ""
-        raise ValueError(f"none of the {len(plan)} video(s) could be decoded: {'; '.join(failed[:5])}{more}")
+        raise ValueError(f"none of the {len(plan)} video(s) could be decoded: {name_some(failed, 5)}")
     if failed:
         # The frames a broken video gave before failing are kept: each one is a whole JPEG.
         warnings.warn(
-            f"could not decode {len(failed)} of {len(plan)} video(s): {'; '.join(failed[:20])}"
-            + (f"; ... and {len(failed) - 20} more" if len(failed) > 20 else ""),
+            f"could not decode {len(failed)} of {len(plan)} video(s): {name_some(failed, 20)}",
             DataWarning,
             stacklevel=2,
         )

@@ -21,7 +21,7 @@ from collections import OrderedDict
 import numpy as np
 
 from fabnet.data.files import MAX_FRAME_BYTES, MAX_TABLE_BYTES, UnreadableFile, check_regular, open_image
-from fabnet.data.labels import SPLITS, DataWarning, FrameRecord, read_labels
+from fabnet.data.labels import SPLITS, DataWarning, FrameRecord, name_some, read_labels
 
 CACHE_FILE = ".fabnet-index.json"
 SPLIT_FRACTIONS = (0.75, 0.15, 0.10)  # train / val / test, by identity, as in the paper
@@ -59,9 +59,8 @@ def _check_jpeg(path: str) -> tuple[bool, int, int, str]:
 def _warn_files(bad: list[tuple[str, str]], root: str) -> None:
     if not bad:
         return
-    named = "; ".join(f"{p} ({why})" for p, why in bad[:_MAX_NAMED])
-    more = f"; ... and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
-    warnings.warn(f"left out {len(bad)} unreadable frame(s) under {root}: {named}{more}", DataWarning, stacklevel=3)
+    named = name_some([f"{p} ({why})" for p, why in bad], _MAX_NAMED)
+    warnings.warn(f"left out {len(bad)} unreadable frame(s) under {root}: {named}", DataWarning, stacklevel=3)
 
 
 def _scan(root: str) -> list[FrameRecord]:

@@ -56,6 +56,13 @@ class DataWarning(UserWarning):
     """Frames or tracks of a data root left out (unreadable files, short tracks, table problems)."""
 
 
+def name_some(items: list[str], shown: int) -> str:
+    """The first ``shown`` of ``items`` joined by "; ", then "; ... and N more": what a warning
+    about many files names without growing with them."""
+    more = f"; ... and {len(items) - shown} more" if len(items) > shown else ""
+    return "; ".join(items[:shown]) + more
+
+
 LABEL_INFO_FILE = "labels.json"
 POSE_NAMES = ("yaw", "pitch", "roll")
 EXPRESSION_NAMES = ("neutral", "smile", "surprise", "sleepy")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from fabnet.data.extract import JPEG_QUALITY, FrameTicker, plan_videos
 from fabnet.data.index import DataWarning
+from fabnet.data.labels import name_some
 from fabnet.data.linking import CUT_THRESHOLD, is_cut, link, thumbnail
 
 STATE_DIR = ".fabnet-tracks"
@@ -120,8 +121,7 @@ def face_tracks(
         done += 1
     if failed:
         warnings.warn(
-            f"skipped {len(failed)} of {len(plan)} video(s) that could not be read: {'; '.join(failed[:20])}"
-            + (f"; ... and {len(failed) - 20} more" if len(failed) > 20 else ""),
+            f"skipped {len(failed)} of {len(plan)} video(s) that could not be read: {name_some(failed, 20)}",
             DataWarning,
             stacklevel=2,
         )

@@ -86,7 +86,7 @@ def embed_records(encoder, records, *, crop="center", batch_size: int = 128, pro
     frames embedded). A frame that cannot be decoded is left out with one DataWarning naming it,
     as the training loaders skip it.
     """
-    from fabnet.data.labels import DataWarning
+    from fabnet.data.labels import DataWarning, name_some
 
     encoder.eval()
     size = encoder.size
@@ -105,9 +105,8 @@ def embed_records(encoder, records, *, crop="center", batch_size: int = 128, pro
         if images:
             chunks.append(encoder(_to_tensor(images)).float().numpy())
     if skipped:
-        named = "; ".join(f"{p} ({why})" for p, why in skipped[:10])
-        more = f"; ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        warnings.warn(f"skipped {len(skipped)} unreadable frame(s): {named}{more}", DataWarning, stacklevel=2)
+        named = name_some([f"{p} ({why})" for p, why in skipped], 10)
+        warnings.warn(f"skipped {len(skipped)} unreadable frame(s): {named}", DataWarning, stacklevel=2)
     dim = getattr(encoder, "embedding_dim", 256)
     emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
     kept = np.asarray(kept, np.int64)
