@@ -87,6 +87,17 @@ def cmd_tracks(args) -> int:
     return 0
 
 
+# Frames per second in (0, 1000]: 1000 is above any camera's rate (every frame is kept from fps
+# >= the video's rate).
+FRAME_RATE = finite_float(0.0, 1000.0, low_open=True)
+
+
+def _videos_and_out(p) -> None:
+    """VIDEOS and OUT, as extract-frames and tracks take them."""
+    p.add_argument("videos", metavar="VIDEOS", type=existing_path, help="a video file or a directory of videos")
+    p.add_argument("out", metavar="OUT", type=writable_dir, help="output data root")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "synth",
@@ -139,12 +150,10 @@ def register(subparsers) -> None:
         "(or <identity>/<video>/<track>.<ext>, as VoxCeleb's face tracks); a flat directory "
         "makes one identity per video.",
     )
-    p.add_argument("videos", metavar="VIDEOS", type=existing_path, help="a video file or a directory of videos")
-    p.add_argument("out", metavar="OUT", type=writable_dir, help="output data root")
-    # 1000: above any camera's frame rate (every frame is kept from fps >= the video's rate).
+    _videos_and_out(p)
     p.add_argument(
         "--fps",
-        type=finite_float(0.0, 1000.0, low_open=True),
+        type=FRAME_RATE,
         default=1.0,
         help="frames per second to keep, in (0, 1000] (default 1, as the paper did for VoxCeleb)",
     )
@@ -167,8 +176,7 @@ def register(subparsers) -> None:
         "file or a directory of <name>.<ext> (one identity per video) or <identity>/<video>.<ext>. Run the "
         "same command again to resume: finished videos are kept; an unreadable video is skipped with a warning.",
     )
-    p.add_argument("videos", metavar="VIDEOS", type=existing_path, help="a video file or a directory of videos")
-    p.add_argument("out", metavar="OUT", type=writable_dir, help="output data root")
+    _videos_and_out(p)
     p.add_argument(
         "--size",
         type=int_in(16, 1024, "4x the largest training size"),
@@ -177,13 +185,13 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--fps",
-        type=finite_float(0.0, 1000.0, low_open=True),
+        type=FRAME_RATE,
         default=1.0,
         help="crops kept per second of each track (default 1, as the paper sampled VoxCeleb)",
     )
     p.add_argument(
         "--detect-fps",
-        type=finite_float(0.0, 1000.0, low_open=True),
+        type=FRAME_RATE,
         default=5.0,
         help="frames per second the detector sees, >= --fps; tracks link these (default 5)",
     )
