@@ -322,14 +322,21 @@ def _load_fitting(module: torch.nn.Module, weights: dict, path: str, state: dict
     module.load_state_dict(weights)
 
 
-def load_encoder(checkpoint_path: str, map_location="cpu") -> Encoder:
-    """The trained encoder of a checkpoint: eval mode, requires_grad False. (B, 3, S, S) -> (B, 256)."""
-    state = load_checkpoint(checkpoint_path, map_location)
+def encoder_from_state(state: dict, path: str = "checkpoint") -> Encoder:
+    """The encoder of a loaded checkpoint, its weights in (train mode, as built); ``path`` names
+    the file in errors."""
     cfg = state["model_config"]
     encoder = Encoder(cfg["size"], cfg.get("embedding_dim", 256), width=checkpoint_width(state))
     prefix = "encoder."
     weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
-    _load_fitting(encoder, weights, checkpoint_path, state)
+    _load_fitting(encoder, weights, path, state)
+    return encoder
+
+
+def load_encoder(checkpoint_path: str, map_location="cpu") -> Encoder:
+    """The trained encoder of a checkpoint: eval mode, requires_grad False. (B, 3, S, S) -> (B, 256)."""
+    state = load_checkpoint(checkpoint_path, map_location)
+    encoder = encoder_from_state(state, checkpoint_path)
     encoder.eval()
     for p in encoder.parameters():
         p.requires_grad_(False)

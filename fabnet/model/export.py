@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 
-from fabnet.model.checkpoint import checkpoint_width, load_checkpoint, load_encoder
+from fabnet.model.checkpoint import checkpoint_width, encoder_from_state, load_checkpoint
 from fabnet.model.networks import Encoder
 
 FORMAT = "fabnet-encoder/1"
@@ -37,7 +37,7 @@ def export_encoder(checkpoint: str, out: str, *, command: str | None = None) -> 
         raise ValueError(f"OUT must end in .safetensors, got {out!r}")
     st = _safetensors()
     state = load_checkpoint(checkpoint)
-    encoder = load_encoder(checkpoint)
+    encoder = encoder_from_state(state, checkpoint)  # the one load above serves weights and metadata
     config = {**state["model_config"], "width": checkpoint_width(state)}
     train_config = state.get("train_config") or state.get("baseline_config") or {}
     metadata = {

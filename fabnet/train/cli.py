@@ -213,20 +213,20 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     it, the checkpoint's own configuration), else its default. Idempotent."""
     if getattr(args, "_resolved", False):
         return args
+    from fabnet.train.config_file import options_from_config, read_config
+
     typed = {k: v for k, v in vars(args).items() if k in DEFAULTS}
     saved, extra, source = {}, {}, None
     if typed.get("config"):
-        from fabnet.train.config_file import options_from_config, read_config
-
         saved, extra = options_from_config(read_config(typed["config"]))
         source = f"--config {typed['config']}"
-    elif typed.get("resume"):
-        from fabnet.train.config_file import options_from_config
-
-        config = _resumed_config(typed.get("resume"), typed.get("out"))
-        if config is not None:
-            saved, extra = options_from_config(config)
-            source = "the resumed checkpoint"
+    # The checkpoint --resume names is read here once: its configuration (without --config) and
+    # its optimisation options (``config_from_args``'s base) both come from this one load.
+    state = _resumed_state(typed.get("resume"), typed.get("out") or saved.get("out"))
+    config = _resumed_config(state)
+    if not typed.get("config") and config is not None:
+        saved, extra = options_from_config(config)
+        source = "the resumed checkpoint"
     if typed.get("paper"):  # --paper typed sets what it covers over the file, as any flag does
         for dest in ("optimizer", "lr", "momentum", "weight_decay", "confidence_range", "random_init"):
             saved.pop(dest, None)
@@ -244,6 +244,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         writable_dir(values["out"])
     resolved = argparse.Namespace(**{**vars(args), **values})
     resolved._resolved, resolved._file_only = True, extra
+    resolved._resumed_options = _resumed_options(state)
     return resolved
 
 
@@ -253,7 +254,7 @@ def config_from_args(args: argparse.Namespace):
     args = resolve(args)
     # Options not given on the command line: the paper's with --paper (asked for, so a resumed
     # run of other settings is refused), else the resumed checkpoint's, else TrainConfig's.
-    base = PAPER if args.paper else (_resumed_options(args) or {k: getattr(TrainConfig, k) for k in PAPER})
+    base = PAPER if args.paper else (args._resumed_options or {k: getattr(TrainConfig, k) for k in PAPER})
     given = dict(
         optimizer=args.optimizer,
         lr=args.lr,
@@ -301,11 +302,13 @@ def config_from_args(args: argparse.Namespace):
     )
 
 
-def _resumed_config(resume, out) -> dict | None:
-    """The TrainConfig dict of the checkpoint --resume names (None when it cannot say: train()
-    then reports what is wrong with the file)."""
+def _resumed_state(resume, out) -> dict | None:
+    """The checkpoint --resume names (OUT/checkpoints/last.pt, or the path given); None when not
+    resuming or when the file cannot be read (train() then reports what is wrong with it)."""
     import os
 
+    if not resume:
+        return None
     if isinstance(resume, str):
         path = resume
     elif out is not None:
@@ -315,10 +318,14 @@ def _resumed_config(resume, out) -> dict | None:
     try:
         from fabnet.model.checkpoint import load_checkpoint
 
-        state = load_checkpoint(path)
+        return load_checkpoint(path)
     except (OSError, ValueError):
         return None
-    config = state.get("train_config")
+
+
+def _resumed_config(state: dict | None) -> dict | None:
+    """The TrainConfig dict a resumed checkpoint holds (its fields this fabnet knows)."""
+    config = (state or {}).get("train_config")
     if not isinstance(config, dict):
         return None
     from fabnet.train.config import TrainConfig
@@ -327,24 +334,12 @@ def _resumed_config(resume, out) -> dict | None:
     return {k: v for k, v in config.items() if k in known}
 
 
-def _resumed_options(args: argparse.Namespace) -> dict | None:
-    """The optimisation options (``PAPER``'s keys) of the checkpoint ``--resume`` names, so that
-    resuming without retyping them continues the run as it was (None: not resuming, or the file
-    cannot say; train() then reports what is wrong with it)."""
-    import os
-
+def _resumed_options(state: dict | None) -> dict | None:
+    """The optimisation options (``PAPER``'s keys) of a resumed checkpoint, so that resuming without
+    retyping them continues the run as it was (None: not resuming, or the file cannot say)."""
     from fabnet.train.config import PAPER
 
-    if not args.resume:
-        return None
-    path = args.resume if isinstance(args.resume, str) else os.path.join(args.out, "checkpoints", "last.pt")
-    try:
-        from fabnet.model.checkpoint import load_checkpoint
-
-        state = load_checkpoint(path)
-    except (OSError, ValueError):
-        return None
-    old = state.get("train_config")
+    old = (state or {}).get("train_config")
     if not isinstance(old, dict) or not all(k in old for k in PAPER if k != "confidence_range"):
         return None
     options = {k: old.get(k) for k in PAPER}
