@@ -5,6 +5,8 @@ case, option and dtype, shared with the other backends, is test_parity.py."""
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 
@@ -40,6 +42,10 @@ def assert_close(actual, expected, *, atol, rtol, what):
 @pytest.mark.parametrize("fn_name", ["warp_blend", "warp_blend_l1"])
 @pytest.mark.parametrize("residual,padding_mode,align_corners", OPTIONS, ids=OPTION_IDS)
 def test_gradcheck_float64(fn_name, residual, padding_mode, align_corners):
+    # A fixed draw per case: finite differences (eps 1e-6) straddle a kink of bilinear sampling
+    # (a tap boundary, the border clamp) when a sample lands within ~2.5e-6 px of one (estimated once
+    # in a few thousand draws of these 96 coordinates); CI met it once, on an unseeded draw.
+    torch.manual_seed(zlib.crc32(f"{fn_name}-{residual}-{padding_mode}-{align_corners}".encode()))
     case = Case(2, 2, 2, 5, 6, 4, 3)
     inputs = make_inputs(case, residual=residual, with_target=fn_name == "warp_blend_l1")
     args = tuple(t.requires_grad_() for t in inputs if t is not None)
